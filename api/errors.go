@@ -1,0 +1,53 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/cube-orchestrator/cube/task"
+)
+
+// ErrorResponse is the body of every error answer. Its keys are those the book's Cube uses.
+type ErrorResponse struct {
+	HTTPStatusCode int
+	Message        string
+}
+
+// httpError is an error that carries its own HTTP status, for the few answers (413, 405, …)
+// that no task error kind covers.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func httpErrorf(status int, format string, args ...any) error {
+	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// statusOf maps task error kinds to HTTP statuses. It is the only such mapping.
+var statusOf = map[task.Code]int{
+	task.EINVALID:     http.StatusBadRequest,
+	task.ENOTFOUND:    http.StatusNotFound,
+	task.ECONFLICT:    http.StatusConflict,
+	task.EUNAVAILABLE: http.StatusServiceUnavailable,
+	task.EINTERNAL:    http.StatusInternalServerError,
+}
+
+// error answers with err as a JSON error. Internal errors are logged in full and shown to the
+// client only as "internal error".
+func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := http.StatusInternalServerError, "internal error"
+	var he *httpError
+	if errors.As(err, &he) {
+		status, msg = he.status, he.msg
+	} else if code := task.ErrorCode(err); code != task.EINTERNAL {
+		status, msg = statusOf[code], task.ErrorMessage(err)
+	}
+	if status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	s.encode(w, r, status, ErrorResponse{HTTPStatusCode: status, Message: msg})
+}

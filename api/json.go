@@ -1,0 +1,67 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// decode reads one JSON value from the request body into v. The body is limited to
+// MaxBodyBytes, unknown fields are rejected, and so is anything after the value. The error says
+// what is wrong and where (the byte offset).
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err, dec.InputOffset())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return decodeError(err, dec.InputOffset())
+		}
+		return httpErrorf(http.StatusBadRequest, "request body must hold a single JSON object; more data follows at offset %d", dec.InputOffset())
+	}
+	return nil
+}
+
+func decodeError(err error, offset int64) error {
+	var (
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+		mbe    *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		return httpErrorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return httpErrorf(http.StatusBadRequest, "request body is empty; want a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return httpErrorf(http.StatusBadRequest, "malformed JSON: the body ends early, at offset %d", offset)
+	case errors.As(err, &syntax):
+		return httpErrorf(http.StatusBadRequest, "malformed JSON at offset %d: %s", syntax.Offset, syntax.Error())
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "the body"
+		}
+		return httpErrorf(http.StatusBadRequest, "%s: want %s, got JSON %s (offset %d)", field, typ.Type, typ.Value, typ.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		return httpErrorf(http.StatusBadRequest, "unknown field %s (offset %d)", name, offset)
+	}
+	return httpErrorf(http.StatusBadRequest, "invalid JSON value before offset %d: %v", offset, err)
+}
+
+// encode writes v as JSON with the given status.
+func (s *Server) encode(w http.ResponseWriter, r *http.Request, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err := json.NewEncoder(w).Encode(v); err != nil {
+		s.log.Debug("write response", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+}
+

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{
+		{"0", 0},
+		{"100", 100},
+		{"100b", 100},
+		{"512k", 512 << 10},
+		{"512KB", 512 << 10},
+		{"64m", 64 << 20},
+		{"64M", 64 << 20},
+		{"64MiB", 64 << 20},
+		{" 2g ", 2 << 30},
+		{"1GiB", 1 << 30},
+	} {
+		got, err := parseSize(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", "m", "-1", "1.5m", "12x", "ten", "99999999999999999999g", "8589934592g"} {
+		if got, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%q) = %d, want an error", in, got)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	c, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.listen != ":7777" || c.printSet || c.sleep != 0 {
+		t.Errorf("no args: got %+v, want --listen :7777 only", c)
+	}
+
+	c, err = parseFlags([]string{
+		"--listen", ":8080", "--tcp", ":9090", "--print", "hi", "--lines", "3",
+		"--stderr", "err", "--interval", "100ms", "--sleep", "2s", "--exit", "7",
+		"--alloc", "64m", "--unhealthy-after", "1m", "--check", "http://x/health",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{
+		listen: ":8080", tcp: ":9090", print: "hi", printSet: true, lines: 3,
+		stderr: "err", interval: 100 * time.Millisecond, sleep: 2 * time.Second,
+		exitCode: 7, alloc: 64 << 20, unhealthyAfter: time.Minute, check: "http://x/health",
+	}
+	if *c != want {
+		t.Errorf("got %+v\nwant %+v", *c, want)
+	}
+
+	c, err = parseFlags([]string{"--exit", "3"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.listen != "" || c.lines != 1 || c.printSet || c.exitCode != 3 {
+		t.Errorf("--exit 3: got %+v", c)
+	}
+
+	c, err = parseFlags([]string{"--print", ""}, io.Discard)
+	if err != nil || !c.printSet {
+		t.Errorf(`--print "": got %+v, %v; want printSet`, c, err)
+	}
+
+	for _, args := range [][]string{
+		{"--nope"},
+		{"extra"},
+		{"--print", "x", "positional"},
+		{"--lines", "-1"},
+		{"--print", "x", "--lines", "0"},
+		{"--exit", "256"},
+		{"--exit", "-1"},
+		{"--alloc", "lots"},
+		{"--sleep", "-1s"},
+		{"--sleep", "5"},
+	} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q): want an error", args)
+		}
+	}
+}
+
+func get(t *testing.T, srv *httptest.Server, path string) (int, string) {
+	t.Helper()
+	resp, err := srv.Client().Get(srv.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func TestHandler(t *testing.T) {
+	srv := httptest.NewServer(newHandler("myhost", 0))
+	defer srv.Close()
+
+	for _, tc := range []struct {
+		path     string
+		wantCode int
+		wantBody string
+	}{
+		{"/", 200, "hello from myhost\n"},
+		{"/any/other/path", 200, "hello from myhost\n"},
+		{"/health", 200, "ok"},
+		{"/echo?msg=hello%20world", 200, "hello world"},
+		{"/echo?msg=", 200, ""},
+		{"/status/200", 200, "OK"},
+		{"/status/404", 404, "Not Found"},
+		{"/status/503", 503, "Service Unavailable"},
+		{"/status/abc", 400, ""},
+		{"/status/99", 400, ""},
+		{"/status/600", 400, ""},
+	} {
+		code, body := get(t, srv, tc.path)
+		if code != tc.wantCode || (tc.wantCode != 400 && body != tc.wantBody) {
+			t.Errorf("GET %s = %d %q; want %d %q", tc.path, code, body, tc.wantCode, tc.wantBody)
+		}
+	}
+
+	resp, err := srv.Client().Post(srv.URL+"/echo", "text/plain", strings.NewReader("posted"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "posted" {
+		t.Errorf("POST /echo = %d %q; want 200 %q", resp.StatusCode, b, "posted")
+	}
+}
+
+func TestHandlerUnhealthyAfter(t *testing.T) {
+	h := newHandler("h", time.Minute)
+	var mu sync.Mutex
+	now := h.start
+	h.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	if code, body := get(t, srv, "/health"); code != 200 || body != "ok" {
+		t.Errorf("before: /health = %d %q; want 200 ok", code, body)
+	}
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	if code, body := get(t, srv, "/health"); code != 500 || body != "unhealthy" {
+		t.Errorf("after: /health = %d %q; want 500 unhealthy", code, body)
+	}
+	if code, _ := get(t, srv, "/"); code != 200 {
+		t.Errorf("after: / = %d; want 200", code)
+	}
+}
+
+// runEcho runs the program in-process and returns exit code, stdout and stderr.
+func runEcho(t *testing.T, sig <-chan os.Signal, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(args, &stdout, &stderr, sig)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestRunPrint(t *testing.T) {
+	for _, tc := range []struct {
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantStderr string
+	}{
+		{[]string{"--print", "hello"}, 0, "hello\n", ""},
+		{[]string{"--print", "hello", "--exit", "3"}, 3, "hello\n", ""},
+		{[]string{"--print", "x", "--lines", "3"}, 0, "x 1\nx 2\nx 3\n", ""},
+		{[]string{"--print", "x", "--lines", "3", "--interval", "10ms"}, 0, "x 1\nx 2\nx 3\n", ""},
+		{[]string{"--stderr", "oops", "--exit", "1"}, 1, "", "oops\n"},
+		{[]string{"--exit", "4"}, 4, "", ""},
+		{[]string{"--bogus"}, 2, "", ""},
+	} {
+		code, stdout, stderr := runEcho(t, nil, tc.args...)
+		if code != tc.wantCode || stdout != tc.wantStdout || (tc.wantCode != 2 && stderr != tc.wantStderr) {
+			t.Errorf("run(%q) = %d, %q, %q; want %d, %q, %q",
+				tc.args, code, stdout, stderr, tc.wantCode, tc.wantStdout, tc.wantStderr)
+		}
+	}
+}
+
+func TestRunSleep(t *testing.T) {
+	start := time.Now()
+	code, stdout, _ := runEcho(t, nil, "--print", "a", "--sleep", "100ms", "--exit", "5")
+	if code != 5 || stdout != "a\n" {
+		t.Errorf("got %d %q; want 5 %q", code, stdout, "a\n")
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Errorf("returned after %v, before --sleep elapsed", d)
+	}
+}
+
+// notifyWriter is a concurrency-safe buffer that closes wrote on the first write.
+type notifyWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	wrote chan struct{}
+	once  sync.Once
+}
+
+func (w *notifyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	defer w.once.Do(func() { close(w.wrote) })
+	return w.buf.Write(p)
+}
+
+func (w *notifyWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+func TestRunSignal(t *testing.T) {
+	sig := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	stdout := &notifyWriter{wrote: make(chan struct{})}
+	var stderr bytes.Buffer
+	go func() {
+		done <- run([]string{"--listen", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--print", "tick",
+			"--lines", "0", "--interval", "5ms", "--exit", "9"}, stdout, &stderr, sig)
+	}()
+	select {
+	case <-stdout.wrote:
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing printed")
+	}
+	sig <- syscall.SIGTERM
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("exit code after SIGTERM = %d, want 0 (stderr %q)", code, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return after SIGTERM")
+	}
+	if got := stdout.String(); !strings.HasPrefix(got, "tick 1\n") {
+		t.Errorf("stdout = %q, want numbered tick lines", got)
+	}
+}
+
+func TestRunServes(t *testing.T) {
+	// Pick free ports, then let run listen on them.
+	freePort := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	httpAddr, tcpAddr := freePort(), freePort()
+	sig := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	go func() {
+		done <- run([]string{"--listen", httpAddr, "--tcp", tcpAddr}, io.Discard, io.Discard, sig)
+	}()
+	defer func() {
+		sig <- syscall.SIGINT
+		if code := <-done; code != 0 {
+			t.Errorf("exit code after SIGINT = %d, want 0", code)
+		}
+	}()
+
+	deadline := time.Now().Add(5 * time.Second)
+	var (
+		resp *http.Response
+		err  error
+	)
+	for {
+		resp, err = http.Get("http://" + httpAddr + "/health")
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("GET /health: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" {
+		t.Errorf("/health = %d %q", resp.StatusCode, b)
+	}
+	conn, err := net.DialTimeout("tcp", tcpAddr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("dial --tcp: %v", err)
+	}
+	conn.Close()
+}
+
+func TestRunListenError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if code, _, stderr := runEcho(t, nil, "--listen", ln.Addr().String()); code != 1 || stderr == "" {
+		t.Errorf("listen on a busy port: got %d %q; want 1 and a message", code, stderr)
+	}
+}
+
+func TestCheck(t *testing.T) {
+	srv := httptest.NewServer(newHandler("h", 0))
+	defer srv.Close()
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{
+		{srv.URL + "/health", 0},
+		{srv.URL + "/status/204", 0},
+		{srv.URL + "/status/500", 1},
+		{srv.URL + "/status/301", 1},
+		{"http://127.0.0.1:1/", 1},
+	} {
+		if code, _, _ := runEcho(t, nil, "--check", tc.url); code != tc.want {
+			t.Errorf("--check %s = %d, want %d", tc.url, code, tc.want)
+		}
+	}
+}
+
+func TestAllocate(t *testing.T) {
+	b := allocate(1<<20 + 3)
+	if len(b) != 1<<20+3 || b[0] != 1 || b[4096] != 1 || b[len(b)-1] != 1 {
+		t.Error("allocate did not allocate and touch the memory")
+	}
+}

@@ -1,0 +1,139 @@
+package task
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// The restart policies a task may ask for.
+const (
+	RestartNo            = "no"
+	RestartOnFailure     = "on-failure"
+	RestartAlways        = "always"
+	RestartUnlessStopped = "unless-stopped"
+)
+
+// MinMemory is the smallest memory limit the Docker Engine accepts.
+const MinMemory = 6 << 20
+
+// maxNameLen bounds a task name so that the container name derived from it stays readable.
+const maxNameLen = 128
+
+var (
+	// The image reference grammar of github.com/distribution/reference, which the Docker Engine
+	// uses: [domain[:port]/]path[/path...][:tag][@digest].
+	referenceRE = func() *regexp.Regexp {
+		alnum := `[a-z0-9]+`
+		sep := `(?:[._]|__|[-]+)`
+		path := alnum + `(?:` + sep + alnum + `)*`
+		domainComp := `(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])`
+		host := `(?:` + domainComp + `(?:\.` + domainComp + `)*|\[[a-fA-F0-9:]+\])`
+		domain := host + `(?::[0-9]+)?`
+		name := `(?:` + domain + `/)?` + path + `(?:/` + path + `)*`
+		tag := `[\w][\w.-]{0,127}`
+		digest := `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}`
+		return regexp.MustCompile(`^(` + name + `)(?::` + tag + `)?(?:@` + digest + `)?$`)
+	}()
+	// Docker's rule for container names, which task names follow.
+	nameRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	envKeyRE  = regexp.MustCompile(`^[^=\x00]+$`)
+	protocols = map[string]bool{"tcp": true, "udp": true, "sctp": true}
+)
+
+// Validate checks the task's spec: the fields a client chooses. It returns an *Error of kind
+// EINVALID naming the first field that is wrong and why, or nil.
+func (t Task) Validate() error {
+	if t.Image == "" {
+		return invalid("Image", "is required")
+	}
+	if err := validateImage(t.Image); err != nil {
+		return err
+	}
+	if t.Name != "" && (len(t.Name) > maxNameLen || !nameRE.MatchString(t.Name)) {
+		return invalid("Name", "%q must match [a-zA-Z0-9][a-zA-Z0-9_.-]* and have at most %d characters", t.Name, maxNameLen)
+	}
+	if math.IsNaN(t.Cpu) || math.IsInf(t.Cpu, 0) || t.Cpu < 0 {
+		return invalid("Cpu", "must be a non-negative number of cores, got %v", t.Cpu)
+	}
+	if t.Cpu > 0 && t.Cpu < 0.01 {
+		return invalid("Cpu", "must be 0 (no limit) or at least 0.01 cores, got %v", t.Cpu)
+	}
+	if t.Memory < 0 {
+		return invalid("Memory", "must not be negative, got %d", t.Memory)
+	}
+	if t.Memory > 0 && t.Memory < MinMemory {
+		return invalid("Memory", "must be 0 (no limit) or at least %d bytes (6 MiB), got %d", MinMemory, t.Memory)
+	}
+	if t.Disk < 0 {
+		return invalid("Disk", "must not be negative, got %d", t.Disk)
+	}
+	for p := range t.ExposedPorts {
+		if err := validatePort(p); err != nil {
+			return invalid("ExposedPorts", "%v", err)
+		}
+	}
+	for p, host := range t.PortBindings {
+		if err := validatePort(p); err != nil {
+			return invalid("PortBindings", "%v", err)
+		}
+		if host == "" {
+			continue
+		}
+		if n, err := strconv.Atoi(host); err != nil || n < 1 || n > 65535 {
+			return invalid("PortBindings", "host port %q for %q must be a number from 1 to 65535", host, p)
+		}
+	}
+	switch t.RestartPolicy {
+	case "", RestartNo, RestartOnFailure, RestartAlways, RestartUnlessStopped:
+	default:
+		return invalid("RestartPolicy", "%q is not one of \"no\", \"on-failure\", \"always\", \"unless-stopped\"", t.RestartPolicy)
+	}
+	if t.HealthCheck != "" && !strings.HasPrefix(t.HealthCheck, "/") {
+		return invalid("HealthCheck", "%q must be an HTTP path starting with /", t.HealthCheck)
+	}
+	if t.RestartCount < 0 {
+		return invalid("RestartCount", "must not be negative, got %d", t.RestartCount)
+	}
+	for i, kv := range t.Env {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok || !envKeyRE.MatchString(k) || strings.ContainsRune(kv, 0) {
+			return invalid(fmt.Sprintf("Env[%d]", i), "%q must have the form KEY=value", kv)
+		}
+	}
+	for i, arg := range t.Cmd {
+		if strings.ContainsRune(arg, 0) {
+			return invalid(fmt.Sprintf("Cmd[%d]", i), "must not contain a NUL byte")
+		}
+	}
+	return nil
+}
+
+func validateImage(ref string) error {
+	m := referenceRE.FindStringSubmatch(ref)
+	if m == nil {
+		return invalid("Image", "%q is not a valid image reference (want [registry/]name[:tag][@digest], lowercase name)", ref)
+	}
+	if len(m[1]) > 255 {
+		return invalid("Image", "repository name must have at most 255 characters")
+	}
+	return nil
+}
+
+// validatePort checks a container port key such as "7777/tcp".
+func validatePort(p string) error {
+	num, proto, ok := strings.Cut(p, "/")
+	if !ok || !protocols[proto] {
+		return fmt.Errorf("port %q must have the form PORT/tcp, PORT/udp or PORT/sctp", p)
+	}
+	if n, err := strconv.Atoi(num); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("port %q must be a number from 1 to 65535", p)
+	}
+	return nil
+}
+
+func invalid(field, format string, args ...any) *Error {
+	return Errorf(EINVALID, "Task.%s: %s", field, fmt.Sprintf(format, args...))
+}

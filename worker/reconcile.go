@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"github.com/cube-orchestrator/cube/task"
+)
+
+// watch follows the runtime's container events for as long as ctx lives. When the stream breaks
+// it subscribes again, resuming from the last event it saw, and reconciles once subscribed, so
+// that nothing that happened in between is missed.
+func (w *Worker) watch(ctx context.Context) {
+	defer w.wg.Done()
+	since := w.now()
+	backoff := 100 * time.Millisecond
+	for {
+		subscribed := w.now()
+		err := w.rt.Watch(ctx, since, func(ev task.ContainerEvent) {
+			if ev.Time.After(since) {
+				since = ev.Time
+			}
+			switch ev.Kind {
+			case task.ContainerDied, task.ContainerOOM, task.ContainerDestroyed:
+				w.enqueueCheck(ctx, ev.TaskID, ev.ContainerID, string(ev.Kind))
+			}
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if w.now().Sub(subscribed) > time.Minute {
+			backoff = 100 * time.Millisecond // the stream was healthy for a while
+		}
+		w.log.Warn("container event stream broke; subscribing again", "err", err, "in", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+		w.reconcile(ctx)
+	}
+}
+
+// reconcileLoop compares the runtime with the store now and then, as a safety net under the
+// event stream.
+func (w *Worker) reconcileLoop(ctx context.Context) {
+	defer w.wg.Done()
+	t := time.NewTicker(w.reconcileEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.reconcile(ctx)
+		}
+	}
+}
+
+// reconcile lists the runtime's containers and queues a check for every Running task whose
+// container is not running or not there.
+func (w *Worker) reconcile(ctx context.Context) {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	list, err := w.rt.List(lctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("reconcile: cannot list containers", "err", err)
+		}
+		return
+	}
+	running := make(map[string]bool, len(list))
+	for _, c := range list {
+		running[c.ID] = c.Running
+	}
+	for _, t := range w.store.List() {
+		if t.State != task.Running || t.ContainerID == "" {
+			continue
+		}
+		if isRunning, exists := running[t.ContainerID]; !exists {
+			w.enqueueCheck(ctx, t.ID, t.ContainerID, "reconcile: container missing")
+		} else if !isRunning {
+			w.enqueueCheck(ctx, t.ID, t.ContainerID, "reconcile: container not running")
+		}
+	}
+}
+
+// sleep waits for d or until ctx is done, and reports whether the full time passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
