@@ -64,4 +64,3 @@ func (s *Server) encode(w http.ResponseWriter, r *http.Request, status int, v an
 		s.log.Debug("write response", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 }
-

@@ -47,7 +47,6 @@ type Options struct {
 // LabelWorker is the container label naming the worker that owns the container.
 const LabelWorker = "cube.worker"
 
-
 // Runtime is a worker.Runtime backed by a Docker Engine.
 type Runtime struct {
 	cli  *client.Client
