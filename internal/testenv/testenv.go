@@ -14,10 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -75,7 +77,9 @@ func Ctx(tb testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-var echoImage = sync.OnceValue(buildEchoImage)
+var echoImage = sync.OnceValue(func() error {
+	return buildImage(EchoImage, "examples/echo/Dockerfile", "./examples/echo", "echo")
+})
 
 // BuildEchoImage builds EchoImage from examples/echo once per test process
 // (later calls return at once) and returns its tag. Every caller fails when
@@ -88,7 +92,17 @@ func BuildEchoImage(tb testing.TB) string {
 	return EchoImage
 }
 
-func buildEchoImage() error {
+// BuildImage builds the image tag from a Dockerfile of this repository (dockerfile, relative to
+// the module root) whose context holds just the static binary of the Go package pkg at binPath.
+// It fails the test when the build fails.
+func BuildImage(tb testing.TB, tag, dockerfile, pkg, binPath string) {
+	tb.Helper()
+	if err := buildImage(tag, dockerfile, pkg, binPath); err != nil {
+		tb.Fatalf("testenv: building %s: %v", tag, err)
+	}
+}
+
+func buildImage(tag, dockerfilePath, pkg, binPath string) error {
 	cli, err := dockerClient()
 	if err != nil {
 		return err
@@ -97,25 +111,24 @@ func buildEchoImage() error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(root, "examples", "echo")
-	dockerfile, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
+	dockerfile, err := os.ReadFile(filepath.Join(root, dockerfilePath))
 	if err != nil {
 		return err
 	}
 
-	tmp, err := os.MkdirTemp("", "cube-echo-build-")
+	tmp, err := os.MkdirTemp("", "cube-image-build-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "echo")
+	bin := filepath.Join(tmp, "binary")
 	ctx, cancel := context.WithTimeout(context.Background(), goBuildLimit)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "./examples/echo")
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./examples/echo: %w\n%s", err, out)
+		return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 	}
 	binary, err := os.ReadFile(bin)
 	if err != nil {
@@ -130,7 +143,7 @@ func buildEchoImage() error {
 		data []byte
 	}{
 		{"Dockerfile", 0o644, dockerfile},
-		{"echo", 0o755, binary},
+		{binPath, 0o755, binary},
 	} {
 		if err := tw.WriteHeader(&tar.Header{
 			Name: f.name, Mode: f.mode, Size: int64(len(f.data)),
@@ -149,7 +162,7 @@ func buildEchoImage() error {
 	ctx, cancel = context.WithTimeout(context.Background(), imageBuild)
 	defer cancel()
 	resp, err := cli.ImageBuild(ctx, &buildCtx, build.ImageBuildOptions{
-		Tags:        []string{EchoImage},
+		Tags:        []string{tag},
 		Dockerfile:  "Dockerfile",
 		Remove:      true,
 		ForceRemove: true,
@@ -250,4 +263,15 @@ func RemoveLabelled(tb testing.TB, label string) {
 			tb.Errorf("testenv: removing container %.12s (label %q): %v", c.ID, label, err)
 		}
 	}
+}
+
+// FreePort returns a TCP port that was free on all interfaces a moment ago.
+func FreePort(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		tb.Fatalf("find a free port: %v", err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }

@@ -221,6 +221,15 @@ func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.Conta
 	if !since.IsZero() {
 		opts.Since = since.UTC().Format(time.RFC3339Nano)
 	}
+	// The SDK's Events reads the client's API version without the lock that lazy negotiation
+	// takes, so negotiate first: a ping that fails ends this subscription attempt instead.
+	pctx, pcancel := r.call(ctx)
+	ping, err := r.cli.Ping(pctx)
+	pcancel()
+	if err != nil {
+		return convert(err, "watch docker events")
+	}
+	r.cli.NegotiateAPIVersionPing(ping)
 	msgs, errs := r.cli.Events(ctx, opts)
 	for {
 		select {

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cube-orchestrator/cube/internal/testenv"
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/docker"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/go-connections/nat"
+	"github.com/google/uuid"
+)
+
+// The Dockerfile's image of the worker, run with the host's Docker socket, serves the API and
+// runs tasks.
+func TestWorkerImage(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	const tag = "cube-worker:test"
+	testenv.BuildImage(t, tag, "Dockerfile", "./cmd/cube", "bin/cube")
+
+	socket := "/var/run/docker.sock"
+	if h := os.Getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
+		socket = strings.TrimPrefix(h, "unix://")
+	}
+	name := "cube-image-test-" + uuid.NewString()[:8]
+	cli := testenv.Docker(t)
+	ctx := testenv.Ctx(t, 2*time.Minute)
+	created, err := cli.ContainerCreate(ctx,
+		&container.Config{
+			Image:        tag,
+			Cmd:          []string{"worker", "--host", "0.0.0.0", "--port", "5556", "--name", name},
+			ExposedPorts: nat.PortSet{"5556/tcp": {}},
+			Labels:       map[string]string{"cube.test": name},
+		},
+		&container.HostConfig{
+			Binds:        []string{socket + ":/var/run/docker.sock"},
+			PortBindings: nat.PortMap{"5556/tcp": {{HostIP: "127.0.0.1"}}},
+		}, nil, nil, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		testenv.RemoveLabelled(t, "cube.test="+name)
+		testenv.RemoveLabelled(t, docker.LabelWorker+"="+name)
+	})
+	if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := cli.ContainerInspect(ctx, created.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{name: name, url: "http://127.0.0.1:" + info.NetworkSettings.Ports["5556/tcp"][0].HostPort}
+	if body := httpGetWithin(t, d.url+"/healthz", 30*time.Second); !strings.Contains(body, "ok") {
+		t.Fatalf("healthz: got %q", body)
+	}
+	if code := d.do(t, http.MethodGet, "/readyz", nil, nil); code != http.StatusOK {
+		t.Fatalf("readyz of the containerized worker: got %d, want 200 (can it reach the Docker socket?)", code)
+	}
+	tk := echoTask("--listen", ":7777")
+	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
+	d.submit(t, tk)
+	run := d.waitState(t, tk.ID, task.Running, time.Minute)
+	if body := httpGetWithin(t, "http://127.0.0.1:"+run.HostPorts["7777/tcp"][0].HostPort+"/health", 10*time.Second); body != "ok" {
+		t.Errorf("task's published port: got %q, want ok", body)
+	}
+	if code := d.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE: got %d, want 204", code)
+	}
+	d.waitState(t, tk.ID, task.Completed, time.Minute)
+}

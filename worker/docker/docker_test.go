@@ -1,0 +1,297 @@
+package docker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cube-orchestrator/cube/internal/testenv"
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker"
+	"github.com/cube-orchestrator/cube/worker/docker"
+	"github.com/docker/docker/client"
+	"github.com/google/uuid"
+)
+
+var _ worker.Runtime = (*docker.Runtime)(nil)
+
+// newRuntime returns a Runtime owned by a worker name unique to the test, and removes every
+// container of that worker when the test ends.
+func newRuntime(t *testing.T) (*docker.Runtime, string) {
+	t.Helper()
+	testenv.BuildEchoImage(t)
+	name := "test-" + uuid.NewString()[:8]
+	rt, err := docker.New(docker.Options{Worker: name, StopGrace: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		testenv.RemoveLabelled(t, docker.LabelWorker+"="+name)
+		rt.Close()
+	})
+	return rt, name
+}
+
+func echoTask(args ...string) task.Task {
+	return task.Task{ID: uuid.New(), Name: "echo", Image: testenv.EchoImage, Cmd: args}
+}
+
+func ctx(t *testing.T) context.Context { return testenv.Ctx(t, time.Minute) }
+
+func TestStartPublishesPortsAndLabels(t *testing.T) {
+	rt, name := newRuntime(t)
+	tk := echoTask("--listen", ":7777")
+	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
+	tk.Env = []string{"GREETING=hi"}
+	tk.Memory = 64 << 20
+	tk.Cpu = 0.5
+	c, err := rt.Start(ctx(t), tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Running || c.TaskID != tk.ID || c.StartedAt.IsZero() {
+		t.Fatalf("got %+v, want a running container of task %s with a start time", c, tk.ID)
+	}
+	bs := c.HostPorts["7777/tcp"]
+	if len(bs) == 0 || bs[0].HostPort == "" {
+		t.Fatalf("got HostPorts %v, want 7777/tcp published", c.HostPorts)
+	}
+	for port, list := range c.HostPorts {
+		if len(list) == 0 {
+			t.Errorf("HostPorts[%s] is empty", port)
+		}
+	}
+	body := getWithin(t, "http://127.0.0.1:"+bs[0].HostPort+"/health", 10*time.Second)
+	if body != "ok" {
+		t.Errorf("GET /health: got %q, want %q", body, "ok")
+	}
+
+	info, err := testenv.Docker(t).ContainerInspect(ctx(t), c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.Config.Labels[task.LabelTaskID]; got != tk.ID.String() {
+		t.Errorf("label %s: got %q, want %q", task.LabelTaskID, got, tk.ID)
+	}
+	if got := info.Config.Labels[docker.LabelWorker]; got != name {
+		t.Errorf("label %s: got %q, want %q", docker.LabelWorker, got, name)
+	}
+	if got := info.HostConfig.RestartPolicy.Name; got != "no" {
+		t.Errorf("Docker restart policy: got %q, want %q (the worker owns restarts)", got, "no")
+	}
+	if got, want := info.HostConfig.NanoCPUs, int64(5e8); got != want {
+		t.Errorf("NanoCPUs: got %d, want %d", got, want)
+	}
+	if got, want := info.HostConfig.Memory, int64(64<<20); got != want {
+		t.Errorf("Memory: got %d, want %d", got, want)
+	}
+	if !contains(info.Config.Env, "GREETING=hi") {
+		t.Errorf("Env: got %v, want GREETING=hi in it", info.Config.Env)
+	}
+
+	list, err := rt.List(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != c.ID || !list[0].Running || list[0].TaskID != tk.ID {
+		t.Errorf("List: got %+v, want just the running container %s", list, c.ID)
+	}
+
+	// Stop removes, and is idempotent.
+	for i := range 2 {
+		if err := rt.Stop(ctx(t), c.ID); err != nil {
+			t.Fatalf("Stop #%d: %v", i+1, err)
+		}
+	}
+	if _, err := rt.Inspect(ctx(t), c.ID); task.ErrorCode(err) != task.ENOTFOUND {
+		t.Fatalf("Inspect after Stop: got %v, want ENOTFOUND", err)
+	}
+}
+
+func TestPortBindingPinsHostPort(t *testing.T) {
+	rt, _ := newRuntime(t)
+	port := testenv.FreePort(t)
+	tk := echoTask("--listen", ":7777")
+	tk.PortBindings = map[string]string{"7777/tcp": port}
+	c, err := rt.Start(ctx(t), tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.HostPorts["7777/tcp"]; len(got) == 0 || got[0].HostPort != port {
+		t.Fatalf("HostPorts: got %v, want 7777/tcp on %s", c.HostPorts, port)
+	}
+	if body := getWithin(t, "http://127.0.0.1:"+port+"/health", 10*time.Second); body != "ok" {
+		t.Errorf("got %q, want ok", body)
+	}
+}
+
+func TestExitIsObservedThroughWatchAndInspect(t *testing.T) {
+	rt, _ := newRuntime(t)
+	wctx, cancel := context.WithCancel(ctx(t))
+	events := make(chan task.ContainerEvent, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- rt.Watch(wctx, time.Now().Add(-time.Second), func(ev task.ContainerEvent) { events <- ev })
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Watch after cancel: got %v, want context.Canceled", err)
+		}
+	}()
+
+	tk := echoTask("--print", "bye", "--sleep", "300ms", "--exit", "3")
+	c, err := rt.Start(ctx(t), tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case ev := <-events:
+			if ev.Kind != task.ContainerDied || ev.ContainerID != c.ID {
+				continue
+			}
+			if ev.TaskID != tk.ID || ev.ExitCode != 3 {
+				t.Fatalf("die event: got %+v, want task %s exit code 3", ev, tk.ID)
+			}
+			got, err := rt.Inspect(ctx(t), c.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Running || got.ExitCode != 3 || got.OOMKilled || got.FinishedAt.IsZero() {
+				t.Fatalf("Inspect after exit: got %+v, want exited with code 3 and a finish time", got)
+			}
+			return
+		case <-deadline:
+			t.Fatal("no die event within 30s")
+		}
+	}
+}
+
+func TestMissingImageFailsWithoutLeavingAContainer(t *testing.T) {
+	rt, name := newRuntime(t)
+	tk := echoTask()
+	tk.Image = "cube-test/does-not-exist:v0"
+	_, err := rt.Start(ctx(t), tk)
+	if err == nil {
+		t.Fatal("Start of a missing image: got nil error")
+	}
+	if !strings.Contains(err.Error(), "image pull failed") || !strings.Contains(err.Error(), tk.Image) {
+		t.Errorf("got %q, want it to say the pull of %s failed", err, tk.Image)
+	}
+	if n := len(testenv.Containers(t, docker.LabelWorker+"="+name)); n != 0 {
+		t.Errorf("got %d containers left, want 0", n)
+	}
+}
+
+func TestStartFailureRemovesTheContainer(t *testing.T) {
+	rt, name := newRuntime(t)
+	// A host port that is already taken lets create succeed and makes start fail.
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	tk := echoTask("--listen", ":7777")
+	tk.PortBindings = map[string]string{"7777/tcp": port}
+	_, err = rt.Start(ctx(t), tk)
+	if err == nil {
+		t.Fatal("got nil error, want the start to fail on a taken host port")
+	}
+	if !strings.Contains(err.Error(), "start container") {
+		t.Errorf("got %q, want it to say the start failed", err)
+	}
+	if n := len(testenv.Containers(t, docker.LabelWorker+"="+name)); n != 0 {
+		t.Errorf("got %d containers left, want 0", n)
+	}
+}
+
+func TestStopAndInspectOfUnknownContainer(t *testing.T) {
+	rt, _ := newRuntime(t)
+	if err := rt.Stop(ctx(t), "cube-no-such-container"); err != nil {
+		t.Errorf("Stop of a missing container: got %v, want nil", err)
+	}
+	if _, err := rt.Inspect(ctx(t), "cube-no-such-container"); task.ErrorCode(err) != task.ENOTFOUND {
+		t.Errorf("Inspect of a missing container: got %v (%s), want ENOTFOUND", err, task.ErrorCode(err))
+	}
+}
+
+func TestUnreachableEngineIsUnavailable(t *testing.T) {
+	cli, err := client.NewClientWithOpts(client.WithHost("unix:///nonexistent/docker.sock"), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := docker.NewWithClient(cli, docker.Options{CallTimeout: 2 * time.Second})
+	defer rt.Close()
+	if err := rt.Ping(ctx(t)); task.ErrorCode(err) != task.EUNAVAILABLE {
+		t.Errorf("Ping: got %v (%s), want EUNAVAILABLE", err, task.ErrorCode(err))
+	}
+	if _, err := rt.Start(ctx(t), echoTask()); task.ErrorCode(err) != task.EUNAVAILABLE {
+		t.Errorf("Start: got %v (%s), want EUNAVAILABLE", err, task.ErrorCode(err))
+	}
+}
+
+func TestConcurrentStartsOfOneImage(t *testing.T) {
+	rt, name := newRuntime(t)
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := rt.Start(ctx(t), echoTask("--listen", ":7777"))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if got := len(testenv.Containers(t, docker.LabelWorker+"="+name)); got != n {
+		t.Errorf("got %d containers, want %d", got, n)
+	}
+}
+
+func getWithin(t *testing.T, url string, d time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return string(b)
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("GET %s: no answer within %v: %v", url, d, last)
+	return ""
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
