@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
 )
 
@@ -12,23 +13,37 @@ import (
 // MaxBodyBytes, unknown fields are rejected, and so is anything after the value. The error says
 // what is wrong and where (the byte offset).
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	body := &countingReader{r: http.MaxBytesReader(w, r.Body, MaxBodyBytes)}
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err, dec.InputOffset())
+		return decodeError(err, dec.InputOffset(), body.n)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return decodeError(err, dec.InputOffset())
+			return decodeError(err, dec.InputOffset(), body.n)
 		}
 		return httpErrorf(http.StatusBadRequest, "request body must hold a single JSON object; more data follows at offset %d", dec.InputOffset())
 	}
 	return nil
 }
 
-func decodeError(err error, offset int64) error {
+// countingReader counts the bytes read through it: where a body that ends early ends.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// decodeError describes err, from decoding a body of which read bytes were read and whose value
+// under way started at offset.
+func decodeError(err error, offset, read int64) error {
 	var (
 		syntax *json.SyntaxError
 		typ    *json.UnmarshalTypeError
@@ -40,20 +55,37 @@ func decodeError(err error, offset int64) error {
 	case errors.Is(err, io.EOF):
 		return httpErrorf(http.StatusBadRequest, "request body is empty; want a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return httpErrorf(http.StatusBadRequest, "malformed JSON: the body ends early, at offset %d", offset)
+		return httpErrorf(http.StatusBadRequest, "malformed JSON: the body ends early, at offset %d", read)
 	case errors.As(err, &syntax):
 		return httpErrorf(http.StatusBadRequest, "malformed JSON at offset %d: %s", syntax.Offset, syntax.Error())
 	case errors.As(err, &typ):
-		field := typ.Field
+		// taskRequest embeds task.Task, which encoding/json names in the path ("Task.Task.Memory");
+		// clients know the key as Task.Memory.
+		field := strings.Replace(typ.Field, "Task.Task.", "Task.", 1)
 		if field == "" {
 			field = "the body"
 		}
-		return httpErrorf(http.StatusBadRequest, "%s: want %s, got JSON %s (offset %d)", field, typ.Type, typ.Value, typ.Offset)
+		return httpErrorf(http.StatusBadRequest, "%s: want %s, got JSON %s (offset %d)", field, typeName(typ.Type), typ.Value, typ.Offset)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
 		return httpErrorf(http.StatusBadRequest, "unknown field %s (offset %d)", name, offset)
 	}
 	return httpErrorf(http.StatusBadRequest, "invalid JSON value before offset %d: %v", offset, err)
+}
+
+// typeName describes a Go type to a client: the JSON shape for objects and arrays, the Go type
+// for the rest, and never the name of one of cube's own types (api.taskRequest, task.PortSet).
+func typeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "a JSON object"
+	case reflect.Slice, reflect.Array:
+		return "a JSON array"
+	}
+	if t.PkgPath() != "" {
+		return t.Kind().String() // a named type such as task.State
+	}
+	return t.String()
 }
 
 // encode writes v as JSON with the given status.

@@ -1,6 +1,7 @@
 package task
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -48,7 +49,128 @@ type Task struct {
 	Env      []string // KEY=value
 	Cmd      []string
 	ExitCode int
-	Error    string // why the task failed; empty otherwise
+	Error    string // why the task failed, or why it waits to restart; empty otherwise
+
+	// cube's own spec fields beyond the book's. All are optional.
+	Restart           *RestartSpec  `json:",omitempty"` // tunes RestartPolicy's back-off
+	Health            *HealthSpec   `json:",omitempty"` // a structured health check
+	PullPolicy        string        `json:",omitempty"` // "if-not-present" (default), "always" or "never"
+	RegistryAuth      *RegistryAuth `json:",omitempty"` // credentials for a private registry; never shown
+	MemoryReservation int64         `json:",omitempty"` // bytes; a soft limit
+	PidsLimit         int64         `json:",omitempty"` // the most processes the container may have
+	StopTimeout       int           `json:",omitempty"` // seconds a stop waits before killing; default 10
+	StopSignal        string        `json:",omitempty"` // the signal a stop sends first; default the image's, or SIGTERM
+
+	// cube's own status fields beyond the book's.
+	HealthStatus    string        `json:",omitempty"` // "starting", "healthy" or "unhealthy"; empty without a check
+	LastHealthCheck *HealthResult `json:",omitempty"`
+	Pull            *PullProgress `json:",omitempty"` // while the image is being pulled
+	Events          []Record      `json:",omitempty"` // the task's last MaxRecords happenings, oldest first
+}
+
+// RegistryAuth holds credentials for pulling a task's image from a private registry. The worker
+// uses them and never shows them: [Task.Redacted] drops them from every answer and log.
+type RegistryAuth struct {
+	Username string
+	Password string
+}
+
+// HealthSpec is a health check the worker runs against a task's container.
+type HealthSpec struct {
+	Type        string   `json:",omitempty"` // "http", "tcp" or "exec"; default "http"
+	Path        string   `json:",omitempty"` // http: the path to GET; healthy on a 2xx answer; default "/"
+	Port        int      `json:",omitempty"` // http, tcp: the container port; default the task's first port
+	Command     []string `json:",omitempty"` // exec: run in the container; healthy on exit code 0
+	Interval    Duration `json:",omitempty"` // between checks; default 10s
+	Timeout     Duration `json:",omitempty"` // for one check; default 2s
+	Retries     int      `json:",omitempty"` // failures in a row that make the task unhealthy; default 3
+	StartPeriod Duration `json:",omitempty"` // after a start, failures in this grace do not count
+}
+
+// The kinds of health check.
+const (
+	HealthHTTP = "http"
+	HealthTCP  = "tcp"
+	HealthExec = "exec"
+)
+
+// The health statuses a task reports.
+const (
+	HealthStarting  = "starting"
+	HealthHealthy   = "healthy"
+	HealthUnhealthy = "unhealthy"
+)
+
+// HealthResult is the outcome of the latest health check.
+type HealthResult struct {
+	Time          time.Time
+	Healthy       bool
+	Output        string // what the check saw: a status line, a dial error, a command's output
+	FailingStreak int    // failed checks in a row
+}
+
+// PullProgress is how far the pull of a task's image has come.
+type PullProgress struct {
+	Layers     int   // layers seen so far
+	LayersDone int   // layers downloaded and extracted, or already present
+	Bytes      int64 // bytes downloaded
+	BytesTotal int64 // bytes to download, as far as known
+}
+
+// The pull policies.
+const (
+	PullIfNotPresent = "if-not-present"
+	PullAlways       = "always"
+	PullNever        = "never"
+)
+
+// MaxRecords is how many Records a task keeps.
+const MaxRecords = 50
+
+// Record is one thing that happened to a task, Nomad-style.
+type Record struct {
+	Time    time.Time
+	Type    string
+	Message string `json:",omitempty"`
+}
+
+// The types of Record.
+const (
+	RecordReceived      = "Received"
+	RecordPulling       = "Pulling"
+	RecordPulled        = "Pulled"
+	RecordCreated       = "Created"
+	RecordStarted       = "Started"
+	RecordExited        = "Exited"
+	RecordOOMKilled     = "OOMKilled"
+	RecordUnhealthy     = "Unhealthy"
+	RecordHealthy       = "Healthy"
+	RecordRestarting    = "Restarting"
+	RecordNotRestarting = "NotRestarting"
+	RecordKilling       = "Killing"
+	RecordKilled        = "Killed"
+	RecordFailed        = "Failed"
+)
+
+// AddRecord appends a Record to the task's Events, keeping the last MaxRecords.
+func (t *Task) AddRecord(now time.Time, typ, format string, args ...any) {
+	msg := format
+	if len(args) > 0 {
+		msg = fmt.Sprintf(format, args...)
+	}
+	t.Events = append(t.Events, Record{Time: now, Type: typ, Message: msg})
+	if n := len(t.Events); n > MaxRecords {
+		t.Events = append(t.Events[:0:0], t.Events[n-MaxRecords:]...)
+	}
+}
+
+// Redacted returns a copy of t without secrets, fit for an API answer or a log.
+func (t Task) Redacted() Task {
+	t = t.Clone()
+	if t.RegistryAuth != nil {
+		t.RegistryAuth = nil
+	}
+	return t
 }
 
 // Clone returns a deep copy of t: it shares no map or slice with t.
@@ -64,6 +186,28 @@ func (t Task) Clone() Task {
 	}
 	t.Env = slices.Clone(t.Env)
 	t.Cmd = slices.Clone(t.Cmd)
+	if t.Restart != nil {
+		r := *t.Restart
+		t.Restart = &r
+	}
+	if t.Health != nil {
+		h := *t.Health
+		h.Command = slices.Clone(h.Command)
+		t.Health = &h
+	}
+	if t.RegistryAuth != nil {
+		a := *t.RegistryAuth
+		t.RegistryAuth = &a
+	}
+	if t.LastHealthCheck != nil {
+		r := *t.LastHealthCheck
+		t.LastHealthCheck = &r
+	}
+	if t.Pull != nil {
+		p := *t.Pull
+		t.Pull = &p
+	}
+	t.Events = slices.Clone(t.Events)
 	return t
 }
 

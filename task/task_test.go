@@ -173,3 +173,96 @@ func TestErrorHelpers(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
+
+func TestValidateLifecycleAndHealth(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Task)
+		want   string // "" when valid
+	}{
+		{"restart ok", func(t *Task) { t.Restart = &RestartSpec{MaxAttempts: 3, Delay: Duration(time.Second)} }, ""},
+		{"restart negative attempts", func(t *Task) { t.Restart = &RestartSpec{MaxAttempts: -1} }, "Task.Restart.MaxAttempts"},
+		{"restart negative delay", func(t *Task) { t.Restart = &RestartSpec{Delay: Duration(-time.Second)} }, "Task.Restart.Delay"},
+		{"pull policy", func(t *Task) { t.PullPolicy = "sometimes" }, "Task.PullPolicy"},
+		{"pull policy ok", func(t *Task) { t.PullPolicy = PullNever }, ""},
+		{"auth without user", func(t *Task) { t.RegistryAuth = &RegistryAuth{Password: "x"} }, "Task.RegistryAuth.Username"},
+		{"reservation above limit", func(t *Task) { t.MemoryReservation = t.Memory + 1 }, "Task.MemoryReservation"},
+		{"pids negative", func(t *Task) { t.PidsLimit = -1 }, "Task.PidsLimit"},
+		{"stop timeout", func(t *Task) { t.StopTimeout = 4000 }, "Task.StopTimeout"},
+		{"stop signal ok", func(t *Task) { t.StopSignal = "SIGINT" }, ""},
+		{"stop signal number", func(t *Task) { t.StopSignal = "15" }, ""},
+		{"stop signal bad", func(t *Task) { t.StopSignal = "sig term" }, "Task.StopSignal"},
+		{"health both", func(t *Task) { t.Health = &HealthSpec{} }, "Task.Health"},
+		{"health http ok", func(t *Task) { t.HealthCheck = ""; t.Health = &HealthSpec{Path: "/health"} }, ""},
+		{"health bad type", func(t *Task) { t.HealthCheck = ""; t.Health = &HealthSpec{Type: "udp"} }, "Task.Health.Type"},
+		{"health bad path", func(t *Task) { t.HealthCheck = ""; t.Health = &HealthSpec{Path: "health"} }, "Task.Health.Path"},
+		{"health exec no command", func(t *Task) { t.HealthCheck = ""; t.Health = &HealthSpec{Type: HealthExec} }, "Task.Health.Command"},
+		{"health tcp no port", func(t *Task) {
+			t.HealthCheck = ""
+			t.ExposedPorts, t.PortBindings = nil, nil
+			t.Health = &HealthSpec{Type: HealthTCP}
+		}, "Task.Health.Port"},
+		{"health tiny interval", func(t *Task) {
+			t.HealthCheck = ""
+			t.Health = &HealthSpec{Interval: Duration(time.Millisecond)}
+		}, "Task.Health.Interval"},
+		{"health negative retries", func(t *Task) { t.HealthCheck = ""; t.Health = &HealthSpec{Retries: -1} }, "Task.Health.Retries"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tk := validTask()
+			tt.mutate(&tk)
+			err := tk.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want valid", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDurationJSON(t *testing.T) {
+	var h HealthSpec
+	if err := json.Unmarshal([]byte(`{"Interval":"1.5s","Timeout":2}`), &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Interval.D() != 1500*time.Millisecond || h.Timeout.D() != 2*time.Second {
+		t.Fatalf("got %v %v, want 1.5s 2s", h.Interval.D(), h.Timeout.D())
+	}
+	if err := json.Unmarshal([]byte(`{"Interval":"soon"}`), &h); err == nil || !strings.Contains(err.Error(), "soon") {
+		t.Fatalf("got %v, want an error naming the bad value", err)
+	}
+	b, _ := json.Marshal(HealthSpec{Interval: Duration(90 * time.Second)})
+	if got, want := string(b), `{"Interval":"1m30s"}`; got != want {
+		t.Fatalf("got %s, want %s", got, want)
+	}
+}
+
+func TestRecordsKeepTheLastFifty(t *testing.T) {
+	var tk Task
+	now := time.Now()
+	for i := range 60 {
+		tk.AddRecord(now, RecordStarted, "run %d", i)
+	}
+	if len(tk.Events) != MaxRecords || tk.Events[0].Message != "run 10" || tk.Events[49].Message != "run 59" {
+		t.Fatalf("got %d records from %q to %q, want 50 from run 10 to run 59", len(tk.Events), tk.Events[0].Message, tk.Events[len(tk.Events)-1].Message)
+	}
+}
+
+func TestRedactedDropsCredentials(t *testing.T) {
+	tk := validTask()
+	tk.RegistryAuth = &RegistryAuth{Username: "u", Password: "secret"}
+	r := tk.Redacted()
+	b, _ := json.Marshal(r)
+	if strings.Contains(string(b), "secret") || r.RegistryAuth != nil {
+		t.Fatalf("redacted task still has credentials: %s", b)
+	}
+	if tk.RegistryAuth == nil || tk.RegistryAuth.Password != "secret" {
+		t.Fatal("Redacted changed the original")
+	}
+}

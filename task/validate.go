@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The restart policies a task may ask for.
@@ -107,6 +108,92 @@ func (t Task) Validate() error {
 		if strings.ContainsRune(arg, 0) {
 			return invalid(fmt.Sprintf("Cmd[%d]", i), "must not contain a NUL byte")
 		}
+	}
+	if err := t.validateLifecycle(); err != nil {
+		return err
+	}
+	return t.validateHealth()
+}
+
+func (t Task) validateLifecycle() error {
+	if r := t.Restart; r != nil {
+		switch {
+		case r.MaxAttempts < 0:
+			return invalid("Restart.MaxAttempts", "must not be negative (0 is unlimited), got %d", r.MaxAttempts)
+		case r.Delay < 0:
+			return invalid("Restart.Delay", "must not be negative, got %v", r.Delay.D())
+		case r.MaxDelay < 0:
+			return invalid("Restart.MaxDelay", "must not be negative, got %v", r.MaxDelay.D())
+		case r.ResetAfter < 0:
+			return invalid("Restart.ResetAfter", "must not be negative, got %v", r.ResetAfter.D())
+		}
+	}
+	switch t.PullPolicy {
+	case "", PullIfNotPresent, PullAlways, PullNever:
+	default:
+		return invalid("PullPolicy", "%q is not one of \"if-not-present\", \"always\", \"never\"", t.PullPolicy)
+	}
+	if a := t.RegistryAuth; a != nil && a.Username == "" {
+		return invalid("RegistryAuth.Username", "is required with RegistryAuth")
+	}
+	if t.MemoryReservation < 0 {
+		return invalid("MemoryReservation", "must not be negative, got %d", t.MemoryReservation)
+	}
+	if t.Memory > 0 && t.MemoryReservation > t.Memory {
+		return invalid("MemoryReservation", "%d is above Memory %d; a reservation is a soft limit below the hard one", t.MemoryReservation, t.Memory)
+	}
+	if t.PidsLimit < 0 {
+		return invalid("PidsLimit", "must not be negative (0 is unlimited), got %d", t.PidsLimit)
+	}
+	if t.StopTimeout < 0 || t.StopTimeout > 3600 {
+		return invalid("StopTimeout", "must be from 0 to 3600 seconds, got %d", t.StopTimeout)
+	}
+	if t.StopSignal != "" && !signalRE.MatchString(t.StopSignal) {
+		return invalid("StopSignal", "%q is not a signal name like SIGTERM or a number", t.StopSignal)
+	}
+	return nil
+}
+
+var signalRE = regexp.MustCompile(`^(SIG[A-Z0-9+-]+|[A-Z][A-Z0-9+-]*|[0-9]{1,2})$`)
+
+func (t Task) validateHealth() error {
+	h := t.Health
+	if h == nil {
+		return nil
+	}
+	if t.HealthCheck != "" {
+		return invalid("Health", "give either HealthCheck (an HTTP path) or Health, not both")
+	}
+	switch h.Type {
+	case "", HealthHTTP:
+		if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+			return invalid("Health.Path", "%q must start with /", h.Path)
+		}
+	case HealthTCP:
+	case HealthExec:
+		if len(h.Command) == 0 {
+			return invalid("Health.Command", "is required for an exec check")
+		}
+	default:
+		return invalid("Health.Type", "%q is not one of \"http\", \"tcp\", \"exec\"", h.Type)
+	}
+	if h.Type != HealthExec {
+		if h.Port < 0 || h.Port > 65535 {
+			return invalid("Health.Port", "must be a port from 1 to 65535, got %d", h.Port)
+		}
+		if h.Port == 0 && len(t.Ports()) == 0 {
+			return invalid("Health.Port", "is required: the task exposes no port to check")
+		}
+	}
+	switch {
+	case h.Interval < 0 || (h.Interval > 0 && h.Interval.D() < 10*time.Millisecond):
+		return invalid("Health.Interval", "must be 0 (default 10s) or at least 10ms, got %v", h.Interval.D())
+	case h.Timeout < 0:
+		return invalid("Health.Timeout", "must not be negative, got %v", h.Timeout.D())
+	case h.Retries < 0:
+		return invalid("Health.Retries", "must not be negative, got %d", h.Retries)
+	case h.StartPeriod < 0:
+		return invalid("Health.StartPeriod", "must not be negative, got %v", h.StartPeriod.D())
 	}
 	return nil
 }

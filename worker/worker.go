@@ -77,8 +77,8 @@ type Worker struct {
 
 	mu      sync.Mutex // guards everything below
 	pending *queue.Queue
-	notify  chan struct{} // has a value when pending may be non-empty
-	seen    map[uuid.UUID]bool
+	notify  chan struct{}           // has a value when pending may be non-empty
+	seen    map[uuid.UUID]uuid.UUID // accepted event IDs, to the task each was for
 	lanes   map[uuid.UUID]*lane
 	running bool // Run has started and not yet returned
 	wg      sync.WaitGroup
@@ -121,7 +121,7 @@ func New(rt Runtime, cfg Config) *Worker {
 		stopTimeout:    cfg.StopTimeout,
 		pending:        queue.New(),
 		notify:         make(chan struct{}, 1),
-		seen:           make(map[uuid.UUID]bool),
+		seen:           make(map[uuid.UUID]uuid.UUID),
 		lanes:          make(map[uuid.UUID]*lane),
 	}
 	if w.store == nil {
@@ -160,7 +160,8 @@ func (w *Worker) Name() string { return w.name }
 // start; a known task ID with a new event ID queues a restart with the event's spec and
 // RestartCount; an event ID already accepted changes nothing. It returns the task as it is stored
 // now. It fails with EINVALID for a bad spec and ECONFLICT when the task's state forbids the
-// event (the event's task must be Pending or Scheduled, and a Completed task cannot restart).
+// event (the event's task must be Pending or Scheduled, and a Completed task cannot restart) or
+// when the event ID was already accepted for another task.
 func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	if ev.ID == uuid.Nil {
 		return task.Task{}, task.Errorf(task.EINVALID, "ID: the event needs a UUID")
@@ -188,7 +189,11 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	cur, known := w.store.Get(ev.Task.ID)
-	if w.seen[ev.ID] {
+	if taskID, ok := w.seen[ev.ID]; ok {
+		if taskID != ev.Task.ID {
+			return task.Task{}, task.Errorf(task.ECONFLICT,
+				"ID: event %s was already accepted for task %s, not %s", ev.ID, taskID, ev.Task.ID)
+		}
 		return cur, nil
 	}
 	if known {
@@ -203,7 +208,7 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 			return task.Task{}, fmt.Errorf("store task %s: %w", cur.ID, err)
 		}
 	}
-	w.seen[ev.ID] = true
+	w.seen[ev.ID] = ev.Task.ID
 	w.pending.Enqueue(op{kind: opStart, taskID: ev.Task.ID, event: ev})
 	w.signal()
 	w.log.Info("task event accepted", "task", ev.Task.ID, "event", ev.ID, "restart", known)
