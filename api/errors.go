@@ -32,6 +32,7 @@ var statusOf = map[task.Code]int{
 	task.EINVALID:     http.StatusBadRequest,
 	task.ENOTFOUND:    http.StatusNotFound,
 	task.ECONFLICT:    http.StatusConflict,
+	task.EFORBIDDEN:   http.StatusForbidden,
 	task.EUNAVAILABLE: http.StatusServiceUnavailable,
 	task.EINTERNAL:    http.StatusInternalServerError,
 }

@@ -14,6 +14,7 @@ const (
 	EINVALID     Code = "invalid"     // the request is wrong; retrying it unchanged will not help
 	ENOTFOUND    Code = "not_found"   // the thing asked for does not exist
 	ECONFLICT    Code = "conflict"    // the request clashes with the current state
+	EFORBIDDEN   Code = "forbidden"   // the request asks for something this worker does not allow
 	EUNAVAILABLE Code = "unavailable" // a dependency (the Docker Engine) did not answer; try later
 	EINTERNAL    Code = "internal"    // a bug or an unexpected failure
 )

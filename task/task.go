@@ -61,6 +61,15 @@ type Task struct {
 	StopTimeout       int           `json:",omitempty"` // seconds a stop waits before killing; default 10
 	StopSignal        string        `json:",omitempty"` // the signal a stop sends first; default the image's, or SIGTERM
 
+	// Host access. Each is refused (EFORBIDDEN) unless the worker was started with an allowance
+	// for it; see CheckPolicy.
+	Privileged  bool     `json:",omitempty"`
+	NetworkMode string   `json:",omitempty"` // "" or "bridge"; "host" and "none" need allowances
+	PidMode     string   `json:",omitempty"` // "" ; "host" needs an allowance
+	CapAdd      []string `json:",omitempty"` // Linux capabilities to add
+	Devices     []string `json:",omitempty"` // host devices, "/dev/x[:/dev/y[:rwm]]"
+	Binds       []string `json:",omitempty"` // bind mounts, "/host/path:/container/path[:ro]"
+
 	// cube's own status fields beyond the book's.
 	HealthStatus    string        `json:",omitempty"` // "starting", "healthy" or "unhealthy"; empty without a check
 	LastHealthCheck *HealthResult `json:",omitempty"`
@@ -186,6 +195,9 @@ func (t Task) Clone() Task {
 	}
 	t.Env = slices.Clone(t.Env)
 	t.Cmd = slices.Clone(t.Cmd)
+	t.CapAdd = slices.Clone(t.CapAdd)
+	t.Devices = slices.Clone(t.Devices)
+	t.Binds = slices.Clone(t.Binds)
 	if t.Restart != nil {
 		r := *t.Restart
 		t.Restart = &r
