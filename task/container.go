@@ -21,6 +21,16 @@ type Container struct {
 	StartedAt  time.Time
 	FinishedAt time.Time
 	HostPorts  PortMap
+	IPAddress  string // the container's address on its network, where health checks reach it
+	Health     string // the runtime's own health status (from an image's HEALTHCHECK), if any
+}
+
+// StartStep is progress a runtime reports while it starts a task's container: a step done
+// (Type is a Record type: Pulling, Pulled, Created, Started) or, with Pull set, pull progress.
+type StartStep struct {
+	Type    string
+	Message string
+	Pull    *PullProgress
 }
 
 // ContainerEventKind says what happened to a container.
@@ -32,6 +42,7 @@ const (
 	ContainerDied      ContainerEventKind = "die"
 	ContainerOOM       ContainerEventKind = "oom"
 	ContainerDestroyed ContainerEventKind = "destroy"
+	ContainerHealth    ContainerEventKind = "health_status"
 )
 
 // ContainerEvent is one event from the runtime's event stream about one of the worker's
@@ -41,5 +52,6 @@ type ContainerEvent struct {
 	ContainerID string
 	TaskID      uuid.UUID
 	Time        time.Time
-	ExitCode    int // for ContainerDied
+	ExitCode    int    // for ContainerDied
+	Health      string // for ContainerHealth: "healthy", "unhealthy" or "starting"
 }

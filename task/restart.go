@@ -43,11 +43,12 @@ type Outcome struct {
 	OOMKilled   bool
 	Unhealthy   bool // the worker ended it because its health check failed
 	StartFailed bool // the container never ran (a pull or create or start failed)
+	Vanished    bool // the container was removed behind the worker's back
 }
 
 // Failed reports whether the outcome counts as a failure for the on-failure policy.
 func (o Outcome) Failed() bool {
-	return o.ExitCode != 0 || o.OOMKilled || o.Unhealthy || o.StartFailed
+	return o.ExitCode != 0 || o.OOMKilled || o.Unhealthy || o.StartFailed || o.Vanished
 }
 
 // RestartDecision is what NextRestart decided.

@@ -95,6 +95,9 @@ func (t Task) Validate() error {
 	if t.HealthCheck != "" && !strings.HasPrefix(t.HealthCheck, "/") {
 		return invalid("HealthCheck", "%q must be an HTTP path starting with /", t.HealthCheck)
 	}
+	if t.HealthCheck != "" && len(t.Ports()) == 0 {
+		return invalid("HealthCheck", "is checked on the task's first port, and the task exposes none")
+	}
 	if t.RestartCount < 0 {
 		return invalid("RestartCount", "must not be negative, got %d", t.RestartCount)
 	}

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -18,6 +19,8 @@ type Store interface {
 	List() []task.Task
 	// Len returns the number of tasks stored.
 	Len() int
+	// Delete forgets the task with the given ID; an unknown ID is not an error.
+	Delete(id uuid.UUID) error
 }
 
 // MemoryStore is a Store held in memory. The zero value is ready to use.
@@ -71,4 +74,16 @@ func (s *MemoryStore) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.tasks)
+}
+
+// Delete forgets the task with the given ID. It never fails.
+func (s *MemoryStore) Delete(id uuid.UUID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.tasks[id]; !ok {
+		return nil
+	}
+	delete(s.tasks, id)
+	s.order = slices.DeleteFunc(s.order, func(x uuid.UUID) bool { return x == id })
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -30,15 +31,21 @@ import (
 // Errors are *task.Error values where the kind matters: ENOTFOUND for a container or image that
 // does not exist, EUNAVAILABLE when the runtime does not answer.
 type Runtime interface {
-	// Start makes sure the task's image is present, then creates and starts a container for the
-	// task, labelled with task.LabelTaskID. It returns the running container. On failure it
+	// Start makes sure the task's image is present (as its PullPolicy says), then creates and
+	// starts a container for the task, labelled with task.LabelTaskID, and returns it. It reports
+	// its steps and pull progress to progress, which it never calls after returning. On failure it
 	// leaves no container behind.
-	Start(ctx context.Context, t task.Task) (task.Container, error)
-	// Stop stops the container (with the runtime's grace period) and removes it. A container that
-	// is already stopped or gone is success.
-	Stop(ctx context.Context, containerID string) error
+	Start(ctx context.Context, t task.Task, progress func(task.StartStep)) (task.Container, error)
+	// Stop stops the container: its stop signal, then after grace (0: the task's or the
+	// runtime's default) a kill. A container that is already stopped or gone is success.
+	Stop(ctx context.Context, containerID string, grace time.Duration) error
+	// Remove removes the container, stopping it first if it runs. A container already gone, or
+	// being removed, is success.
+	Remove(ctx context.Context, containerID string) error
 	// Inspect returns the container's current state, or an ENOTFOUND error when it is gone.
 	Inspect(ctx context.Context, containerID string) (task.Container, error)
+	// Exec runs cmd in the running container and returns its exit code and combined output.
+	Exec(ctx context.Context, containerID string, cmd []string) (int, string, error)
 	// List returns every container labelled with task.LabelTaskID, running or not.
 	List(ctx context.Context) ([]task.Container, error)
 	// Watch calls fn for each event about a labelled container, from since onwards, until ctx is
@@ -59,6 +66,18 @@ type Config struct {
 	StartTimeout      time.Duration    // bound on one start, image pull included; default 10m
 	StopTimeout       time.Duration    // bound on one stop and remove; default 2m
 	Stats             nodestats.Reader // where node stats come from; default /proc and /
+	Capacity          Capacity         // what tasks may claim; zero fields are unlimited
+	MaxQueue          int              // accepted operations waiting at most; default 10000
+	MaxTasks          int              // tasks tracked at most; ended tasks are forgotten first; default 10000
+	Rand              func() float64   // jitter source in [0, 1); default math/rand/v2
+}
+
+// Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
+// what is kept for the host. A task claims its Cpu and Memory from when it is accepted until it
+// ends.
+type Capacity struct {
+	CPU    float64 // cores
+	Memory int64   // bytes
 }
 
 // Worker accepts task events and runs them through a Runtime. Create it with New, then call Run.
@@ -75,13 +94,23 @@ type Worker struct {
 	stopTimeout    time.Duration
 	startSlots     chan struct{} // a semaphore bounding concurrent starts
 
-	mu      sync.Mutex // guards everything below
-	pending *queue.Queue
-	notify  chan struct{}           // has a value when pending may be non-empty
-	seen    map[uuid.UUID]uuid.UUID // accepted event IDs, to the task each was for
-	lanes   map[uuid.UUID]*lane
-	running bool // Run has started and not yet returned
-	wg      sync.WaitGroup
+	capacity Capacity
+	maxQueue int
+	maxTasks int
+	rand     func() float64
+
+	writeMu sync.Mutex // makes each read-modify-write of a task in the store atomic
+
+	mu       sync.Mutex // guards everything below
+	pending  *queue.Queue
+	notify   chan struct{}           // has a value when pending may be non-empty
+	seen     map[uuid.UUID]uuid.UUID // accepted event IDs, to the task each was for
+	lanes    map[uuid.UUID]*lane
+	live     map[uuid.UUID]*live // what the worker holds for a task beyond its stored record
+	stopping map[uuid.UUID]bool  // tasks with a stop accepted and not yet applied
+	running  bool                // Run has started and not yet returned
+	runCtx   context.Context     // Run's context, while running
+	wg       sync.WaitGroup
 }
 
 // lane is the list of operations waiting for one task. A lane exists while it has work; its
@@ -93,18 +122,23 @@ type lane struct {
 type opKind int
 
 const (
-	opStart opKind = iota // start or restart the task from event
-	opStop                // stop the task: the API's DELETE
-	opCheck               // find out what became of containerID and record it
+	opStart   opKind = iota // start or restart the task from event
+	opStop                  // stop the task: the API's DELETE
+	opCheck                 // find out what became of containerID and record it
+	opRestart               // a back-off ended: start the task again
+	opHealth                // a health check's result for containerID
 )
 
 // op is one unit of work on one task.
 type op struct {
 	kind        opKind
 	taskID      uuid.UUID
-	event       task.Event // opStart
-	containerID string     // opCheck
-	reason      string     // opCheck: what prompted it, for logs
+	event       task.Event         // opStart
+	containerID string             // opCheck, opHealth
+	reason      string             // opCheck: what prompted it, for logs
+	gen         int                // opRestart: which back-off it ends
+	health      string             // opHealth: the status
+	result      *task.HealthResult // opHealth: the check's result; nil for the runtime's own checks
 }
 
 // New returns a Worker that runs tasks through rt.
@@ -123,6 +157,21 @@ func New(rt Runtime, cfg Config) *Worker {
 		notify:         make(chan struct{}, 1),
 		seen:           make(map[uuid.UUID]uuid.UUID),
 		lanes:          make(map[uuid.UUID]*lane),
+		live:           make(map[uuid.UUID]*live),
+		stopping:       make(map[uuid.UUID]bool),
+		capacity:       cfg.Capacity,
+		maxQueue:       cfg.MaxQueue,
+		maxTasks:       cfg.MaxTasks,
+		rand:           cfg.Rand,
+	}
+	if w.maxQueue <= 0 {
+		w.maxQueue = 10000
+	}
+	if w.maxTasks <= 0 {
+		w.maxTasks = 10000
+	}
+	if w.rand == nil {
+		w.rand = rand.Float64
 	}
 	if w.store == nil {
 		w.store = &MemoryStore{}
@@ -201,9 +250,23 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 			return task.Task{}, task.Errorf(task.ECONFLICT,
 				"task %s is %v and cannot be restarted", cur.ID, cur.State)
 		}
-	} else {
+		if w.stopping[cur.ID] {
+			return task.Task{}, task.Errorf(task.ECONFLICT, "task %s is being stopped and cannot be restarted", cur.ID)
+		}
+	}
+	if err := w.fits(ev.Task); err != nil {
+		return task.Task{}, err
+	}
+	if err := w.roomInQueue(); err != nil {
+		return task.Task{}, err
+	}
+	if !known {
+		if err := w.makeRoom(); err != nil {
+			return task.Task{}, err
+		}
 		cur = specOf(ev.Task)
 		cur.State = task.Pending
+		cur.AddRecord(w.now(), task.RecordReceived, "")
 		if err := w.store.Put(cur); err != nil {
 			return task.Task{}, fmt.Errorf("store task %s: %w", cur.ID, err)
 		}
@@ -215,9 +278,10 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	return cur, nil
 }
 
-// Stop asks for the task to be stopped: its container stopped and removed, the task Completed.
-// It returns once the stop is queued, ENOTFOUND for an unknown task. Stopping a task that is
-// already Completed does nothing.
+// Stop asks for the task to be stopped: its container stopped and removed, the task Completed
+// (a task that already ended keeps its state). A task stopped this way never restarts. Stop
+// returns once the stop is queued: ENOTFOUND for an unknown task, EUNAVAILABLE when the queue is
+// full. Stopping a task that is already Completed does nothing.
 func (w *Worker) Stop(id uuid.UUID) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -225,12 +289,100 @@ func (w *Worker) Stop(id uuid.UUID) error {
 	if !ok {
 		return task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
-	if cur.State == task.Completed {
+	if (cur.State == task.Completed && cur.ContainerID == "") || w.stopping[id] {
 		return nil
 	}
+	if err := w.roomInQueue(); err != nil {
+		return err
+	}
+	w.stopping[id] = true
 	w.pending.Enqueue(op{kind: opStop, taskID: id})
 	w.signal()
 	w.log.Info("task stop accepted", "task", id)
+	return nil
+}
+
+// fits returns ECONFLICT when t's Cpu or Memory does not fit in what the tasks that have not
+// ended, other than t itself, leave of the worker's capacity. Callers hold w.mu.
+func (w *Worker) fits(t task.Task) error {
+	if (w.capacity.CPU <= 0 || t.Cpu == 0) && (w.capacity.Memory <= 0 || t.Memory == 0) {
+		return nil
+	}
+	var cpu float64
+	var mem int64
+	for _, o := range w.store.List() {
+		if o.ID == t.ID || o.State == task.Completed || o.State == task.Failed {
+			continue
+		}
+		cpu += o.Cpu
+		mem += o.Memory
+	}
+	if w.capacity.CPU > 0 && t.Cpu > 0 && cpu+t.Cpu > w.capacity.CPU+1e-9 {
+		return task.Errorf(task.ECONFLICT, "Task.Cpu: %g cores do not fit: tasks claim %g of the worker's %g cores, %g are free",
+			t.Cpu, cpu, w.capacity.CPU, max(0, w.capacity.CPU-cpu))
+	}
+	if w.capacity.Memory > 0 && t.Memory > 0 && mem+t.Memory > w.capacity.Memory {
+		return task.Errorf(task.ECONFLICT, "Task.Memory: %s does not fit: tasks claim %s of the worker's %s, %s are free",
+			bytesString(t.Memory), bytesString(mem), bytesString(w.capacity.Memory), bytesString(max(0, w.capacity.Memory-mem)))
+	}
+	return nil
+}
+
+func bytesString(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// roomInQueue returns EUNAVAILABLE when the queue holds maxQueue operations. Callers hold w.mu.
+func (w *Worker) roomInQueue() error {
+	n := w.pending.Len()
+	for _, l := range w.lanes {
+		n += len(l.ops)
+	}
+	if n >= w.maxQueue {
+		return task.Errorf(task.EUNAVAILABLE, "the worker's queue is full (%d operations waiting); try again later", n)
+	}
+	return nil
+}
+
+// makeRoom makes room for one more task when the store holds maxTasks, by forgetting the tasks
+// that ended longest ago, and fails with ECONFLICT when none has ended. Callers hold w.mu.
+func (w *Worker) makeRoom() error {
+	n := w.store.Len()
+	if n < w.maxTasks {
+		return nil
+	}
+	var gone []uuid.UUID
+	for _, t := range w.store.List() {
+		if n < w.maxTasks {
+			break
+		}
+		if (t.State == task.Completed || t.State == task.Failed) && t.ContainerID == "" && w.lanes[t.ID] == nil && w.live[t.ID] == nil {
+			if err := w.store.Delete(t.ID); err != nil {
+				return fmt.Errorf("forget task %s: %w", t.ID, err)
+			}
+			gone = append(gone, t.ID)
+			n--
+		}
+	}
+	if n >= w.maxTasks {
+		return task.Errorf(task.ECONFLICT, "the worker tracks %d tasks, its maximum, and none has ended with its container removed; delete some first", n)
+	}
+	forgotten := make(map[uuid.UUID]bool, len(gone))
+	for _, id := range gone {
+		forgotten[id] = true
+	}
+	for ev, id := range w.seen {
+		if forgotten[id] {
+			delete(w.seen, ev)
+		}
+	}
+	w.log.Info("forgot ended tasks to make room", "count", len(gone))
 	return nil
 }
 
@@ -305,6 +457,11 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.running = false
 			w.mu.Unlock()
 			w.wg.Wait()
+			w.mu.Lock()
+			for _, l := range w.live {
+				l.cancelRestart() // no lane runs now
+			}
+			w.mu.Unlock()
 			w.log.Info("worker stopped", "name", w.name, "unapplied", w.QueueLen())
 			return nil
 		case <-w.notify:
@@ -345,14 +502,6 @@ func (w *Worker) route(ctx context.Context, o op) {
 	l.ops = append(l.ops, o)
 }
 
-// enqueueCheck routes an opCheck to the task's lane. It is how runtime events and reconciles
-// reach a task.
-func (w *Worker) enqueueCheck(ctx context.Context, taskID uuid.UUID, containerID, reason string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.route(ctx, op{kind: opCheck, taskID: taskID, containerID: containerID, reason: reason})
-}
-
 func (w *Worker) runLane(ctx context.Context, id uuid.UUID, l *lane) {
 	defer w.wg.Done()
 	for {
@@ -374,23 +523,57 @@ func (w *Worker) runLane(ctx context.Context, id uuid.UUID, l *lane) {
 func (w *Worker) apply(ctx context.Context, o op) {
 	opCtx := context.WithoutCancel(ctx)
 	log := w.log.With("task", o.taskID)
-	t, ok := w.store.Get(o.taskID)
-	if !ok {
+	if _, ok := w.store.Get(o.taskID); !ok {
 		log.Error("operation for an unknown task dropped")
 		return
 	}
+	l := w.liveOf(o.taskID)
 	var err error
 	switch o.kind {
 	case opStart:
-		err = w.start(opCtx, log, t, o.event)
+		err = w.start(ctx, opCtx, log, l, o.event)
 	case opStop:
-		err = w.stop(opCtx, log, t)
+		err = w.stop(opCtx, log, l, o.taskID)
 	case opCheck:
-		err = w.check(opCtx, log, t, o.containerID, o.reason)
+		err = w.check(ctx, opCtx, log, l, o.taskID, o.containerID, o.reason)
+	case opRestart:
+		err = w.restartDue(ctx, opCtx, log, l, o.taskID, o.gen)
+	case opHealth:
+		err = w.healthResult(ctx, opCtx, log, l, o)
 	}
 	if err != nil {
 		log.Error("task operation failed", "err", err)
 	}
+}
+
+// liveOf returns the worker's in-memory state of a task, making it when there is none.
+func (w *Worker) liveOf(id uuid.UUID) *live {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l, ok := w.live[id]
+	if !ok {
+		l = &live{}
+		w.live[id] = l
+	}
+	return l
+}
+
+// modify applies fn to the stored task with the given ID and stores the result, atomically with
+// respect to every other modify. fn's error aborts the change.
+func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, error) {
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	t, ok := w.store.Get(id)
+	if !ok {
+		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
+	}
+	if err := fn(&t); err != nil {
+		return t, err
+	}
+	if err := w.store.Put(t); err != nil {
+		return t, fmt.Errorf("store task %s: %w", id, err)
+	}
+	return t, nil
 }
 
 // transition moves t to state s, or fails with ECONFLICT when the state machine forbids it.
@@ -411,144 +594,11 @@ func specOf(t task.Task) task.Task {
 	t.HostPorts = nil
 	t.ExitCode = 0
 	t.Error = ""
+	t.HealthStatus = ""
+	t.LastHealthCheck = nil
+	t.Pull = nil
+	t.Events = nil
 	return t
-}
-
-// start (re)starts t as ev asks: the old container, if any, is stopped and removed, then a new
-// one is started. The task goes to Scheduled, then Running or Failed.
-func (w *Worker) start(ctx context.Context, log *slog.Logger, t task.Task, ev task.Event) error {
-	if t.ContainerID != "" {
-		if err := w.removeContainer(ctx, log, t.ContainerID); err != nil {
-			return err
-		}
-	}
-	next := specOf(ev.Task)
-	next.State = t.State
-	if err := transition(&next, task.Scheduled); err != nil {
-		return err
-	}
-	if err := w.store.Put(next); err != nil {
-		return fmt.Errorf("store task: %w", err)
-	}
-	t = next
-
-	w.startSlots <- struct{}{}
-	startCtx, cancel := context.WithTimeout(ctx, w.startTimeout)
-	c, err := w.rt.Start(startCtx, t)
-	cancel()
-	<-w.startSlots
-
-	if err != nil {
-		if e := transition(&t, task.Failed); e != nil {
-			return e
-		}
-		t.Error = err.Error()
-		t.FinishTime = w.now()
-		log.Warn("task failed to start", "err", err)
-		return w.store.Put(t)
-	}
-	if err := transition(&t, task.Running); err != nil {
-		return err
-	}
-	t.ContainerID = c.ID
-	t.HostPorts = c.HostPorts
-	t.StartTime = c.StartedAt
-	if t.StartTime.IsZero() {
-		t.StartTime = w.now()
-	}
-	log.Info("task running", "container", shortID(c.ID), "image", t.Image)
-	return w.store.Put(t)
-}
-
-// stop stops and removes t's container. A Running task ends Completed; a task that already ended
-// keeps its state and loses its container.
-func (w *Worker) stop(ctx context.Context, log *slog.Logger, t task.Task) error {
-	if t.ContainerID != "" {
-		if err := w.removeContainer(ctx, log, t.ContainerID); err != nil {
-			return err
-		}
-	}
-	switch {
-	case t.State == task.Running:
-		if err := transition(&t, task.Completed); err != nil {
-			return err
-		}
-		t.FinishTime = w.now()
-		log.Info("task stopped")
-	case t.State == task.Completed:
-		return nil
-	default:
-		// A task that failed (or never got a container) cannot become Completed; it keeps its
-		// state and its reason, and no longer has a container.
-		t.ContainerID = ""
-		log.Info("stopped task had already ended", "state", t.State)
-	}
-	return w.store.Put(t)
-}
-
-func (w *Worker) removeContainer(ctx context.Context, log *slog.Logger, id string) error {
-	ctx, cancel := context.WithTimeout(ctx, w.stopTimeout)
-	defer cancel()
-	if err := w.rt.Stop(ctx, id); err != nil {
-		return fmt.Errorf("stop container %s: %w", shortID(id), err)
-	}
-	log.Debug("container removed", "container", shortID(id))
-	return nil
-}
-
-// check finds out what became of t's container containerID and records it: an exit, or the
-// container's disappearance. It ignores containers that are no longer the task's.
-func (w *Worker) check(ctx context.Context, log *slog.Logger, t task.Task, containerID, reason string) error {
-	if containerID == "" || t.ContainerID != containerID {
-		return nil
-	}
-	if t.State != task.Running {
-		if reason == string(task.ContainerDestroyed) && t.State == task.Failed {
-			// The worker clears ContainerID when it removes a container of an ended task, so a
-			// destroy of the current one came from outside.
-			t.Error = joinReason(t.Error, "container removed outside cube")
-			t.ContainerID = ""
-			return w.store.Put(t)
-		}
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	c, err := w.rt.Inspect(ctx, containerID)
-	cancel()
-	switch {
-	case task.ErrorCode(err) == task.ENOTFOUND:
-		if e := transition(&t, task.Failed); e != nil {
-			return e
-		}
-		t.ContainerID = ""
-		t.Error = "container removed outside cube"
-		t.FinishTime = w.now()
-		log.Warn("task failed: container removed outside cube", "container", shortID(containerID))
-		return w.store.Put(t)
-	case err != nil:
-		// The runtime did not answer: the task's state is unknown, not failed. The next reconcile
-		// asks again.
-		return fmt.Errorf("inspect container %s after %s: %w", shortID(containerID), reason, err)
-	case c.Running:
-		return nil
-	}
-	t.ExitCode = c.ExitCode
-	t.FinishTime = c.FinishedAt
-	if t.FinishTime.IsZero() {
-		t.FinishTime = w.now()
-	}
-	next := task.Completed
-	switch {
-	case c.OOMKilled:
-		next, t.Error = task.Failed, "OOMKilled"
-	case c.ExitCode != 0:
-		next, t.Error = task.Failed, fmt.Sprintf("exited with code %d", c.ExitCode)
-	}
-	if err := transition(&t, next); err != nil {
-		return err
-	}
-	log.Info("task exited", "state", t.State, "exit_code", t.ExitCode, "oom", c.OOMKilled)
-	return w.store.Put(t)
 }
 
 func joinReason(a, b string) string {

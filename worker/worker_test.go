@@ -504,11 +504,14 @@ func TestStopWhileStarting(t *testing.T) {
 	g.release()
 
 	done := waitState(t, w, spec.ID, task.Completed)
-	if done.ContainerID == "" {
-		t.Fatalf("ContainerID: got empty, want the container the start made")
+	if done.ContainerID != "" {
+		t.Errorf("ContainerID after the stop: got %q, want empty (the container is removed)", done.ContainerID)
 	}
-	if stops := rt.Stops(); !slices.Equal(stops, []string{done.ContainerID}) {
-		t.Errorf("runtime stops: got %v, want [%s]", stops, done.ContainerID)
+	if stops := rt.Stops(); len(stops) != 1 {
+		t.Errorf("runtime stops: got %v, want the one container the start made", stops)
+	}
+	if left := rt.Containers(); len(left) != 0 {
+		t.Errorf("containers after the stop: got %v, want none", left)
 	}
 	if running := rt.Running(); len(running) != 0 {
 		t.Errorf("running containers: got %v, want none", running)
@@ -557,7 +560,7 @@ func TestContainerRemovedOutside(t *testing.T) {
 	rt, w := newWorker(t)
 	spec := newTask()
 	run := runTask(t, w, spec)
-	if err := rt.Remove(run.ContainerID); err != nil {
+	if err := rt.Remove(context.Background(), run.ContainerID); err != nil {
 		t.Fatal(err)
 	}
 	got := waitState(t, w, spec.ID, task.Failed)
@@ -581,7 +584,7 @@ func TestContainerRemovedAfterExit(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitState(t, w, spec.ID, task.Failed)
-	if err := rt.Remove(run.ContainerID); err != nil {
+	if err := rt.Remove(context.Background(), run.ContainerID); err != nil {
 		t.Fatal(err)
 	}
 	var got task.Task
@@ -680,8 +683,11 @@ func TestOneTaskInOrder(t *testing.T) {
 	if done.RestartCount != 1 {
 		t.Errorf("RestartCount: got %d, want 1", done.RestartCount)
 	}
-	if stops := rt.Stops(); len(stops) != 2 || stops[1] != done.ContainerID {
-		t.Errorf("runtime stops: got %v, want the first container then the second (%s)", stops, done.ContainerID)
+	if stops := rt.Stops(); len(stops) != 2 || stops[0] == stops[1] {
+		t.Errorf("runtime stops: got %v, want the first container then the second", stops)
+	}
+	if done.ContainerID != "" || len(rt.Containers()) != 0 {
+		t.Errorf("after the stop: ContainerID %q and containers %v, want none", done.ContainerID, rt.Containers())
 	}
 	if running := rt.Running(); len(running) != 0 {
 		t.Errorf("running containers: got %v, want none", running)
@@ -708,7 +714,7 @@ func TestReconcileWithoutEvents(t *testing.T) {
 	}{
 		{"exit", func(rt *workertest.Runtime, id string) error { return rt.Exit(id, 0, false) }, task.Completed, ""},
 		{"failure", func(rt *workertest.Runtime, id string) error { return rt.Exit(id, 2, false) }, task.Failed, "exited with code 2"},
-		{"removal", func(rt *workertest.Runtime, id string) error { return rt.Remove(id) }, task.Failed, "container removed outside cube"},
+		{"removal", func(rt *workertest.Runtime, id string) error { return rt.Remove(context.Background(), id) }, task.Failed, "container removed outside cube"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,12 +10,12 @@ package docker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,9 +26,8 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/pkg/jsonmessage"
+	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
 	"github.com/google/uuid"
 )
@@ -38,6 +37,11 @@ type Options struct {
 	CallTimeout time.Duration // bound on one plain Engine call (inspect, create, start, …); default 30s
 	PullTimeout time.Duration // bound on one image pull; default 10m
 	StopGrace   time.Duration // how long a container gets to stop before it is killed; default 10s
+	// PullInactivity aborts a pull that reports no progress for this long; default 1m.
+	PullInactivity time.Duration
+	// DockerConfig is the docker CLI config file whose "auths" give registry credentials to
+	// tasks that bring none; default $DOCKER_CONFIG/config.json or ~/.docker/config.json.
+	DockerConfig string
 	// Worker names the worker that owns the containers. When set, containers carry it in the
 	// label cube.worker, and List and Watch see only that worker's containers, so that several
 	// workers can share one Engine.
@@ -53,13 +57,7 @@ type Runtime struct {
 	opts Options
 
 	pullMu sync.Mutex
-	pulls  map[string]*pull // pulls under way, by image reference
-}
-
-// pull is one image pull that any number of starts wait for.
-type pull struct {
-	done chan struct{}
-	err  error
+	pulls  map[string]*pull // pulls under way, by image reference and credentials
 }
 
 // New connects to the Docker Engine named by the environment (DOCKER_HOST and friends, or the
@@ -83,6 +81,12 @@ func NewWithClient(cli *client.Client, opts Options) *Runtime {
 	if opts.StopGrace <= 0 {
 		opts.StopGrace = 10 * time.Second
 	}
+	if opts.PullInactivity <= 0 {
+		opts.PullInactivity = time.Minute
+	}
+	if opts.DockerConfig == "" {
+		opts.DockerConfig = defaultDockerConfig()
+	}
 	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull)}
 }
 
@@ -99,19 +103,22 @@ func (r *Runtime) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Start pulls the task's image when it is missing, then creates and starts its container and
-// returns it with its published ports. A container that was created but could not be started is
-// removed.
-func (r *Runtime) Start(ctx context.Context, t task.Task) (task.Container, error) {
-	if err := r.ensureImage(ctx, t.Image); err != nil {
+// Start makes sure the task's image is present as its PullPolicy says, then creates and starts
+// its container and returns it with its published ports and address. A container that was
+// created but could not be started is removed. progress, if not nil, hears of each step.
+func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.StartStep)) (task.Container, error) {
+	if progress == nil {
+		progress = func(task.StartStep) {}
+	}
+	if err := r.ensureImage(ctx, t, progress); err != nil {
 		return task.Container{}, err
 	}
 	cfg, hostCfg, err := containerConfig(t, r.opts.StopGrace)
-	if r.opts.Worker != "" {
-		cfg.Labels[LabelWorker] = r.opts.Worker
-	}
 	if err != nil {
 		return task.Container{}, err
+	}
+	if r.opts.Worker != "" {
+		cfg.Labels[LabelWorker] = r.opts.Worker
 	}
 	name := containerName(t)
 
@@ -121,35 +128,63 @@ func (r *Runtime) Start(ctx context.Context, t task.Task) (task.Container, error
 	if err != nil {
 		return task.Container{}, convert(err, "create container")
 	}
+	progress(task.StartStep{Type: task.RecordCreated, Message: "container " + shortID(created.ID)})
 	sctx, cancel := r.call(ctx)
 	err = r.cli.ContainerStart(sctx, created.ID, container.StartOptions{})
 	cancel()
 	if err != nil {
-		r.remove(context.WithoutCancel(ctx), created.ID)
-		return task.Container{}, convert(err, "start container")
+		r.Remove(context.WithoutCancel(ctx), created.ID)
+		return task.Container{}, startError(err)
 	}
 	c, err := r.Inspect(ctx, created.ID)
 	if err != nil {
 		// The container runs, but its ports are unknown; the worker would lose track of it.
-		r.remove(context.WithoutCancel(ctx), created.ID)
+		r.Remove(context.WithoutCancel(ctx), created.ID)
 		return task.Container{}, err
 	}
+	progress(task.StartStep{Type: task.RecordStarted, Message: "container " + shortID(created.ID)})
 	return c, nil
 }
 
-// Stop stops the container, giving it the grace period, then removes it. A container that is
-// already stopped, being removed, or gone is success.
-func (r *Runtime) Stop(ctx context.Context, containerID string) error {
-	ctx, cancel := context.WithTimeout(ctx, r.opts.StopGrace+r.opts.CallTimeout)
+// hostPortRE finds the host address in the Engine's "port is already allocated" and "address
+// already in use" messages.
+var hostPortRE = regexp.MustCompile(`(?:Bind for |listen tcp[46]? )(\S+?):(\d+)(?::| failed)`)
+
+// startError explains a failed start; a host port that is taken is the common case.
+func startError(err error) error {
+	text := strings.TrimPrefix(err.Error(), "Error response from daemon: ")
+	if strings.Contains(text, "port is already allocated") || strings.Contains(text, "address already in use") {
+		port := "a host port"
+		if m := hostPortRE.FindStringSubmatch(text); m != nil {
+			port = "host port " + m[2]
+		}
+		return &task.Error{Code: task.ECONFLICT, Message: fmt.Sprintf("start container: %s is already in use (Task.PortBindings): %s", port, text)}
+	}
+	return convert(err, "start container")
+}
+
+// Stop stops the container: its stop signal, then SIGKILL after grace (0: the grace the
+// container was created with). A container that is already stopped or gone is success.
+func (r *Runtime) Stop(ctx context.Context, containerID string, grace time.Duration) error {
+	opts := container.StopOptions{}
+	wait := r.opts.StopGrace
+	if grace > 0 {
+		secs := int(math.Ceil(grace.Seconds()))
+		opts.Timeout = &secs
+		wait = grace
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait+r.opts.CallTimeout)
 	defer cancel()
-	err := r.cli.ContainerStop(ctx, containerID, container.StopOptions{})
+	err := r.cli.ContainerStop(ctx, containerID, opts)
 	if err != nil && !cerrdefs.IsNotFound(err) {
 		return convert(err, "stop container")
 	}
-	return r.remove(ctx, containerID)
+	return nil
 }
 
-func (r *Runtime) remove(ctx context.Context, containerID string) error {
+// Remove removes the container, killing it if it still runs. A container that is gone or
+// being removed is success.
+func (r *Runtime) Remove(ctx context.Context, containerID string) error {
 	ctx, cancel := r.call(ctx)
 	defer cancel()
 	err := r.cli.ContainerRemove(ctx, containerID, container.RemoveOptions{Force: true, RemoveVolumes: true})
@@ -160,6 +195,65 @@ func (r *Runtime) remove(ctx context.Context, containerID string) error {
 		return nil
 	}
 	return convert(err, "remove container")
+}
+
+// Exec runs cmd in the running container and returns its exit code and its output, stdout and
+// stderr together, cut to 4 KiB.
+func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (int, string, error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	created, err := r.cli.ContainerExecCreate(ctx, containerID, container.ExecOptions{Cmd: cmd, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return 0, "", convert(err, "exec in container")
+	}
+	resp, err := r.cli.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return 0, "", convert(err, "exec in container")
+	}
+	defer resp.Close()
+	out := &limitedBuffer{max: 4 << 10}
+	done := make(chan error, 1)
+	go func() {
+		_, err := stdcopy.StdCopy(out, out, resp.Reader)
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		resp.Close()
+		<-done
+		return 0, out.String(), convert(ctx.Err(), "exec in container")
+	}
+	if err != nil {
+		return 0, out.String(), convert(err, "read exec output")
+	}
+	info, err := r.cli.ContainerExecInspect(ctx, created.ID)
+	if err != nil {
+		return 0, out.String(), convert(err, "inspect exec")
+	}
+	return info.ExitCode, out.String(), nil
+}
+
+// limitedBuffer keeps the first max bytes written to it and discards the rest.
+type limitedBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.max - len(b.buf); room > 0 {
+		b.buf = append(b.buf, p[:min(len(p), room)]...)
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
 }
 
 // Inspect returns the container's state, or an ENOTFOUND error when it does not exist.
@@ -182,8 +276,20 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Contain
 		c.StartedAt = parseTime(s.StartedAt)
 		c.FinishedAt = parseTime(s.FinishedAt)
 	}
-	if info.NetworkSettings != nil {
-		c.HostPorts = hostPorts(info.NetworkSettings.Ports)
+	if s := info.State; s != nil && s.Health != nil {
+		c.Health = s.Health.Status
+	}
+	if ns := info.NetworkSettings; ns != nil {
+		c.HostPorts = hostPorts(ns.Ports)
+		c.IPAddress = ns.IPAddress
+		if c.IPAddress == "" {
+			for _, n := range ns.Networks {
+				if n != nil && n.IPAddress != "" {
+					c.IPAddress = n.IPAddress
+					break
+				}
+			}
+		}
 	}
 	return c, nil
 }
@@ -214,7 +320,7 @@ func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.Conta
 	defer cancel()
 	f := r.labelFilters()
 	f.Add("type", string(events.ContainerEventType))
-	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionOOM, events.ActionDestroy} {
+	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionOOM, events.ActionDestroy, events.ActionHealthStatus} {
 		f.Add("event", string(a))
 	}
 	opts := events.ListOptions{Filters: f}
@@ -238,8 +344,10 @@ func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.Conta
 			if err != nil {
 				continue
 			}
+			action, health, _ := strings.Cut(string(m.Action), ":")
 			ev := task.ContainerEvent{
-				Kind:        task.ContainerEventKind(m.Action),
+				Kind:        task.ContainerEventKind(action),
+				Health:      strings.TrimSpace(health),
 				ContainerID: m.Actor.ID,
 				TaskID:      id,
 				Time:        time.Unix(0, m.TimeNano),
@@ -258,69 +366,6 @@ func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.Conta
 			return convert(err, "watch docker events")
 		}
 	}
-}
-
-// ensureImage makes sure ref is present, pulling it when it is missing. Concurrent calls for the
-// same reference share one pull.
-func (r *Runtime) ensureImage(ctx context.Context, ref string) error {
-	ictx, cancel := r.call(ctx)
-	_, err := r.cli.ImageInspect(ictx, ref)
-	cancel()
-	if err == nil {
-		return nil
-	}
-	if !cerrdefs.IsNotFound(err) {
-		return convert(err, "inspect image")
-	}
-
-	r.pullMu.Lock()
-	p, ok := r.pulls[ref]
-	if !ok {
-		p = &pull{done: make(chan struct{})}
-		r.pulls[ref] = p
-		go func() {
-			// The pull belongs to every waiter, so it outlives the first caller's context.
-			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.PullTimeout)
-			defer cancel()
-			p.err = r.pull(pctx, ref)
-			r.pullMu.Lock()
-			delete(r.pulls, ref)
-			r.pullMu.Unlock()
-			close(p.done)
-		}()
-	}
-	r.pullMu.Unlock()
-	select {
-	case <-p.done:
-		return p.err
-	case <-ctx.Done():
-		return task.Wrap(task.EUNAVAILABLE, ctx.Err(), fmt.Sprintf("image pull failed: %s", ref))
-	}
-}
-
-func (r *Runtime) pull(ctx context.Context, ref string) error {
-	rc, err := r.cli.ImagePull(ctx, ref, image.PullOptions{})
-	if err != nil {
-		return pullError(ref, err)
-	}
-	defer rc.Close()
-	dec := json.NewDecoder(rc)
-	for {
-		var m jsonmessage.JSONMessage
-		if err := dec.Decode(&m); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return pullError(ref, err)
-		}
-		if m.Error != nil {
-			return pullError(ref, errors.New(m.Error.Message))
-		}
-	}
-}
-
-func pullError(ref string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "Error response from daemon: ")
-	return &task.Error{Code: task.ENOTFOUND, Message: fmt.Sprintf("image pull failed: %s: %s", ref, msg)}
 }
 
 // labelFilters selects the containers this Runtime owns.
@@ -359,7 +404,11 @@ func containerConfig(t task.Task, grace time.Duration) (*container.Config, *cont
 		bindings[port] = []nat.PortBinding{{HostPort: t.PortBindings[p]}}
 	}
 	stopTimeout := int(math.Ceil(grace.Seconds()))
+	if t.StopTimeout > 0 {
+		stopTimeout = t.StopTimeout
+	}
 	cfg := &container.Config{
+		StopSignal:   t.StopSignal,
 		Image:        t.Image,
 		Env:          t.Env,
 		Cmd:          t.Cmd,
@@ -374,9 +423,14 @@ func containerConfig(t task.Task, grace time.Duration) (*container.Config, *cont
 		PortBindings:  bindings,
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 		Resources: container.Resources{
-			NanoCPUs: int64(t.Cpu * 1e9),
-			Memory:   t.Memory,
+			NanoCPUs:          int64(t.Cpu * 1e9),
+			Memory:            t.Memory,
+			MemoryReservation: t.MemoryReservation,
 		},
+	}
+	if t.PidsLimit > 0 {
+		limit := t.PidsLimit
+		hostCfg.Resources.PidsLimit = &limit
 	}
 	return cfg, hostCfg, nil
 }
@@ -396,6 +450,13 @@ func hostPorts(ports nat.PortMap) task.PortMap {
 		return nil
 	}
 	return out
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }
 
 func parseTime(s string) time.Time {

@@ -53,7 +53,7 @@ func TestStartPublishesPortsAndLabels(t *testing.T) {
 	tk.Env = []string{"GREETING=hi"}
 	tk.Memory = 64 << 20
 	tk.Cpu = 0.5
-	c, err := rt.Start(ctx(t), tk)
+	c, err := rt.Start(ctx(t), tk, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,12 +107,21 @@ func TestStartPublishesPortsAndLabels(t *testing.T) {
 
 	// Stop removes, and is idempotent.
 	for i := range 2 {
-		if err := rt.Stop(ctx(t), c.ID); err != nil {
+		if err := rt.Stop(ctx(t), c.ID, 0); err != nil {
 			t.Fatalf("Stop #%d: %v", i+1, err)
 		}
 	}
+	got, err := rt.Inspect(ctx(t), c.ID)
+	if err != nil || got.Running {
+		t.Fatalf("Inspect after Stop: got %+v, %v; want a stopped container that is still there", got, err)
+	}
+	for i := range 2 {
+		if err := rt.Remove(ctx(t), c.ID); err != nil {
+			t.Fatalf("Remove #%d: %v", i+1, err)
+		}
+	}
 	if _, err := rt.Inspect(ctx(t), c.ID); task.ErrorCode(err) != task.ENOTFOUND {
-		t.Fatalf("Inspect after Stop: got %v, want ENOTFOUND", err)
+		t.Fatalf("Inspect after Remove: got %v, want ENOTFOUND", err)
 	}
 }
 
@@ -121,7 +130,7 @@ func TestPortBindingPinsHostPort(t *testing.T) {
 	port := testenv.FreePort(t)
 	tk := echoTask("--listen", ":7777")
 	tk.PortBindings = map[string]string{"7777/tcp": port}
-	c, err := rt.Start(ctx(t), tk)
+	c, err := rt.Start(ctx(t), tk, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +158,7 @@ func TestExitIsObservedThroughWatchAndInspect(t *testing.T) {
 	}()
 
 	tk := echoTask("--print", "bye", "--sleep", "300ms", "--exit", "3")
-	c, err := rt.Start(ctx(t), tk)
+	c, err := rt.Start(ctx(t), tk, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +190,7 @@ func TestMissingImageFailsWithoutLeavingAContainer(t *testing.T) {
 	rt, name := newRuntime(t)
 	tk := echoTask()
 	tk.Image = "cube-test/does-not-exist:v0"
-	_, err := rt.Start(ctx(t), tk)
+	_, err := rt.Start(ctx(t), tk, nil)
 	if err == nil {
 		t.Fatal("Start of a missing image: got nil error")
 	}
@@ -204,7 +213,7 @@ func TestStartFailureRemovesTheContainer(t *testing.T) {
 	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 	tk := echoTask("--listen", ":7777")
 	tk.PortBindings = map[string]string{"7777/tcp": port}
-	_, err = rt.Start(ctx(t), tk)
+	_, err = rt.Start(ctx(t), tk, nil)
 	if err == nil {
 		t.Fatal("got nil error, want the start to fail on a taken host port")
 	}
@@ -218,8 +227,11 @@ func TestStartFailureRemovesTheContainer(t *testing.T) {
 
 func TestStopAndInspectOfUnknownContainer(t *testing.T) {
 	rt, _ := newRuntime(t)
-	if err := rt.Stop(ctx(t), "cube-no-such-container"); err != nil {
+	if err := rt.Stop(ctx(t), "cube-no-such-container", 0); err != nil {
 		t.Errorf("Stop of a missing container: got %v, want nil", err)
+	}
+	if err := rt.Remove(ctx(t), "cube-no-such-container"); err != nil {
+		t.Errorf("Remove of a missing container: got %v, want nil", err)
 	}
 	if _, err := rt.Inspect(ctx(t), "cube-no-such-container"); task.ErrorCode(err) != task.ENOTFOUND {
 		t.Errorf("Inspect of a missing container: got %v (%s), want ENOTFOUND", err, task.ErrorCode(err))
@@ -236,7 +248,7 @@ func TestUnreachableEngineIsUnavailable(t *testing.T) {
 	if err := rt.Ping(ctx(t)); task.ErrorCode(err) != task.EUNAVAILABLE {
 		t.Errorf("Ping: got %v (%s), want EUNAVAILABLE", err, task.ErrorCode(err))
 	}
-	if _, err := rt.Start(ctx(t), echoTask()); task.ErrorCode(err) != task.EUNAVAILABLE {
+	if _, err := rt.Start(ctx(t), echoTask(), nil); task.ErrorCode(err) != task.EUNAVAILABLE {
 		t.Errorf("Start: got %v (%s), want EUNAVAILABLE", err, task.ErrorCode(err))
 	}
 }
@@ -250,7 +262,7 @@ func TestConcurrentStartsOfOneImage(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := rt.Start(ctx(t), echoTask("--listen", ":7777"))
+			_, err := rt.Start(ctx(t), echoTask("--listen", ":7777"), nil)
 			errs <- err
 		}()
 	}

@@ -32,6 +32,8 @@ type Runtime struct {
 	PingErr error
 	// InspectErr, when set, is what Inspect returns.
 	InspectErr error
+	// ExecHook, when set, answers Exec; without it Exec fails.
+	ExecHook func(ctx context.Context, containerID string, cmd []string) (int, string, error)
 }
 
 // New returns an empty fake runtime.
@@ -40,8 +42,8 @@ func New() *Runtime {
 }
 
 // Start records t and "runs" a container for it, publishing each of its ports on a made-up host
-// port (or the one bound in PortBindings).
-func (r *Runtime) Start(ctx context.Context, t task.Task) (task.Container, error) {
+// port (or the one bound in PortBindings). It reports the Created and Started steps to progress.
+func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.StartStep)) (task.Container, error) {
 	r.mu.Lock()
 	r.starts = append(r.starts, t.Clone())
 	hook := r.StartHook
@@ -66,20 +68,60 @@ func (r *Runtime) Start(ctx context.Context, t task.Task) (task.Container, error
 		c.HostPorts[p] = []task.PortBinding{{HostIP: "0.0.0.0", HostPort: host}}
 	}
 	r.containers[c.ID] = c
+	if progress != nil {
+		progress(task.StartStep{Type: task.RecordCreated, Message: "container " + c.ID[:8]})
+		progress(task.StartStep{Type: task.RecordStarted, Message: "container " + c.ID[:8]})
+	}
 	return *c, nil
 }
 
-// Stop removes the container; an unknown one is success.
-func (r *Runtime) Stop(ctx context.Context, containerID string) error {
+// Stop stops the container, as its process would on SIGTERM (exit code 0), and emits the die
+// event; an unknown or stopped one is success.
+func (r *Runtime) Stop(ctx context.Context, containerID string, grace time.Duration) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stops = append(r.stops, containerID)
+	if c, ok := r.containers[containerID]; ok && c.Running {
+		c.Running, c.ExitCode, c.FinishedAt = false, 0, time.Now()
+		r.emit(task.ContainerEvent{Kind: task.ContainerDied, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
+	}
+	return nil
+}
+
+// Remove deletes the container and emits the destroy event; an unknown one is success.
+func (r *Runtime) Remove(ctx context.Context, containerID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if c, ok := r.containers[containerID]; ok {
 		delete(r.containers, containerID)
-		r.emit(task.ContainerEvent{Kind: task.ContainerDied, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
+		if c.Running {
+			r.emit(task.ContainerEvent{Kind: task.ContainerDied, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now(), ExitCode: 137})
+		}
 		r.emit(task.ContainerEvent{Kind: task.ContainerDestroyed, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
 	}
 	return nil
+}
+
+// Exec answers with ExecHook.
+func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (int, string, error) {
+	r.mu.Lock()
+	hook := r.ExecHook
+	r.mu.Unlock()
+	if hook == nil {
+		return 0, "", errors.New("exec is not supported by this fake")
+	}
+	return hook(ctx, containerID, cmd)
+}
+
+// Containers returns copies of every container, running or not.
+func (r *Runtime) Containers() []task.Container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]task.Container, 0, len(r.containers))
+	for _, c := range r.containers {
+		out = append(out, *c)
+	}
+	return out
 }
 
 // Inspect returns the container, or ENOTFOUND.
@@ -150,23 +192,6 @@ func (r *Runtime) Exit(containerID string, code int, oom bool) error {
 		r.emit(task.ContainerEvent{Kind: task.ContainerOOM, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
 	}
 	r.emit(task.ContainerEvent{Kind: task.ContainerDied, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now(), ExitCode: code})
-	return nil
-}
-
-// Remove deletes a container behind the worker's back, as `docker rm -f` would, emitting die
-// and destroy events.
-func (r *Runtime) Remove(containerID string) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	c, ok := r.containers[containerID]
-	if !ok {
-		return errors.New("no such container")
-	}
-	delete(r.containers, containerID)
-	if c.Running {
-		r.emit(task.ContainerEvent{Kind: task.ContainerDied, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now(), ExitCode: 137})
-	}
-	r.emit(task.ContainerEvent{Kind: task.ContainerDestroyed, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
 	return nil
 }
 

@@ -1,0 +1,258 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/google/uuid"
+)
+
+// Health check defaults, as Docker's HEALTHCHECK has them but for a shorter timeout.
+const (
+	defaultHealthInterval = 10 * time.Second
+	defaultHealthTimeout  = 2 * time.Second
+	defaultHealthRetries  = 3
+)
+
+// probe is a health check resolved against one container.
+type probe struct {
+	kind        string
+	addr        string // http, tcp: host:port
+	path        string // http
+	command     []string
+	interval    time.Duration
+	timeout     time.Duration
+	retries     int
+	startPeriod time.Duration
+}
+
+// hasOwnCheck reports whether the worker checks the task's health itself (rather than relying on
+// an image's HEALTHCHECK, which the runtime runs).
+func hasOwnCheck(t task.Task) bool { return t.Health != nil || t.HealthCheck != "" }
+
+// probeFor resolves the task's health check against its container c, and reports whether there
+// is one. HTTP and TCP checks go to the container's address, or to its published port on the
+// loopback when it has none.
+func probeFor(t task.Task, c task.Container) (probe, bool) {
+	var h task.HealthSpec
+	switch {
+	case t.Health != nil:
+		h = *t.Health
+	case t.HealthCheck != "":
+		h = task.HealthSpec{Type: task.HealthHTTP, Path: t.HealthCheck}
+	default:
+		return probe{}, false
+	}
+	p := probe{
+		kind:        h.Type,
+		path:        h.Path,
+		command:     h.Command,
+		interval:    h.Interval.D(),
+		timeout:     h.Timeout.D(),
+		retries:     h.Retries,
+		startPeriod: h.StartPeriod.D(),
+	}
+	if p.kind == "" {
+		p.kind = task.HealthHTTP
+	}
+	if p.path == "" {
+		p.path = "/"
+	}
+	if p.interval <= 0 {
+		p.interval = defaultHealthInterval
+	}
+	if p.timeout <= 0 {
+		p.timeout = defaultHealthTimeout
+	}
+	if p.retries <= 0 {
+		p.retries = defaultHealthRetries
+	}
+	if p.kind != task.HealthExec {
+		port := strconv.Itoa(h.Port)
+		key := port + "/tcp"
+		if h.Port == 0 {
+			ports := t.Ports()
+			if len(ports) == 0 {
+				return probe{}, false
+			}
+			key = ports[0]
+			port, _, _ = strings.Cut(key, "/")
+		}
+		switch {
+		case c.IPAddress != "":
+			p.addr = net.JoinHostPort(c.IPAddress, port)
+		case len(c.HostPorts[key]) > 0:
+			p.addr = net.JoinHostPort("127.0.0.1", c.HostPorts[key][0].HostPort)
+		default:
+			return probe{}, false
+		}
+	}
+	return p, true
+}
+
+// runProbe checks the container's health every interval until ctx is done, and sends each
+// result to the task's lane with the status it implies: starting until the first success,
+// healthy, or unhealthy after retries failures in a row (failures in the start period after the
+// start do not count while the task is still starting).
+func (w *Worker) runProbe(ctx context.Context, log *slog.Logger, id uuid.UUID, containerID string, p probe) {
+	defer w.wg.Done()
+	started := time.Now()
+	status, fails := task.HealthStarting, 0
+	wait := min(p.interval, time.Second)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		healthy, output := w.checkOnce(ctx, containerID, p)
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case healthy:
+			fails, status = 0, task.HealthHealthy
+		case status == task.HealthStarting && time.Since(started) < p.startPeriod:
+			// grace after start: not counted
+		default:
+			fails++
+			if fails >= p.retries {
+				status = task.HealthUnhealthy
+			}
+		}
+		res := &task.HealthResult{Time: w.now(), Healthy: healthy, Output: output, FailingStreak: fails}
+		if !healthy {
+			log.Debug("health check failed", "output", output, "failing_streak", fails)
+		}
+		w.enqueue(ctx, op{kind: opHealth, taskID: id, containerID: containerID, health: status, result: res})
+		timer.Reset(p.interval)
+	}
+}
+
+// probeClient makes the HTTP checks. Keep-alives are off: checks are seconds apart, and an idle
+// connection per task would outlive its container.
+var probeClient = &http.Client{
+	Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// checkOnce runs one check and returns whether it passed and what it saw.
+func (w *Worker) checkOnce(ctx context.Context, containerID string, p probe) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	switch p.kind {
+	case task.HealthTCP:
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", p.addr)
+		if err != nil {
+			return false, err.Error()
+		}
+		conn.Close()
+		return true, "connected to " + p.addr
+	case task.HealthExec:
+		code, out, err := w.rt.Exec(ctx, containerID, p.command)
+		if err != nil {
+			return false, err.Error()
+		}
+		out = strings.TrimSpace(out)
+		if len(out) > 512 {
+			out = out[:512]
+		}
+		if code != 0 {
+			return false, fmt.Sprintf("exit code %d: %s", code, out)
+		}
+		return true, out
+	default:
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+p.path, nil)
+		if err != nil {
+			return false, err.Error()
+		}
+		resp, err := probeClient.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		return resp.StatusCode >= 200 && resp.StatusCode < 300, fmt.Sprintf("GET %s: %s", p.path, resp.Status)
+	}
+}
+
+// healthResult records a health status for the task's container, from the worker's own check
+// (o.result set) or the runtime's (an image's HEALTHCHECK). A task that turns unhealthy is
+// stopped and restarted as its policy says; with no restart policy it keeps running, reported
+// unhealthy.
+func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *live, o op) error {
+	t, _ := w.store.Get(o.taskID)
+	if t.ContainerID != o.containerID || t.State != task.Running {
+		return nil
+	}
+	if o.result == nil && hasOwnCheck(t) {
+		return nil // the worker's own check speaks for this task
+	}
+	prev := t.HealthStatus
+	t, err := w.modify(o.taskID, func(t *task.Task) error {
+		t.HealthStatus = o.health
+		if o.result != nil {
+			t.LastHealthCheck = o.result
+		}
+		switch {
+		case o.health == task.HealthHealthy && prev != task.HealthHealthy:
+			t.AddRecord(w.now(), task.RecordHealthy, "")
+		case o.health == task.HealthUnhealthy && prev != task.HealthUnhealthy:
+			msg := ""
+			if o.result != nil {
+				msg = o.result.Output
+			}
+			t.AddRecord(w.now(), task.RecordUnhealthy, "%s", msg)
+		}
+		return nil
+	})
+	if err != nil || o.health != task.HealthUnhealthy || prev == task.HealthUnhealthy {
+		return err
+	}
+	if t.RestartPolicy == "" || t.RestartPolicy == task.RestartNo {
+		log.Warn("task is unhealthy; restart policy is \"no\", so it keeps running")
+		return nil
+	}
+	why := "unhealthy"
+	if o.result != nil && o.result.Output != "" {
+		why = "unhealthy: " + o.result.Output
+	}
+	log.Warn("task is unhealthy; stopping it", "why", why)
+	l.cancelProbe()
+	w.modify(o.taskID, func(t *task.Task) error {
+		t.AddRecord(w.now(), task.RecordKilling, "%s", why)
+		return nil
+	})
+	sctx, cancel := context.WithTimeout(opCtx, w.stopTimeout+time.Duration(t.StopTimeout)*time.Second)
+	err = w.rt.Stop(sctx, o.containerID, time.Duration(t.StopTimeout)*time.Second)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("stop unhealthy container %s: %w", shortID(o.containerID), err)
+	}
+	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
+	c, ierr := w.rt.Inspect(ictx, o.containerID)
+	cancel()
+	_, err = w.modify(o.taskID, func(t *task.Task) error {
+		t.FinishTime = w.now()
+		if ierr == nil {
+			t.ExitCode = c.ExitCode
+			if !c.FinishedAt.IsZero() {
+				t.FinishTime = c.FinishedAt
+			}
+		}
+		t.AddRecord(t.FinishTime, task.RecordKilled, "exit code %d", t.ExitCode)
+		return w.ended(ctx, l, t, task.Outcome{Unhealthy: true, ExitCode: t.ExitCode}, why)
+	})
+	return err
+}

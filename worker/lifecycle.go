@@ -1,0 +1,388 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/google/uuid"
+)
+
+// live is what the worker holds in memory about one task beyond its stored record: its restart
+// streak, a pending restart, a running health check. Only the task's lane touches it (and Run,
+// once every lane has finished).
+type live struct {
+	streak    int                // restarts in the current row
+	timer     *time.Timer        // the pending restart, if any
+	gen       int                // bumped whenever a pending restart is cancelled
+	stopProbe context.CancelFunc // stops the running health check, if any
+	ip        string             // the container's address, for health checks
+}
+
+func (l *live) cancelRestart() {
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	l.gen++
+}
+
+func (l *live) cancelProbe() {
+	if l.stopProbe != nil {
+		l.stopProbe()
+		l.stopProbe = nil
+	}
+}
+
+// enqueue routes o to its task's lane. It is how runtime events, reconciles, back-off timers
+// and health checks reach a task.
+func (w *Worker) enqueue(ctx context.Context, o op) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.route(ctx, o)
+}
+
+// start (re)starts a task as ev asks: a pending restart or health check is cancelled, the old
+// container, if any, is removed, and the task goes to Scheduled with ev's spec, then Running.
+func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, ev task.Event) error {
+	l.cancelRestart()
+	l.cancelProbe()
+	id := ev.Task.ID
+	old, _ := w.store.Get(id)
+	if old.ContainerID != "" {
+		if err := w.removeContainer(opCtx, log, old, old.ContainerID); err != nil {
+			return err
+		}
+	}
+	_, err := w.modify(id, func(t *task.Task) error {
+		next := specOf(ev.Task)
+		next.State = t.State
+		next.Events = t.Events
+		if err := transition(&next, task.Scheduled); err != nil {
+			return err
+		}
+		if t.State != task.Pending {
+			next.AddRecord(w.now(), task.RecordReceived, "restart requested by event %s", ev.ID)
+		}
+		*t = next
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	l.streak = 0
+	return w.launch(ctx, opCtx, log, l, id)
+}
+
+// launch starts a container for a Scheduled task. The task ends Running, or, when the start
+// fails, Failed or back in Scheduled waiting to restart, as its policy says.
+func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID) error {
+	t, ok := w.store.Get(id)
+	if !ok || t.State != task.Scheduled {
+		return nil
+	}
+	w.startSlots <- struct{}{}
+	sctx, cancel := context.WithTimeout(opCtx, w.startTimeout)
+	c, err := w.rt.Start(sctx, t, func(step task.StartStep) { w.progress(log, id, step) })
+	cancel()
+	<-w.startSlots
+
+	if err != nil {
+		log.Warn("task failed to start", "err", err)
+		_, merr := w.modify(id, func(t *task.Task) error {
+			t.Pull = nil
+			t.FinishTime = w.now()
+			return w.ended(ctx, l, t, task.Outcome{StartFailed: true}, err.Error())
+		})
+		return merr
+	}
+	t, err = w.modify(id, func(t *task.Task) error {
+		if err := transition(t, task.Running); err != nil {
+			return err
+		}
+		t.ContainerID = c.ID
+		t.HostPorts = c.HostPorts
+		t.StartTime = c.StartedAt
+		if t.StartTime.IsZero() {
+			t.StartTime = w.now()
+		}
+		t.FinishTime = time.Time{}
+		t.ExitCode = 0
+		t.Error = ""
+		t.Pull = nil
+		t.LastHealthCheck = nil
+		t.HealthStatus = c.Health
+		if hasOwnCheck(*t) {
+			t.HealthStatus = task.HealthStarting
+		}
+		return nil
+	})
+	if err != nil {
+		// The container runs but the task cannot say so; remove it rather than lose track of it.
+		w.removeContainer(opCtx, log, t, c.ID)
+		return err
+	}
+	l.ip = c.IPAddress
+	if p, ok := probeFor(t, c); ok {
+		pctx, stop := context.WithCancel(ctx)
+		l.stopProbe = stop
+		w.wg.Add(1)
+		go w.runProbe(pctx, log, id, c.ID, p)
+	}
+	log.Info("task running", "container", shortID(c.ID), "image", t.Image, "restarts", t.RestartCount)
+	return nil
+}
+
+// progress records a start step the runtime reports, and pull progress while it pulls.
+func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep) {
+	w.modify(id, func(t *task.Task) error {
+		if step.Pull != nil {
+			p := *step.Pull
+			t.Pull = &p
+		}
+		if step.Type != "" {
+			t.AddRecord(w.now(), step.Type, "%s", step.Message)
+		}
+		return nil
+	})
+	if step.Pull != nil {
+		log.Info("pulling image", "layers", step.Pull.Layers, "layers_done", step.Pull.LayersDone,
+			"bytes", step.Pull.Bytes, "bytes_total", step.Pull.BytesTotal)
+	} else if step.Type != "" {
+		log.Debug("start step", "step", step.Type, "detail", step.Message)
+	}
+}
+
+// ended records that the task's run ended with o (reason says why, for a failure) and applies
+// the restart policy: the task goes back to Scheduled with a back-off timer, or ends Completed
+// or Failed. It changes t, which the caller stores.
+func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcome, reason string) error {
+	l.cancelProbe()
+	spec := task.RestartSpec{}
+	if t.Restart != nil {
+		spec = *t.Restart
+	}
+	spec = spec.WithDefaults()
+	if !o.StartFailed && !t.StartTime.IsZero() && t.FinishTime.Sub(t.StartTime) >= spec.ResetAfter.D() {
+		l.streak = 0 // a long, good run: the back-off starts over
+	}
+	d := task.NextRestart(t.RestartPolicy, spec, o, l.streak, w.rand())
+	now := w.now()
+	if d.Restart {
+		if err := transition(t, task.Scheduled); err != nil {
+			return err
+		}
+		at := now.Add(d.Delay)
+		t.Error = joinReason(reason, fmt.Sprintf("back-off: restarting in %s (at %s)",
+			d.Delay.Round(time.Millisecond), at.UTC().Format(time.RFC3339)))
+		t.AddRecord(now, task.RecordRestarting, "in %s", d.Delay.Round(time.Millisecond))
+		l.streak++
+		l.cancelRestart()
+		gen, id := l.gen, t.ID
+		l.timer = time.AfterFunc(d.Delay, func() { w.enqueue(ctx, op{kind: opRestart, taskID: id, gen: gen}) })
+		return nil
+	}
+	final := task.Completed
+	if o.Failed() {
+		final = task.Failed
+	}
+	if err := transition(t, final); err != nil {
+		return err
+	}
+	t.Error = ""
+	if final == task.Failed {
+		t.Error = reason
+	}
+	if t.RestartPolicy != "" && t.RestartPolicy != task.RestartNo {
+		t.AddRecord(now, task.RecordNotRestarting, "%s", d.Reason)
+		if final == task.Failed {
+			t.Error = joinReason(reason, "not restarting: "+d.Reason)
+		}
+	}
+	if final == task.Failed {
+		t.AddRecord(now, task.RecordFailed, "%s", reason)
+	}
+	return nil
+}
+
+// restartDue starts a task again when its back-off ends, unless something else (a stop, a
+// restart event) has happened to it since.
+func (w *Worker) restartDue(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, gen int) error {
+	if gen != l.gen || l.timer == nil {
+		return nil
+	}
+	l.timer = nil
+	t, _ := w.store.Get(id)
+	if t.State != task.Scheduled {
+		return nil
+	}
+	if t.ContainerID != "" {
+		if err := w.removeContainer(opCtx, log, t, t.ContainerID); err != nil {
+			return err
+		}
+	}
+	_, err := w.modify(id, func(t *task.Task) error {
+		t.RestartCount++
+		t.ContainerID = ""
+		t.HostPorts = nil
+		t.HealthStatus = ""
+		t.LastHealthCheck = nil
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("restarting task", "attempt", l.streak)
+	return w.launch(ctx, opCtx, log, l, id)
+}
+
+// stop stops and removes the task's container. A Running task ends Completed; a task waiting to
+// restart ends Failed (Completed may only follow Running); a task that already ended keeps its
+// state. Either way it never restarts.
+func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID) error {
+	defer func() {
+		w.mu.Lock()
+		delete(w.stopping, id)
+		w.mu.Unlock()
+	}()
+	l.cancelRestart()
+	l.cancelProbe()
+	t, _ := w.store.Get(id)
+	if t.ContainerID != "" {
+		w.modify(id, func(t *task.Task) error {
+			t.AddRecord(w.now(), task.RecordKilling, "stop requested")
+			return nil
+		})
+		if err := w.removeContainer(opCtx, log, t, t.ContainerID); err != nil {
+			return err
+		}
+	}
+	_, err := w.modify(id, func(t *task.Task) error {
+		now := w.now()
+		if t.ContainerID != "" {
+			t.AddRecord(now, task.RecordKilled, "container stopped and removed")
+		}
+		t.ContainerID = ""
+		switch t.State {
+		case task.Running:
+			if err := transition(t, task.Completed); err != nil {
+				return err
+			}
+			t.FinishTime = now
+			t.Error = ""
+		case task.Scheduled, task.Pending:
+			if err := transition(t, task.Failed); err != nil {
+				return err
+			}
+			t.FinishTime = now
+			t.Error = joinReason(t.Error, "stopped by request before it could run again")
+			t.AddRecord(now, task.RecordFailed, "stopped by request")
+		}
+		return nil
+	})
+	if err == nil {
+		log.Info("task stopped")
+	}
+	return err
+}
+
+// removeContainer stops a container, giving it the task's grace period, and removes it.
+func (w *Worker) removeContainer(ctx context.Context, log *slog.Logger, t task.Task, id string) error {
+	ctx, cancel := context.WithTimeout(ctx, w.stopTimeout+time.Duration(t.StopTimeout)*time.Second)
+	defer cancel()
+	if err := w.rt.Stop(ctx, id, time.Duration(t.StopTimeout)*time.Second); err != nil {
+		return fmt.Errorf("stop container %s: %w", shortID(id), err)
+	}
+	if err := w.rt.Remove(ctx, id); err != nil {
+		return fmt.Errorf("remove container %s: %w", shortID(id), err)
+	}
+	log.Debug("container removed", "container", shortID(id))
+	return nil
+}
+
+// check finds out what became of the task's container containerID and records it: an exit, or
+// the container's disappearance. It ignores containers that are no longer the task's.
+func (w *Worker) check(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, containerID, reason string) error {
+	t, _ := w.store.Get(id)
+	if containerID == "" || t.ContainerID != containerID {
+		return nil
+	}
+	if t.State != task.Running {
+		if reason != string(task.ContainerDestroyed) {
+			return nil
+		}
+		// The container of an ended task, kept for its logs, was removed outside cube.
+		_, err := w.modify(id, func(t *task.Task) error {
+			if t.ContainerID != containerID {
+				return nil
+			}
+			t.ContainerID = ""
+			if t.State == task.Failed {
+				t.Error = joinReason(t.Error, "container removed outside cube")
+			}
+			return nil
+		})
+		return err
+	}
+	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
+	c, err := w.rt.Inspect(ictx, containerID)
+	cancel()
+	switch {
+	case task.ErrorCode(err) == task.ENOTFOUND:
+		log.Warn("task's container removed outside cube", "container", shortID(containerID))
+		_, err := w.modify(id, func(t *task.Task) error {
+			t.ContainerID = ""
+			t.FinishTime = w.now()
+			t.AddRecord(t.FinishTime, task.RecordExited, "container removed outside cube")
+			return w.ended(ctx, l, t, task.Outcome{Vanished: true}, "container removed outside cube")
+		})
+		return err
+	case err != nil:
+		// The runtime did not answer: the task's state is unknown, not failed. The next reconcile
+		// asks again.
+		return fmt.Errorf("inspect container %s after %s: %w", shortID(containerID), reason, err)
+	case c.Running:
+		return nil
+	}
+	_, err = w.modify(id, func(t *task.Task) error {
+		t.ExitCode = c.ExitCode
+		t.FinishTime = c.FinishedAt
+		if t.FinishTime.IsZero() {
+			t.FinishTime = w.now()
+		}
+		why := exitReason(c)
+		if c.OOMKilled {
+			t.AddRecord(t.FinishTime, task.RecordOOMKilled, "exit code %d", c.ExitCode)
+		} else {
+			t.AddRecord(t.FinishTime, task.RecordExited, "%s", why)
+		}
+		return w.ended(ctx, l, t, task.Outcome{ExitCode: c.ExitCode, OOMKilled: c.OOMKilled}, why)
+	})
+	if err == nil {
+		log.Info("task's container exited", "exit_code", c.ExitCode, "oom", c.OOMKilled)
+	}
+	return err
+}
+
+// exitReason says why a container ended, from what the runtime reports: never a guess of OOM
+// from the exit code.
+func exitReason(c task.Container) string {
+	switch {
+	case c.OOMKilled:
+		return "OOMKilled"
+	case c.ExitCode > 128 && c.ExitCode <= 128+64:
+		sig := c.ExitCode - 128
+		return fmt.Sprintf("killed by signal %d%s (exit code %d)", sig, signalName(sig), c.ExitCode)
+	}
+	return fmt.Sprintf("exited with code %d", c.ExitCode)
+}
+
+func signalName(sig int) string {
+	names := map[int]string{1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM"}
+	if n, ok := names[sig]; ok {
+		return " (" + n + ")"
+	}
+	return ""
+}
