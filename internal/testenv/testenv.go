@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -274,4 +275,38 @@ func FreePort(tb testing.TB) string {
 	}
 	defer ln.Close()
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// BuildDockerfile builds the image tag from dockerfile and a context of the given files, for
+// images derived from others already present, such as EchoImage with a HEALTHCHECK.
+func BuildDockerfile(tb testing.TB, tag, dockerfile string, files map[string][]byte) {
+	tb.Helper()
+	cli := Docker(tb)
+	var buildCtx bytes.Buffer
+	tw := tar.NewWriter(&buildCtx)
+	all := map[string][]byte{"Dockerfile": []byte(dockerfile)}
+	maps.Copy(all, files)
+	for name, data := range all {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}); err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), imageBuild)
+	defer cancel()
+	resp, err := cli.ImageBuild(ctx, &buildCtx, build.ImageBuildOptions{
+		Tags: []string{tag}, Dockerfile: "Dockerfile", Remove: true, ForceRemove: true, Version: build.BuilderV1,
+	})
+	if err != nil {
+		tb.Fatalf("testenv: build %s: %v", tag, err)
+	}
+	defer resp.Body.Close()
+	if err := readBuildOutput(resp.Body); err != nil {
+		tb.Fatalf("testenv: build %s: %v", tag, err)
+	}
 }

@@ -83,6 +83,10 @@ func (r *Runtime) ensureImage(ctx context.Context, t task.Task, progress func(ta
 	if !ok {
 		p = &pull{done: make(chan struct{}), observers: make(map[int]func(task.StartStep))}
 		r.pulls[key] = p
+	}
+	// Observe before the pull begins, so that its first steps reach the caller that starts it.
+	stop := p.observe(progress)
+	if !ok {
 		go func() {
 			// The pull belongs to every waiter, so it outlives the first caller's context.
 			pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.PullTimeout)
@@ -94,7 +98,6 @@ func (r *Runtime) ensureImage(ctx context.Context, t task.Task, progress func(ta
 			close(p.done)
 		}()
 	}
-	stop := p.observe(progress)
 	r.pullMu.Unlock()
 	defer stop()
 	select {
