@@ -35,6 +35,11 @@ func TestImportArrows(t *testing.T) {
 		{"api", func(d string) bool {
 			return !strings.HasPrefix(d, "github.com/docker/") && !strings.HasPrefix(d, mod+"/worker/docker")
 		}},
+		// The client is imported by other programs (a manager): it carries no server.
+		{"api/client", func(d string) bool {
+			return d != mod+"/api" && !strings.HasPrefix(d, mod+"/worker") &&
+				!strings.HasPrefix(d, "github.com/docker/") && !strings.HasPrefix(d, "github.com/go-chi/")
+		}},
 	}
 	for _, tt := range tests {
 		for _, d := range deps(t, tt.pkg) {
