@@ -76,11 +76,15 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	s.encode(w, r, http.StatusCreated, t)
+	s.encode(w, r, http.StatusCreated, t.Redacted())
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	s.encode(w, r, http.StatusOK, s.w.List())
+	list := s.w.List()
+	for i := range list {
+		list[i] = list[i].Redacted()
+	}
+	s.encode(w, r, http.StatusOK, list)
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
@@ -94,7 +98,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	s.encode(w, r, http.StatusOK, t)
+	s.encode(w, r, http.StatusOK, t.Redacted())
 }
 
 func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {

@@ -134,7 +134,7 @@ func (w *Worker) runProbe(ctx context.Context, log *slog.Logger, id uuid.UUID, c
 		if !healthy {
 			log.Debug("health check failed", "output", output, "failing_streak", fails)
 		}
-		w.enqueue(ctx, op{kind: opHealth, taskID: id, containerID: containerID, health: status, result: res})
+		w.enqueue(op{kind: opHealth, taskID: id, containerID: containerID, health: status, result: res})
 		timer.Reset(p.interval)
 	}
 }

@@ -38,10 +38,10 @@ func (l *live) cancelProbe() {
 
 // enqueue routes o to its task's lane. It is how runtime events, reconciles, back-off timers
 // and health checks reach a task.
-func (w *Worker) enqueue(ctx context.Context, o op) {
+func (w *Worker) enqueue(o op) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.route(ctx, o)
+	w.route(o)
 }
 
 // start (re)starts a task as ev asks: a pending restart or health check is cancelled, the old
@@ -181,7 +181,7 @@ func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcom
 		l.streak++
 		l.cancelRestart()
 		gen, id := l.gen, t.ID
-		l.timer = time.AfterFunc(d.Delay, func() { w.enqueue(ctx, op{kind: opRestart, taskID: id, gen: gen}) })
+		l.timer = time.AfterFunc(d.Delay, func() { w.enqueue(op{kind: opRestart, taskID: id, gen: gen}) })
 		return nil
 	}
 	final := task.Completed

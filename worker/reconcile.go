@@ -22,9 +22,9 @@ func (w *Worker) watch(ctx context.Context) {
 			}
 			switch ev.Kind {
 			case task.ContainerDied, task.ContainerOOM, task.ContainerDestroyed:
-				w.enqueue(ctx, op{kind: opCheck, taskID: ev.TaskID, containerID: ev.ContainerID, reason: string(ev.Kind)})
+				w.enqueue(op{kind: opCheck, taskID: ev.TaskID, containerID: ev.ContainerID, reason: string(ev.Kind)})
 			case task.ContainerHealth:
-				w.enqueue(ctx, op{kind: opHealth, taskID: ev.TaskID, containerID: ev.ContainerID, health: ev.Health})
+				w.enqueue(op{kind: opHealth, taskID: ev.TaskID, containerID: ev.ContainerID, health: ev.Health})
 			}
 		})
 		if ctx.Err() != nil {
@@ -79,9 +79,9 @@ func (w *Worker) reconcile(ctx context.Context) {
 			continue
 		}
 		if isRunning, exists := running[t.ContainerID]; !exists {
-			w.enqueue(ctx, op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "reconcile: container missing"})
+			w.enqueue(op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "reconcile: container missing"})
 		} else if !isRunning {
-			w.enqueue(ctx, op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "reconcile: container not running"})
+			w.enqueue(op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "reconcile: container not running"})
 		}
 	}
 }

@@ -362,7 +362,9 @@ func (w *Worker) makeRoom() error {
 		if n < w.maxTasks {
 			break
 		}
-		if (t.State == task.Completed || t.State == task.Failed) && t.ContainerID == "" && w.lanes[t.ID] == nil && w.live[t.ID] == nil {
+		if l := w.live[t.ID]; (t.State == task.Completed || t.State == task.Failed) && t.ContainerID == "" &&
+			w.lanes[t.ID] == nil && (l == nil || l.timer == nil) {
+			delete(w.live, t.ID)
 			if err := w.store.Delete(t.ID); err != nil {
 				return fmt.Errorf("forget task %s: %w", t.ID, err)
 			}
@@ -443,6 +445,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Run called twice")
 	}
 	w.running = true
+	w.runCtx = ctx
 	w.wg.Add(2)
 	w.mu.Unlock()
 
@@ -450,7 +453,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.reconcileLoop(ctx)
 	w.log.Info("worker started", "name", w.name)
 	for {
-		w.dispatch(ctx)
+		w.dispatch()
 		select {
 		case <-ctx.Done():
 			w.mu.Lock()
@@ -478,18 +481,19 @@ func (w *Worker) signal() {
 }
 
 // dispatch moves every queued operation to its task's lane.
-func (w *Worker) dispatch(ctx context.Context) {
+func (w *Worker) dispatch() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for w.pending.Len() > 0 {
-		w.route(ctx, w.pending.Dequeue().(op))
+		w.route(w.pending.Dequeue().(op))
 	}
 }
 
-// route appends o to its task's lane, starting the lane's goroutine if it has none. Callers hold
-// w.mu. Operations routed after Run returned are dropped.
-func (w *Worker) route(ctx context.Context, o op) {
-	if !w.running || ctx.Err() != nil {
+// route appends o to its task's lane, starting the lane's goroutine if it has none. Lanes live
+// on Run's context, whoever asks for the operation. Callers hold w.mu. Operations routed when
+// Run is not running are dropped.
+func (w *Worker) route(o op) {
+	if !w.running || w.runCtx.Err() != nil {
 		return
 	}
 	l, ok := w.lanes[o.taskID]
@@ -497,7 +501,7 @@ func (w *Worker) route(ctx context.Context, o op) {
 		l = &lane{}
 		w.lanes[o.taskID] = l
 		w.wg.Add(1)
-		go w.runLane(ctx, o.taskID, l)
+		go w.runLane(w.runCtx, o.taskID, l)
 	}
 	l.ops = append(l.ops, o)
 }

@@ -195,6 +195,20 @@ func (r *Runtime) Exit(containerID string, code int, oom bool) error {
 	return nil
 }
 
+// Health reports a health status for a running container, as the Engine does for an image's
+// HEALTHCHECK.
+func (r *Runtime) Health(containerID, status string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.containers[containerID]
+	if !ok || !c.Running {
+		return fmt.Errorf("container %s is not running", containerID)
+	}
+	c.Health = status
+	r.emit(task.ContainerEvent{Kind: task.ContainerHealth, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now(), Health: status})
+	return nil
+}
+
 // Starts returns copies of the tasks Start was called with, in order.
 func (r *Runtime) Starts() []task.Task {
 	r.mu.Lock()

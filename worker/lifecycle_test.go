@@ -1,0 +1,316 @@
+package worker
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/workertest"
+)
+
+func dur(d time.Duration) task.Duration { return task.Duration(d) }
+
+func recordTypes(t task.Task) []string {
+	var out []string
+	for _, r := range t.Events {
+		out = append(out, r.Type)
+	}
+	return out
+}
+
+func countRecords(t task.Task, typ string) int {
+	n := 0
+	for _, r := range t.Events {
+		if r.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+func waitTask(tb testing.TB, w *Worker, id task.Task, what string, cond func(task.Task) bool) task.Task {
+	tb.Helper()
+	var got task.Task
+	waitFor(tb, waitTimeout, func() bool {
+		got, _ = w.Get(id.ID)
+		return cond(got)
+	}, what)
+	return got
+}
+
+// midJitter makes back-offs exact: jitter 0.5 spreads by nothing.
+func midJitter() float64 { return 0.5 }
+
+func TestCrashLoopRestartsWithBackoffThenGivesUp(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartOnFailure
+	spec.Restart = &task.RestartSpec{MaxAttempts: 3, Delay: dur(10 * time.Millisecond), MaxDelay: dur(25 * time.Millisecond)}
+	submit(t, w, eventFor(spec))
+
+	for i := range 4 {
+		run := waitTask(t, w, spec, "running", func(t task.Task) bool { return t.State == task.Running && t.RestartCount == i })
+		if err := rt.Exit(run.ContainerID, 1, false); err != nil {
+			t.Fatal(err)
+		}
+		if i < 3 {
+			waiting := waitTask(t, w, spec, "waiting to restart", func(t task.Task) bool { return t.State == task.Scheduled || t.RestartCount > i })
+			if waiting.State == task.Scheduled && !strings.Contains(waiting.Error, "exited with code 1; back-off: restarting in") {
+				t.Errorf("Error while waiting: got %q", waiting.Error)
+			}
+		}
+	}
+	got := waitState(t, w, spec.ID, task.Failed)
+	if got.RestartCount != 3 || !strings.Contains(got.Error, "restart attempts exhausted (3)") {
+		t.Errorf("got RestartCount %d Error %q, want 3 and exhausted attempts", got.RestartCount, got.Error)
+	}
+	var delays []string
+	for _, r := range got.Events {
+		if r.Type == task.RecordRestarting {
+			delays = append(delays, r.Message)
+		}
+	}
+	if strings.Join(delays, ",") != "in 10ms,in 20ms,in 25ms" {
+		t.Errorf("back-offs: got %v, want in 10ms, in 20ms, in 25ms (capped)", delays)
+	}
+	if countRecords(got, task.RecordNotRestarting) != 1 || countRecords(got, task.RecordFailed) != 1 {
+		t.Errorf("records: got %v, want NotRestarting and Failed at the end", recordTypes(got))
+	}
+	if n := len(rt.Containers()); n != 1 {
+		t.Errorf("containers: got %d, want only the last run's (older ones removed at each restart)", n)
+	}
+}
+
+func TestLongRunResetsTheBackoff(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartAlways
+	spec.Restart = &task.RestartSpec{Delay: dur(10 * time.Millisecond), ResetAfter: dur(50 * time.Millisecond)}
+	submit(t, w, eventFor(spec))
+	run := waitState(t, w, spec.ID, task.Running)
+	rt.Exit(run.ContainerID, 1, false) // a short run: back-off 10ms
+	run = waitTask(t, w, spec, "restarted", func(t task.Task) bool { return t.State == task.Running && t.RestartCount == 1 })
+	rt.Exit(run.ContainerID, 1, false) // another short run: 20ms
+	run = waitTask(t, w, spec, "restarted again", func(t task.Task) bool { return t.State == task.Running && t.RestartCount == 2 })
+	waitFor(t, waitTimeout, func() bool { return time.Since(run.StartTime) > 60*time.Millisecond }, "a run longer than ResetAfter")
+	rt.Exit(run.ContainerID, 1, false) // a long run: back to 10ms
+	got := waitTask(t, w, spec, "restarted a third time", func(t task.Task) bool { return t.State == task.Running && t.RestartCount == 3 })
+	var delays []string
+	for _, r := range got.Events {
+		if r.Type == task.RecordRestarting {
+			delays = append(delays, r.Message)
+		}
+	}
+	if strings.Join(delays, ",") != "in 10ms,in 20ms,in 10ms" {
+		t.Errorf("back-offs: got %v, want in 10ms, in 20ms, then in 10ms again after the long run", delays)
+	}
+}
+
+func TestStopDuringBackoffNeverRestarts(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartAlways
+	spec.Restart = &task.RestartSpec{Delay: dur(time.Hour)}
+	submit(t, w, eventFor(spec))
+	run := waitState(t, w, spec.ID, task.Running)
+	rt.Exit(run.ContainerID, 0, false)
+	waitState(t, w, spec.ID, task.Scheduled)
+	if err := w.Stop(spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, w, spec.ID, task.Failed)
+	if !strings.Contains(got.Error, "stopped by request") || got.ContainerID != "" {
+		t.Errorf("got Error %q ContainerID %q, want stopped by request and no container", got.Error, got.ContainerID)
+	}
+	w.mu.Lock()
+	l := w.live[spec.ID]
+	w.mu.Unlock()
+	if l == nil || l.timer != nil {
+		t.Errorf("the pending restart is still armed: %+v", l)
+	}
+	if n := len(rt.Starts()); n != 1 {
+		t.Errorf("starts: got %d, want 1", n)
+	}
+	// A restart event for the stopped task is still allowed: Failed → Scheduled.
+	again := eventFor(spec)
+	submit(t, w, again)
+	waitTask(t, w, spec, "running again", func(t task.Task) bool { return t.State == task.Running })
+}
+
+func TestStartFailureRestartsByPolicy(t *testing.T) {
+	rt := workertest.New()
+	var calls atomic.Int32
+	rt.StartHook = func(ctx context.Context, t task.Task) error {
+		if calls.Add(1) == 1 {
+			return task.Errorf(task.ENOTFOUND, "image pull failed: %s: not found", t.Image)
+		}
+		return nil
+	}
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartOnFailure
+	spec.Restart = &task.RestartSpec{Delay: dur(10 * time.Millisecond)}
+	submit(t, w, eventFor(spec))
+	got := waitTask(t, w, spec, "running after a retry", func(t task.Task) bool { return t.State == task.Running })
+	if got.RestartCount != 1 || got.Error != "" {
+		t.Errorf("got RestartCount %d Error %q, want 1 and no error", got.RestartCount, got.Error)
+	}
+}
+
+func TestHealthExecUnhealthyRestarts(t *testing.T) {
+	rt := workertest.New()
+	var healthy atomic.Bool
+	healthy.Store(true)
+	rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) {
+		if healthy.Load() {
+			return 0, "fine", nil
+		}
+		return 1, "broken", nil
+	}
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartOnFailure
+	spec.Restart = &task.RestartSpec{Delay: dur(10 * time.Millisecond)}
+	spec.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond), Retries: 2}
+	submit(t, w, eventFor(spec))
+	first := waitTask(t, w, spec, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+	if first.LastHealthCheck == nil || !first.LastHealthCheck.Healthy || first.LastHealthCheck.Output != "fine" {
+		t.Errorf("LastHealthCheck: got %+v, want a healthy result saying fine", first.LastHealthCheck)
+	}
+	healthy.Store(false)
+	got := waitTask(t, w, spec, "restarted after turning unhealthy", func(t task.Task) bool {
+		return t.RestartCount == 1 && t.State == task.Running
+	})
+	healthy.Store(true)
+	if got.ContainerID == first.ContainerID {
+		t.Error("the restart kept the unhealthy container")
+	}
+	for _, typ := range []string{task.RecordHealthy, task.RecordUnhealthy, task.RecordKilling, task.RecordKilled, task.RecordRestarting} {
+		if countRecords(got, typ) == 0 {
+			t.Errorf("records: got %v, want a %s", recordTypes(got), typ)
+		}
+	}
+	waitTask(t, w, spec, "healthy again", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+}
+
+func TestHealthStartPeriodAndNoPolicy(t *testing.T) {
+	rt := workertest.New()
+	rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) { return 1, "not yet", nil }
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond),
+		Retries: 1, StartPeriod: dur(150 * time.Millisecond)}
+	submit(t, w, eventFor(spec))
+	run := waitState(t, w, spec.ID, task.Running)
+	got := waitTask(t, w, spec, "a failed check", func(t task.Task) bool { return t.LastHealthCheck != nil })
+	if time.Since(run.StartTime) < 140*time.Millisecond && got.HealthStatus != task.HealthStarting {
+		t.Errorf("within the start period: got %q, want starting (failures do not count yet)", got.HealthStatus)
+	}
+	got = waitTask(t, w, spec, "unhealthy", func(t task.Task) bool { return t.HealthStatus == task.HealthUnhealthy })
+	if got.State != task.Running || len(rt.Stops()) != 0 {
+		t.Errorf("with no restart policy: got state %v and stops %v, want it left running", got.State, rt.Stops())
+	}
+}
+
+func TestRuntimeHealthEventsForImageHealthcheck(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.HealthCheck = ""
+	spec.RestartPolicy = task.RestartAlways
+	spec.Restart = &task.RestartSpec{Delay: dur(10 * time.Millisecond)}
+	submit(t, w, eventFor(spec))
+	run := waitState(t, w, spec.ID, task.Running)
+	waitFor(t, waitTimeout, func() bool {
+		return rt.Health(run.ContainerID, task.HealthHealthy) == nil && healthOf(w, spec) == task.HealthHealthy
+	},
+		"the runtime's healthy status to show")
+	rt.Health(run.ContainerID, task.HealthUnhealthy)
+	got := waitTask(t, w, spec, "restarted", func(t task.Task) bool { return t.RestartCount == 1 && t.State == task.Running })
+	if !strings.HasPrefix(got.Events[len(got.Events)-1].Type, task.RecordStarted) || countRecords(got, task.RecordUnhealthy) != 1 {
+		t.Errorf("records: got %v", recordTypes(got))
+	}
+}
+
+func healthOf(w *Worker, spec task.Task) string {
+	t, _ := w.Get(spec.ID)
+	return t.HealthStatus
+}
+
+func TestCapacityAndCaps(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Capacity: Capacity{CPU: 2, Memory: 1 << 30}})
+	a := newTask()
+	a.Memory, a.Cpu = 600<<20, 1.5
+	runTask(t, w, a)
+	b := newTask()
+	b.Memory = 600 << 20
+	if _, err := w.Submit(eventFor(b)); task.ErrorCode(err) != task.ECONFLICT || !strings.Contains(err.Error(), "Task.Memory") {
+		t.Errorf("memory over capacity: got %v, want ECONFLICT naming Task.Memory", err)
+	}
+	b.Memory, b.Cpu = 100<<20, 1
+	if _, err := w.Submit(eventFor(b)); task.ErrorCode(err) != task.ECONFLICT || !strings.Contains(err.Error(), "Task.Cpu") {
+		t.Errorf("cpu over capacity: got %v, want ECONFLICT naming Task.Cpu", err)
+	}
+	// A restart of the same task does not count its own claim twice.
+	a2 := a
+	submit(t, w, eventFor(a2))
+}
+
+func TestMaxTasksForgetsEndedTasks(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{MaxTasks: 2})
+	a := runTask(t, w, newTask())
+	b := runTask(t, w, newTask())
+	if _, err := w.Submit(eventFor(newTask())); task.ErrorCode(err) != task.ECONFLICT {
+		t.Fatalf("a third task with two running: got %v, want ECONFLICT", err)
+	}
+	w.Stop(a.ID)
+	waitState(t, w, a.ID, task.Completed)
+	c := newTask()
+	submit(t, w, eventFor(c))
+	if _, err := w.Get(a.ID); task.ErrorCode(err) != task.ENOTFOUND {
+		t.Errorf("the ended task: got %v, want it forgotten", err)
+	}
+	if _, err := w.Get(b.ID); err != nil {
+		t.Errorf("the running task: %v", err)
+	}
+}
+
+func TestQueueCap(t *testing.T) {
+	rt := workertest.New()
+	w := New(rt, Config{MaxQueue: 2, Logger: testLogger(t)}) // not running: nothing drains the queue
+	submit(t, w, eventFor(newTask()))
+	submit(t, w, eventFor(newTask()))
+	_, err := w.Submit(eventFor(newTask()))
+	if task.ErrorCode(err) != task.EUNAVAILABLE || !strings.Contains(err.Error(), "queue is full") {
+		t.Fatalf("got %v, want EUNAVAILABLE: queue is full", err)
+	}
+	if n := len(w.List()); n != 2 {
+		t.Errorf("tasks: got %d, want 2 (the refused one left nothing behind)", n)
+	}
+}
+
+func TestExitReasons(t *testing.T) {
+	tests := []struct {
+		c    task.Container
+		want string
+	}{
+		{task.Container{ExitCode: 3}, "exited with code 3"},
+		{task.Container{ExitCode: 137, OOMKilled: true}, "OOMKilled"},
+		{task.Container{ExitCode: 137}, "killed by signal 9 (SIGKILL) (exit code 137)"},
+		{task.Container{ExitCode: 143}, "killed by signal 15 (SIGTERM) (exit code 143)"},
+		{task.Container{ExitCode: 255}, "exited with code 255"},
+	}
+	for _, tt := range tests {
+		if got := exitReason(tt.c); got != tt.want {
+			t.Errorf("exitReason(%+v) = %q, want %q", tt.c, got, tt.want)
+		}
+	}
+}
