@@ -10,11 +10,16 @@
 //	GET    /readyz           readiness: the container runtime answers (200, or 503 with the reason)
 //
 // Errors are JSON objects {"HTTPStatusCode": N, "Message": "..."} that say what is wrong and where.
+//
+// With a token configured, every route but /healthz needs "Authorization: Bearer TOKEN": the
+// full-access token for every route, the read-only token for GET and HEAD only. A request
+// without a valid token gets 401, a read-only token on a mutating route 403.
 package api
 
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/go-chi/chi/v5"
@@ -23,24 +28,53 @@ import (
 // MaxBodyBytes bounds a request body.
 const MaxBodyBytes = 1 << 20
 
+// DefaultRequestTimeout is Options.RequestTimeout's default.
+const DefaultRequestTimeout = time.Minute
+
+// Options configure the API. Zero fields take the defaults noted.
+type Options struct {
+	Logger *slog.Logger // default: slog.Default()
+	// Token is the bearer token that grants full access. With Token and ReadToken both empty the
+	// API asks for no token, which is only safe on a loopback address.
+	Token string
+	// ReadToken, when set, is a bearer token that grants read-only access: GET and HEAD.
+	ReadToken string
+	// RequestTimeout bounds reading one request's body, and then again writing its answer;
+	// default DefaultRequestTimeout. The HTTP server's own ReadTimeout and WriteTimeout should
+	// stay 0, so that streaming answers can lift these per-request deadlines (see liftDeadlines).
+	RequestTimeout time.Duration
+}
+
 // Server holds what the handlers need.
 type Server struct {
-	w   *worker.Worker
-	log *slog.Logger
+	w              *worker.Worker
+	log            *slog.Logger
+	auth           authenticator
+	requestTimeout time.Duration
 }
 
 // New returns the HTTP handler serving w.
-func New(w *worker.Worker, log *slog.Logger) http.Handler {
-	if log == nil {
-		log = slog.Default()
+func New(w *worker.Worker, opts Options) http.Handler {
+	s := &Server{
+		w:              w,
+		log:            opts.Logger,
+		auth:           newAuthenticator(opts.Token, opts.ReadToken),
+		requestTimeout: opts.RequestTimeout,
 	}
-	s := &Server{w: w, log: log}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.requestTimeout <= 0 {
+		s.requestTimeout = DefaultRequestTimeout
+	}
 	return s.routes()
 }
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.recoverer, s.logRequests)
+	// Authentication comes before routing, so that a client without a token learns nothing,
+	// not even which routes exist.
+	r.Use(s.recoverer, s.deadlines, s.logRequests, s.authenticate)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, httpErrorf(http.StatusNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})

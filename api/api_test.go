@@ -73,7 +73,7 @@ func newHarness(tb testing.TB) *harness {
 			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
 		}
 	})
-	return &harness{rt: rt, w: w, h: New(w, log)}
+	return &harness{rt: rt, w: w, h: New(w, Options{Logger: log})}
 }
 
 // do serves one request and returns the answer.

@@ -37,8 +37,12 @@ var statusOf = map[task.Code]int{
 	task.EINTERNAL:    http.StatusInternalServerError,
 }
 
+// retryAfter is the Retry-After of a 503 caused by an EUNAVAILABLE error (a full queue, an
+// Engine that does not answer): soon, but not at once.
+const retryAfter = "1"
+
 // error answers with err as a JSON error. Internal errors are logged in full and shown to the
-// client only as "internal error".
+// client only as "internal error". An EUNAVAILABLE error is a 503 with Retry-After.
 func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := http.StatusInternalServerError, "internal error"
 	var he *httpError
@@ -46,6 +50,9 @@ func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {
 		status, msg = he.status, he.msg
 	} else if code := task.ErrorCode(err); code != task.EINTERNAL {
 		status, msg = statusOf[code], task.ErrorMessage(err)
+		if code == task.EUNAVAILABLE {
+			w.Header().Set("Retry-After", retryAfter)
+		}
 	}
 	if status >= 500 {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)

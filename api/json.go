@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
@@ -48,10 +49,13 @@ func decodeError(err error, offset, read int64) error {
 		syntax *json.SyntaxError
 		typ    *json.UnmarshalTypeError
 		mbe    *http.MaxBytesError
+		ne     net.Error
 	)
 	switch {
 	case errors.As(err, &mbe):
 		return httpErrorf(http.StatusRequestEntityTooLarge, "request body is larger than %d bytes", mbe.Limit)
+	case errors.As(err, &ne) && ne.Timeout():
+		return httpErrorf(http.StatusRequestTimeout, "request body not received in time: %d bytes came", read)
 	case errors.Is(err, io.EOF):
 		return httpErrorf(http.StatusBadRequest, "request body is empty; want a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -42,7 +42,7 @@ func newHarness(tb testing.TB) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	srv := httptest.NewServer(api.New(w, log))
+	srv := httptest.NewServer(api.New(w, api.Options{Logger: log}))
 	tb.Cleanup(func() {
 		srv.Close()
 		cancel()

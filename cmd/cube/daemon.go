@@ -49,7 +49,7 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 
 	w := worker.New(rt, worker.Config{Name: cfg.name, Concurrency: cfg.concurrency, Logger: log})
 	srv := &http.Server{
-		Handler:           api.New(w, log),
+		Handler:           api.New(w, api.Options{Logger: log}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
