@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/task"
 	"github.com/spf13/cobra"
 )
 
@@ -44,9 +46,16 @@ func newWorkerCmd(getenv func(string) string, stderr io.Writer) *cobra.Command {
 		Short: "Run the worker daemon",
 		Long: `Run the worker daemon: serve the task API and run tasks on the local Docker Engine.
 
-Flags fall back to environment variables: CUBE_WORKER_HOST, CUBE_WORKER_PORT, CUBE_WORKER_NAME.
+Flags fall back to environment variables: CUBE_WORKER_HOST, CUBE_WORKER_PORT, CUBE_WORKER_NAME,
+and CUBE_TOKEN / CUBE_READ_TOKEN (the tokens themselves) for --token-file / --read-token-file.
 The Docker Engine is found as the docker CLI finds it (DOCKER_HOST, or the default socket).
-On SIGINT or SIGTERM the daemon stops serving and exits; containers keep running.`,
+On SIGINT or SIGTERM the daemon stops serving and exits; containers keep running.
+
+Security: the worker drives Docker, which is root on this machine. It refuses to listen on an
+address other than loopback unless clients must authenticate (a token, or client certificates
+with --tls-client-ca), or --insecure says that is intended. Tasks get no host access
+(privileged mode, host network or PID namespace, added capabilities, devices, bind mounts)
+unless an --allow-* flag grants that kind.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			level, err := parseLevel(cfg.logLevel)
@@ -67,6 +76,26 @@ On SIGINT or SIGTERM the daemon stops serving and exits; containers keep running
 	f.StringVarP(&cfg.name, "name", "n", envOr(getenv, "CUBE_WORKER_NAME", hostname), "the worker's name [CUBE_WORKER_NAME]")
 	f.IntVar(&cfg.concurrency, "concurrency", 4, "container starts under way at once")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+
+	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token for full access [CUBE_TOKEN holds the token itself]")
+	f.StringVar(&cfg.readTokenFile, "read-token-file", "", "file holding a bearer token for read-only access (GET) [CUBE_READ_TOKEN holds the token itself]")
+	cfg.token, cfg.readToken = getenv("CUBE_TOKEN"), getenv("CUBE_READ_TOKEN")
+	f.BoolVar(&cfg.insecure, "insecure", false, "allow listening on a non-loopback address without authentication")
+	f.StringVar(&cfg.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); needs --tls-key")
+	f.StringVar(&cfg.tlsKey, "tls-key", "", "the private key (PEM) of --tls-cert")
+	f.StringVar(&cfg.tlsClientCA, "tls-client-ca", "", "require client certificates signed by this CA (PEM): mutual TLS")
+
+	f.BoolVar(&cfg.policy.AllowPrivileged, "allow-privileged", false, "let tasks run privileged containers")
+	f.BoolVar(&cfg.policy.AllowHostNetwork, "allow-host-network", false, "let tasks use the host's network (NetworkMode host)")
+	f.BoolVar(&cfg.policy.AllowHostPID, "allow-host-pid", false, "let tasks use the host's PID namespace (PidMode host)")
+	f.BoolVar(&cfg.policy.AllowCapAdd, "allow-cap-add", false, "let tasks add Linux capabilities (CapAdd)")
+	f.BoolVar(&cfg.policy.AllowDevices, "allow-devices", false, "let tasks map host devices (Devices)")
+	f.StringSliceVar(&cfg.policy.AllowBindMounts, "allow-bind-mounts", nil, "let tasks bind-mount host paths under these `PATH_PREFIX`es (comma-separated, absolute)")
+	// Hidden: tests shorten them; an operator should not need to.
+	f.DurationVar(&cfg.readHeaderTimeout, "read-header-timeout", defaultReadHeaderTimeout, "bound on a request's TLS handshake and header")
+	f.DurationVar(&cfg.requestTimeout, "request-timeout", api.DefaultRequestTimeout, "bound on a request's body, and again on its answer")
+	f.MarkHidden("read-header-timeout")
+	f.MarkHidden("request-timeout")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if cfg.port < 0 || cfg.port > 65535 {
 			if !cmd.Flags().Changed("port") {
@@ -74,11 +103,21 @@ On SIGINT or SIGTERM the daemon stops serving and exits; containers keep running
 			}
 			return fmt.Errorf("--port %d is not a port number (0 to 65535)", cfg.port)
 		}
+		if cfg.readHeaderTimeout <= 0 || cfg.requestTimeout <= 0 {
+			return fmt.Errorf("--read-header-timeout and --request-timeout must be positive")
+		}
 		if cfg.concurrency < 1 {
 			return fmt.Errorf("--concurrency must be at least 1, got %d", cfg.concurrency)
 		}
 		if cfg.name == "" {
 			return fmt.Errorf("--name is empty and the hostname is unknown; give the worker a name")
+		}
+		for i, p := range cfg.policy.AllowBindMounts {
+			clean, err := task.CleanBindPrefix(p)
+			if err != nil {
+				return fmt.Errorf("--allow-bind-mounts: %v", err)
+			}
+			cfg.policy.AllowBindMounts[i] = clean
 		}
 		return nil
 	}

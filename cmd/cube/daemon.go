@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/docker"
 )
@@ -21,15 +22,37 @@ type workerConfig struct {
 	name        string
 	concurrency int
 	logLevel    string
+
+	tokenFile, readTokenFile string // --token-file, --read-token-file
+	token, readToken         string // CUBE_TOKEN, CUBE_READ_TOKEN; the files win
+	insecure                 bool
+	tlsCert, tlsKey          string
+	tlsClientCA              string
+	policy                   task.Policy
+
+	// Hidden flags, for tests. Zero takes the default.
+	readHeaderTimeout time.Duration // default defaultReadHeaderTimeout
+	requestTimeout    time.Duration // default api.DefaultRequestTimeout
 }
 
-// shutdownGrace bounds how long a stopping daemon waits for requests and operations in flight.
-const shutdownGrace = 15 * time.Second
+const (
+	// shutdownGrace bounds how long a stopping daemon waits for requests and operations in flight.
+	shutdownGrace = 15 * time.Second
+	// defaultReadHeaderTimeout bounds the TLS handshake and the request header, so that a client
+	// that connects and sends slowly (slowloris) is cut off.
+	defaultReadHeaderTimeout = 10 * time.Second
+	// maxHeaderBytes bounds a request's header; the API's requests need little beyond a token.
+	maxHeaderBytes = 64 << 10
+)
 
 // runWorker serves the worker until ctx is done, then drains HTTP within shutdownGrace and
 // returns, leaving containers running.
 func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	log = log.With("worker", cfg.name)
+	sec, err := loadSecurity(cfg, log)
+	if err != nil {
+		return err
+	}
 	rt, err := docker.New(docker.Options{Worker: cfg.name})
 	if err != nil {
 		return err
@@ -48,10 +71,25 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	}
 
 	w := worker.New(rt, worker.Config{Name: cfg.name, Concurrency: cfg.concurrency, Logger: log})
+	handler := api.New(w, api.Options{
+		Logger:         log,
+		Token:          sec.token,
+		ReadToken:      sec.readToken,
+		RequestTimeout: cfg.requestTimeout,
+	})
+	readHeaderTimeout := cfg.readHeaderTimeout
+	if readHeaderTimeout <= 0 {
+		readHeaderTimeout = defaultReadHeaderTimeout
+	}
+	// ReadTimeout and WriteTimeout stay 0: they would cut streaming answers (followed logs, event
+	// streams) short. The API bounds each request's body and answer itself (api.Options
+	// RequestTimeout), and lifts that bound only for a stream.
 	srv := &http.Server{
-		Handler:           api.New(w, api.Options{Logger: log}),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           handler,
+		TLSConfig:         sec.tls,
+		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
@@ -60,8 +98,21 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	workerDone := make(chan error, 1)
 	go func() { workerDone <- w.Run(wctx) }()
 	serveDone := make(chan error, 1)
-	go func() { serveDone <- srv.Serve(ln) }()
-	log.Info("listening", "addr", ln.Addr().String(), "version", version)
+	go func() {
+		if sec.tls != nil {
+			serveDone <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		serveDone <- srv.Serve(ln)
+	}()
+	log.Info("listening", "addr", ln.Addr().String(), "version", version, "tls", sec.tls != nil,
+		"client_certs", sec.mutualTLS, "tokens", tokenKinds(sec))
+	if grants := policyGrants(cfg.policy); grants != "" {
+		log.Warn("tasks may have host access: " + grants)
+	}
+	if sec.insecure {
+		log.Warn("INSECURE: the API is open to anyone who reaches " + ln.Addr().String() + ", and lets them run containers as root on this machine (--insecure)")
+	}
 
 	var serveErr error
 	select {
@@ -88,4 +139,15 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// tokenKinds describes the bearer tokens in force, for the log.
+func tokenKinds(s security) string {
+	switch {
+	case s.readToken != "":
+		return "full+read"
+	case s.token != "":
+		return "full"
+	}
+	return "none"
 }

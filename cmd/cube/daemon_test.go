@@ -26,6 +26,7 @@ import (
 type daemon struct {
 	name   string
 	url    string
+	token  string // the bearer token do sends, if any
 	cancel context.CancelFunc
 	done   chan error
 	logs   *logSink
@@ -131,6 +132,9 @@ func (d *daemon) do(t *testing.T, method, path string, body, out any) int {
 	req, err := http.NewRequest(method, d.url+path, r)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d.token != "" {
+		req.Header.Set("Authorization", "Bearer "+d.token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -31,8 +31,10 @@ func TestWorkerImage(t *testing.T) {
 	ctx := testenv.Ctx(t, 2*time.Minute)
 	created, err := cli.ContainerCreate(ctx,
 		&container.Config{
-			Image:        tag,
-			Cmd:          []string{"worker", "--host", "0.0.0.0", "--port", "5556", "--name", name},
+			Image: tag,
+			Cmd:   []string{"worker", "--host", "0.0.0.0", "--port", "5556", "--name", name},
+			// Listening on every address of its container, the worker needs a token.
+			Env:          []string{"CUBE_TOKEN=" + testToken},
 			ExposedPorts: nat.PortSet{"5556/tcp": {}},
 			Labels:       map[string]string{"cube.test": name},
 		},
@@ -54,7 +56,7 @@ func TestWorkerImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{name: name, url: "http://127.0.0.1:" + info.NetworkSettings.Ports["5556/tcp"][0].HostPort}
+	d := &daemon{name: name, url: "http://127.0.0.1:" + info.NetworkSettings.Ports["5556/tcp"][0].HostPort, token: testToken}
 	if body := httpGetWithin(t, d.url+"/healthz", 30*time.Second); !strings.Contains(body, "ok") {
 		t.Fatalf("healthz: got %q", body)
 	}
