@@ -8,8 +8,12 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GO      ?= go
 # The test suite runs against the real Docker Engine; keep it well under CI's limit.
 TEST_TIMEOUT ?= 25m
+# How long `make fuzz` runs each fuzzer.
+FUZZTIME ?= 30s
+# The fuzzers, as package:FuzzName.
+FUZZERS := ./api:FuzzDecodeEvent ./api:FuzzRouteTaskID ./task:FuzzBindPolicy
 
-.PHONY: help build run test bench check images image clean
+.PHONY: help build run test fuzz bench check images image clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +26,12 @@ run: build images ## build, then run the worker in the foreground on 127.0.0.1:5
 
 test: ## run the whole suite with -race against the real Docker Engine
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+fuzz: ## run each fuzzer for FUZZTIME (default 30s); a failing input lands in testdata/fuzz
+	@set -e; for f in $(FUZZERS); do \
+	  pkg=$${f%%:*}; name=$${f##*:}; echo "fuzz: $$name in $$pkg for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 bench: ## run the Go benchmarks
 	$(GO) test -run '^$$' -bench . -benchmem ./...
