@@ -70,6 +70,7 @@ type Config struct {
 	MaxQueue          int              // accepted operations waiting at most; default 10000
 	MaxTasks          int              // tasks tracked at most; ended tasks are forgotten first; default 10000
 	Rand              func() float64   // jitter source in [0, 1); default math/rand/v2
+	Policy            task.Policy      // the host access tasks may ask for; default none
 }
 
 // Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
@@ -95,6 +96,7 @@ type Worker struct {
 	startSlots     chan struct{} // a semaphore bounding concurrent starts
 
 	capacity Capacity
+	policy   task.Policy
 	maxQueue int
 	maxTasks int
 	rand     func() float64
@@ -160,6 +162,7 @@ func New(rt Runtime, cfg Config) *Worker {
 		live:           make(map[uuid.UUID]*live),
 		stopping:       make(map[uuid.UUID]bool),
 		capacity:       cfg.Capacity,
+		policy:         cfg.Policy,
 		maxQueue:       cfg.MaxQueue,
 		maxTasks:       cfg.MaxTasks,
 		rand:           cfg.Rand,
@@ -208,7 +211,8 @@ func (w *Worker) Name() string { return w.name }
 // Submit accepts a task event. A new task ID creates the task, in state Pending, and queues its
 // start; a known task ID with a new event ID queues a restart with the event's spec and
 // RestartCount; an event ID already accepted changes nothing. It returns the task as it is stored
-// now. It fails with EINVALID for a bad spec and ECONFLICT when the task's state forbids the
+// now. It fails with EINVALID for a bad spec, EFORBIDDEN for host access the worker's policy does
+// not allow, and ECONFLICT when the task's state forbids the
 // event (the event's task must be Pending or Scheduled, and a Completed task cannot restart) or
 // when the event ID was already accepted for another task.
 func (w *Worker) Submit(ev task.Event) (task.Task, error) {
@@ -225,6 +229,9 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 		return task.Task{}, task.Errorf(task.EINVALID, "Task.State: %d is not a task state (0 to 4)", int(ev.Task.State))
 	}
 	if err := ev.Task.Validate(); err != nil {
+		return task.Task{}, err
+	}
+	if err := w.policy.Check(ev.Task); err != nil {
 		return task.Task{}, err
 	}
 	if ev.Task.State != task.Pending && ev.Task.State != task.Scheduled {

@@ -432,6 +432,9 @@ func containerConfig(t task.Task, grace time.Duration) (*container.Config, *cont
 		limit := t.PidsLimit
 		hostCfg.Resources.PidsLimit = &limit
 	}
+	if err := applyHostAccess(t, hostCfg); err != nil {
+		return nil, nil, err
+	}
 	return cfg, hostCfg, nil
 }
 
