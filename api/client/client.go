@@ -213,20 +213,23 @@ func IsUnauthorized(err error) bool {
 }
 
 // codeOf maps an HTTP status to the error kind the worker's API maps to it; statuses the API does
-// not use map to the nearest kind.
+// not map from a kind go to the nearest one: the other 4xx are the request's fault (EINVALID)
+// except the ones that say "later" (408, 429: EUNAVAILABLE), and the other 5xx are EINTERNAL
+// except a proxy's 502 and 504 (EUNAVAILABLE).
 func codeOf(status int) task.Code {
 	switch status {
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusMethodNotAllowed,
-		http.StatusUnsupportedMediaType, http.StatusNotAcceptable:
-		return task.EINVALID
 	case http.StatusUnauthorized, http.StatusForbidden:
 		return task.EFORBIDDEN
 	case http.StatusNotFound:
 		return task.ENOTFOUND
 	case http.StatusConflict:
 		return task.ECONFLICT
-	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout, http.StatusTooManyRequests:
+	case http.StatusRequestTimeout, http.StatusTooManyRequests,
+		http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
 		return task.EUNAVAILABLE
+	}
+	if status >= 400 && status < 500 {
+		return task.EINVALID
 	}
 	return task.EINTERNAL
 }

@@ -36,13 +36,21 @@ type harness struct {
 
 func newHarness(tb testing.TB) *harness {
 	tb.Helper()
+	return newHarnessWith(tb, api.Options{})
+}
+
+// newHarnessWith is newHarness with the API's options (its logger is the test's); its client
+// sends no token.
+func newHarnessWith(tb testing.TB, opts api.Options) *harness {
+	tb.Helper()
 	rt := workertest.New()
 	log := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	srv := httptest.NewServer(api.New(w, api.Options{Logger: log}))
+	opts.Logger = log
+	srv := httptest.NewServer(api.New(w, opts))
 	tb.Cleanup(func() {
 		srv.Close()
 		cancel()
@@ -265,6 +273,8 @@ func TestStatusKinds(t *testing.T) {
 		{502, "<html><body>Bad Gateway</body></html>", task.EUNAVAILABLE, "the worker answered 502 Bad Gateway"},
 		{401, "Unauthorized\n", task.EFORBIDDEN, "Unauthorized (HTTP 401)"},
 		{500, "", task.EINTERNAL, "the worker answered 500 Internal Server Error"},
+		{408, `{"HTTPStatusCode":408,"Message":"the request body did not arrive within 1m0s"}`, task.EUNAVAILABLE, "did not arrive"},
+		{431, "", task.EINVALID, "the worker answered 431 Request Header Fields Too Large"},
 	}
 	for _, tt := range tests {
 		t.Run(http.StatusText(tt.status), func(t *testing.T) {
@@ -353,5 +363,46 @@ func TestNewAddresses(t *testing.T) {
 	}
 	if _, err := client.New("h:1", client.WithClientCert("cert.pem", "")); err == nil {
 		t.Errorf("New with a certificate and no key: got nil error, want one")
+	}
+}
+
+// TestTokens checks the client's token against the API's own authentication.
+func TestTokens(t *testing.T) {
+	const full, read = "full-access-token-0123456789", "read-only-token-0123456789"
+	h := newHarnessWith(t, api.Options{Token: full, ReadToken: read})
+	url := h.c.URL()
+
+	// No token: 401, but liveness stays open.
+	_, err := h.c.List(ctx(t))
+	wantError(t, err, http.StatusUnauthorized, task.EFORBIDDEN, "this worker needs a bearer token")
+	if !client.IsUnauthorized(err) {
+		t.Errorf("IsUnauthorized: got false, want true")
+	}
+	if err := h.c.Healthz(ctx(t)); err != nil {
+		t.Errorf("Healthz without a token: got %v, want nil", err)
+	}
+
+	wrong, _ := client.New(url, client.WithToken("not-the-token-0123456789"))
+	_, err = wrong.List(ctx(t))
+	wantError(t, err, http.StatusUnauthorized, task.EFORBIDDEN, "the bearer token is not valid for this worker")
+
+	// The read-only token may read, not stop.
+	ro, _ := client.New(url, client.WithToken(read))
+	if _, err := ro.List(ctx(t)); err != nil {
+		t.Errorf("List with the read-only token: %v", err)
+	}
+	_, err = ro.Start(ctx(t), echo())
+	wantError(t, err, http.StatusForbidden, task.EFORBIDDEN, "the read-only token may only GET")
+	if client.IsUnauthorized(err) {
+		t.Errorf("IsUnauthorized of a 403: got true, want false")
+	}
+
+	rw, _ := client.New(url, client.WithToken(full))
+	tk, err := rw.Start(ctx(t), echo())
+	if err != nil {
+		t.Fatalf("Start with the full token: %v", err)
+	}
+	if err := rw.Stop(ctx(t), tk.ID); err != nil {
+		t.Errorf("Stop with the full token: %v", err)
 	}
 }

@@ -143,7 +143,8 @@ func (s *EventStream) Close() error {
 // takes it), until ctx is done or fn returns an error, and returns that error. When the stream
 // breaks, or the worker cannot be reached, it opens it again after a back-off (up to 5 s), resuming
 // after the last event it delivered (Last-Event-ID), so that fn misses nothing the worker still
-// keeps and sees nothing twice. It gives up on an answer that retrying will not change: a 4xx such as 401 or 404.
+// keeps and sees nothing twice. It gives up on an answer that retrying will not change: any error
+// answer but an EUNAVAILABLE one (503, 502, 504, 408, 429), such as a 401 or a 404.
 func (c *Client) Watch(ctx context.Context, lastEventID int64, fn func(Event) error) error {
 	const (
 		minBackoff = 100 * time.Millisecond
@@ -163,8 +164,8 @@ func (c *Client) Watch(ctx context.Context, lastEventID int64, fn func(Event) er
 			}
 		} else {
 			var e *Error
-			if errors.As(err, &e) && e.StatusCode >= 400 && e.StatusCode < 500 && e.StatusCode != http.StatusTooManyRequests {
-				return err
+			if errors.As(err, &e) && e.Code != task.EUNAVAILABLE {
+				return err // a 4xx, or a 500: retrying will not change it
 			}
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
