@@ -23,6 +23,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newWorkerCmd(getenv, stderr), newVersionCmd(stdout))
+	root.AddCommand(newClientCmds(getenv, stdout, stderr)...) // run, ls, inspect, stop, logs, stats, events (cli.go)
 	return root
 }
 
@@ -62,7 +63,11 @@ unless an --allow-* flag grants that kind.`,
 			if err != nil {
 				return err
 			}
-			log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+			format, _ := cmd.Flags().GetString("log-format")
+			log, err := newLogger(stderr, format, level)
+			if err != nil {
+				return err
+			}
 			return runWorker(cmd.Context(), cfg, log)
 		},
 	}
@@ -76,6 +81,7 @@ unless an --allow-* flag grants that kind.`,
 	f.StringVarP(&cfg.name, "name", "n", envOr(getenv, "CUBE_WORKER_NAME", hostname), "the worker's name [CUBE_WORKER_NAME]")
 	f.IntVar(&cfg.concurrency, "concurrency", 4, "container starts under way at once")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	f.String("log-format", "text", "log format: text (logfmt) or json")
 
 	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token for full access [CUBE_TOKEN holds the token itself]")
 	f.StringVar(&cfg.readTokenFile, "read-token-file", "", "file holding a bearer token for read-only access (GET) [CUBE_READ_TOKEN holds the token itself]")

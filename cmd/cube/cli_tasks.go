@@ -1,0 +1,378 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	apiclient "github.com/cube-orchestrator/cube/api/client"
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/spf13/cobra"
+)
+
+const idHelp = "ID is a task's ID, a unique prefix of it, or the task's name."
+
+func (cc *clientConfig) newLsCmd(stdout io.Writer) *cobra.Command {
+	var output *string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"ps", "list"},
+		Short:   "List the worker's tasks",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			ts, err := c.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if *output == "json" {
+				return writeJSON(stdout, ts)
+			}
+			return writeTaskTable(stdout, ts, time.Now())
+		},
+	}
+	output = outputFlag(cmd)
+	return cmd
+}
+
+// writeTaskTable writes the tasks as cube ls shows them.
+func writeTaskTable(w io.Writer, ts []task.Task, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tIMAGE\tSTATE\tHEALTH\tPORTS\tRESTARTS\tAGE")
+	for _, t := range ts {
+		health, p := t.HealthStatus, ports(t, false)
+		if t.State == task.Completed || t.State == task.Failed {
+			health, p = "", "" // what they were, not what they are
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%s\n", shortID(t.ID), orDash(t.Name), t.Image, t.State,
+			orDash(health), orDash(p), t.RestartCount, age(now, received(t)))
+	}
+	return tw.Flush()
+}
+
+func (cc *clientConfig) newInspectCmd(stdout io.Writer) *cobra.Command {
+	var output *string
+	cmd := &cobra.Command{
+		Use:   "inspect ID",
+		Short: "Show everything about a task",
+		Long:  "Show everything about a task: its spec, its state and its recent history.\n" + idHelp,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			t, err := resolve(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			if *output == "json" {
+				return writeJSON(stdout, t)
+			}
+			return describe(stdout, t, time.Now())
+		},
+	}
+	output = outputFlag(cmd)
+	return cmd
+}
+
+// describe writes a task for people, field by field, then its recent history.
+func describe(w io.Writer, t task.Task, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s:\t%s\n", k, v)
+		}
+	}
+	when := func(tm time.Time) string {
+		if tm.IsZero() {
+			return ""
+		}
+		return fmt.Sprintf("%s (%s ago)", tm.Local().Format(time.RFC3339), age(now, tm))
+	}
+	row("ID", t.ID.String())
+	row("Name", t.Name)
+	row("Image", t.Image)
+	row("State", t.State.String())
+	if t.HealthStatus != "" {
+		h := t.HealthStatus
+		if r := t.LastHealthCheck; r != nil && r.Output != "" {
+			h += fmt.Sprintf(" (last check %s ago: %s)", age(now, r.Time), r.Output)
+		}
+		row("Health", h)
+	}
+	row("Error", t.Error)
+	if t.State == task.Completed || t.State == task.Failed {
+		row("Exit code", strconv.Itoa(t.ExitCode))
+	}
+	if t.ContainerID != "" {
+		row("Container", t.ContainerID[:min(12, len(t.ContainerID))])
+	}
+	row("Ports", ports(t, true))
+	row("Started", when(t.StartTime))
+	row("Finished", when(t.FinishTime))
+	restarts := strconv.Itoa(t.RestartCount)
+	if t.RestartPolicy != "" {
+		restarts += " (policy " + t.RestartPolicy + ")"
+	}
+	row("Restarts", restarts)
+	if t.Cpu > 0 {
+		row("CPU", strconv.FormatFloat(t.Cpu, 'f', -1, 64)+" cores")
+	}
+	if t.Memory > 0 {
+		row("Memory", bytesOf(t.Memory))
+	}
+	if t.HealthCheck != "" {
+		row("Health check", "GET "+t.HealthCheck)
+	}
+	if len(t.Cmd) > 0 {
+		row("Command", strings.Join(t.Cmd, " "))
+	}
+	for i, kv := range t.Env {
+		k := "" // the first line names the field; the rest continue it
+		if i == 0 {
+			k = "Env:"
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", k, kv)
+	}
+	if p := t.Pull; p != nil {
+		row("Pull", fmt.Sprintf("%d/%d layers, %s of %s", p.LayersDone, p.Layers, bytesOf(p.Bytes), bytesOf(p.BytesTotal)))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(t.Events) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "Events:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  TIME\tTYPE\tMESSAGE")
+	for _, r := range t.Events {
+		fmt.Fprintf(tw, "  %s\t%s", r.Time.Local().Format("2006-01-02 15:04:05.000"), r.Type)
+		if r.Message != "" {
+			fmt.Fprintf(tw, "\t%s", r.Message)
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
+func (cc *clientConfig) newStopCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop ID...",
+		Short: "Stop tasks: their containers are stopped and removed, the tasks end Completed",
+		Long:  "Stop tasks: their containers are stopped and removed, and the tasks end Completed. It prints\nthe ID of each task the worker accepted the stop for.\n" + idHelp,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			for _, ref := range args {
+				t, err := resolve(cmd.Context(), c, ref)
+				if err != nil {
+					return err
+				}
+				if err := c.Stop(cmd.Context(), t.ID); err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout, t.ID)
+			}
+			return nil
+		},
+	}
+}
+
+func (cc *clientConfig) newLogsCmd(stdout io.Writer) *cobra.Command {
+	var (
+		follow, timestamps bool
+		tail               int
+		since              string
+	)
+	cmd := &cobra.Command{
+		Use:   "logs [-f] [--tail N] ID",
+		Short: "Print a task's output",
+		Long:  "Print a task's output, stdout and stderr together. It works for a task that has ended, as long as\nits container exists.\n" + idHelp,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			t, err := resolve(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			opts := apiclient.LogOptions{Follow: follow, Since: since, Timestamps: timestamps}
+			switch {
+			case tail == 0:
+				opts.Tail = -1 // none of the earlier lines
+			case tail > 0:
+				opts.Tail = tail
+			}
+			rc, err := c.Logs(ctx, t.ID, opts)
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			if _, err := io.Copy(stdout, rc); err != nil && !interrupted(ctx) {
+				return fmt.Errorf("reading the logs of task %s: %w", label(t), err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new output until the task ends")
+	f.IntVar(&tail, "tail", -1, "print only the last N lines (-1: all)")
+	f.StringVar(&since, "since", "", "print only output since a time (RFC 3339) or for a duration (10m)")
+	f.BoolVarP(&timestamps, "timestamps", "t", false, "prefix each line with the time it was printed")
+	return cmd
+}
+
+func (cc *clientConfig) newStatsCmd(stdout io.Writer) *cobra.Command {
+	var output *string
+	cmd := &cobra.Command{
+		Use:   "stats [ID]",
+		Short: "Show the node's stats, or a task's resource use",
+		Long:  "Without an ID, show the worker node's stats: running tasks, memory, disk and load. With an ID,\nshow one sample of the task's CPU, memory, network and block I/O.\n" + idHelp,
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if len(args) == 0 {
+				s, err := c.Stats(ctx)
+				if err != nil {
+					return err
+				}
+				if *output == "json" {
+					return writeJSON(stdout, s)
+				}
+				return writeNodeStats(stdout, s)
+			}
+			t, err := resolve(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			s, err := c.TaskStats(ctx, t.ID)
+			if err != nil {
+				return err
+			}
+			if *output == "json" {
+				return writeJSON(stdout, s)
+			}
+			return writeTaskStats(stdout, t, s)
+		},
+	}
+	output = outputFlag(cmd)
+	return cmd
+}
+
+// writeNodeStats writes the node's stats as a one-row table.
+func writeNodeStats(w io.Writer, s apiclient.Stats) error {
+	mem, disk, load := "-", "-", "-"
+	if m := s.MemStats; m != nil && m.MemTotal > 0 {
+		used := int64(m.MemTotal-m.MemAvailable) * 1024 // meminfo counts kB
+		mem = fmt.Sprintf("%s / %s (%d%%)", bytesOf(used), bytesOf(int64(m.MemTotal)*1024), used*100/(int64(m.MemTotal)*1024))
+	}
+	if d := s.DiskStats; d != nil && d.All > 0 {
+		disk = fmt.Sprintf("%s / %s (%d%%)", bytesOf(int64(d.Used)), bytesOf(int64(d.All)), d.Used*100/d.All)
+	}
+	if l := s.LoadStats; l != nil {
+		load = fmt.Sprintf("%.2f %.2f %.2f", l.Last1Min, l.Last5Min, l.Last15Min)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "TASKS\tMEMORY\tDISK\tLOAD 1m 5m 15m")
+	fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.TaskCount, mem, disk, load)
+	return tw.Flush()
+}
+
+// writeTaskStats writes a task's sample as a one-row table, as docker stats does.
+func writeTaskStats(w io.Writer, t task.Task, s apiclient.TaskStats) error {
+	memPct := "-"
+	if s.MemoryLimit > 0 {
+		memPct = fmt.Sprintf("%.1f%%", float64(s.MemoryUsage)*100/float64(s.MemoryLimit))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tMEM %\tNET I/O\tBLOCK I/O\tPIDS")
+	fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%s\t%s / %s\t%s / %s\t%d\n", shortID(t.ID), orDash(t.Name), s.CPUPercent,
+		bytesOf(s.MemoryUsage), bytesOf(s.MemoryLimit), memPct, bytesOf(s.NetworkRx), bytesOf(s.NetworkTx),
+		bytesOf(s.BlockRead), bytesOf(s.BlockWrite), s.PIDs)
+	return tw.Flush()
+}
+
+func (cc *clientConfig) newEventsCmd(stdout io.Writer) *cobra.Command {
+	var (
+		output *string
+		after  int64
+	)
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Print the worker's task events as they happen",
+		Long: `Print the worker's task events as they happen, one a line, until interrupted: each change of a
+task's state, health or restarts. With --after N, first the events after event N that the worker
+still keeps (--after 0: all of them). A broken stream is resumed where it left off.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(*output); err != nil {
+				return err
+			}
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			enc := json.NewEncoder(stdout)
+			err = c.Watch(ctx, after, func(ev apiclient.Event) error {
+				if *output == "json" {
+					return enc.Encode(ev)
+				}
+				_, err := fmt.Fprintln(stdout, eventLine(ev))
+				return err
+			})
+			if err != nil && interrupted(ctx) {
+				return nil
+			}
+			return err
+		},
+	}
+	cmd.Flags().Int64Var(&after, "after", apiclient.Live, "first print the kept events after this event number (0: all kept; -1: only new events)")
+	output = outputFlag(cmd)
+	return cmd
+}
+
+// eventLine is one event as cube events prints it:
+// time, task, type, the task's state and health after it, and the message.
+func eventLine(ev apiclient.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s  %s  %s  %s  %v", ev.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"), orDash(ev.Name), shortID(ev.TaskID), ev.Type, ev.State)
+	if ev.HealthStatus != "" {
+		fmt.Fprintf(&b, " %s", ev.HealthStatus)
+	}
+	if ev.RestartCount > 0 {
+		fmt.Fprintf(&b, " restarts=%d", ev.RestartCount)
+	}
+	if ev.Message != "" {
+		fmt.Fprintf(&b, "  %s", ev.Message)
+	}
+	return b.String()
+}

@@ -1,0 +1,218 @@
+package main
+
+// The client commands driven as a user drives them, against `cube worker` running in-process on
+// the real Docker Engine.
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cube-orchestrator/cube/internal/testenv"
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/google/uuid"
+)
+
+// cube runs the command line with args against the daemon, named by CUBE_WORKER, and returns
+// its standard output and error.
+func (d *daemon) cube(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return cliCube(t, ctx, map[string]string{"CUBE_WORKER": strings.TrimPrefix(d.url, "http://")}, args...)
+}
+
+// mustCube is cube for a command that must succeed.
+func (d *daemon) mustCube(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := d.cube(t, args...)
+	if err != nil {
+		t.Fatalf("cube %s: %v", strings.Join(args, " "), err)
+	}
+	return out
+}
+
+// cliRoute reports whether the daemon serves the route of path yet (the logs, task stats and
+// events routes are landing one by one).
+func (d *daemon) cliRoute(t *testing.T, path string) bool {
+	t.Helper()
+	var e struct{ Message string }
+	code := d.do(t, http.MethodGet, path, nil, &e)
+	return !(code == http.StatusNotFound && strings.HasPrefix(e.Message, "no route for"))
+}
+
+var outcomeRE = regexp.MustCompile(`^task web \(([0-9a-f]{8})\) is Running, ports (\d+)->7777/tcp\n$`)
+
+func TestCLIEndToEnd(t *testing.T) {
+	d := startDaemon(t)
+
+	// cube run --wait: the outcome line, and the task answers on its port.
+	out := d.mustCube(t, "run", "--name", "web", "-p", ":7777", "-e", "GREETING=hi", "--memory", "64m",
+		"--health-path", "/health", "--wait", testenv.EchoImage, "--", "--listen", ":7777", "--print", "hello", "--lines", "3", "--interval", "1ms")
+	m := outcomeRE.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("cube run --wait: got %q, want %s", out, outcomeRE)
+	}
+	prefix, hostPort := m[1], m[2]
+	if body := httpGetWithin(t, "http://127.0.0.1:"+hostPort+"/health", 10*time.Second); body != "ok" {
+		t.Errorf("the task's published port: got %q, want ok", body)
+	}
+
+	// cube run -f without --wait prints the ID.
+	file := filepath.Join(t.TempDir(), "task.json")
+	if err := os.WriteFile(file, []byte(`{"Name": "filed", "Image": "`+testenv.EchoImage+`", "Cmd": ["--listen", ":7777"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out = d.mustCube(t, "run", "-f", file)
+	filedID, err := uuid.Parse(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("cube run -f: got %q, want a task ID", out)
+	}
+	d.waitState(t, filedID, task.Running, 30*time.Second)
+
+	// A task that fails: one clear error, no output.
+	out, err = d.cube(t, "run", "--name", "broken", "--wait", "cube-test/no-such-image:v1")
+	if err == nil || !regexp.MustCompile(`^task broken \([0-9a-f]{8}\) Failed: image pull failed`).MatchString(err.Error()) || out != "" {
+		t.Errorf("cube run --wait of a missing image: got output %q, error %v; want a Failed error line", out, err)
+	}
+
+	// cube ls: the table, and JSON.
+	out = d.mustCube(t, "ls")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "NAME", "IMAGE", "STATE", "HEALTH", "PORTS", "RESTARTS", "AGE"}) {
+		t.Errorf("ls header: got %q", lines[0])
+	}
+	if len(lines) != 4 {
+		t.Fatalf("ls: got %d lines, want a header and 3 tasks:\n%s", len(lines), out)
+	}
+	web := strings.Fields(lines[1])
+	if len(web) != 8 || web[0] != prefix || web[1] != "web" || web[2] != testenv.EchoImage || web[3] != "Running" ||
+		(web[4] != "starting" && web[4] != "healthy") || web[5] != hostPort+"->7777/tcp" || web[6] != "0" {
+		t.Errorf("ls row of web: got %q", web)
+	}
+	if filed := strings.Fields(lines[2]); len(filed) != 8 || filed[1] != "filed" || filed[3] != "Running" || filed[5] != "-" {
+		t.Errorf("ls row of filed: got %q", filed)
+	}
+	if broken := strings.Fields(lines[3]); len(broken) != 8 || broken[1] != "broken" || broken[3] != "Failed" {
+		t.Errorf("ls row of broken: got %q", broken)
+	}
+	var list []task.Task
+	if err := json.Unmarshal([]byte(d.mustCube(t, "ls", "-o", "json")), &list); err != nil || len(list) != 3 || list[0].Name != "web" {
+		t.Errorf("ls -o json: got %d tasks (%v), want 3, web first", len(list), err)
+	}
+
+	// cube inspect, by name and by prefix.
+	out = d.mustCube(t, "inspect", "web")
+	for _, want := range []string{"Name:          web\n", "State:         Running\n", "Ports:         0.0.0.0:" + hostPort + "->7777/tcp", "Memory:        64MiB\n", "Health check:  GET /health\n", "Env:           GREETING=hi\n", "Events:\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("inspect web: want %q in\n%s", want, out)
+		}
+	}
+	var webTask task.Task
+	if err := json.Unmarshal([]byte(d.mustCube(t, "inspect", prefix, "-o", "json")), &webTask); err != nil || webTask.Name != "web" || webTask.Memory != 64<<20 {
+		t.Fatalf("inspect %s -o json: got %+v, %v", prefix, webTask, err)
+	}
+
+	// Unknown IDs and names: the error line.
+	if _, err := d.cube(t, "inspect", "nope"); err == nil || err.Error() != `no task has the ID, ID prefix or name "nope"` {
+		t.Errorf("inspect nope: got %v", err)
+	}
+	unknown := uuid.NewString()
+	if _, err := d.cube(t, "stop", unknown); err == nil || err.Error() != "task "+unknown+" not found" {
+		t.Errorf("stop of an unknown ID: got %v, want the worker's message", err)
+	}
+
+	// cube stats: the node.
+	out = d.mustCube(t, "stats")
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], "2 ") {
+		t.Errorf("cube stats: got\n%s\nwant a row with 2 tasks", out)
+	}
+
+	// The routes that are landing: logs, task stats, events.
+	t.Run("logs", func(t *testing.T) {
+		if !d.cliRoute(t, "/tasks/"+webTask.ID.String()+"/logs") {
+			t.Skip("the worker does not serve GET /tasks/{taskID}/logs yet")
+		}
+		if out := d.mustCube(t, "logs", "web"); strings.Count(out, "hello\n") != 3 {
+			t.Errorf("cube logs web: got %q, want hello 3 times", out)
+		}
+		if out := d.mustCube(t, "logs", "--tail", "1", "web"); strings.Count(out, "hello") != 1 {
+			t.Errorf("cube logs --tail 1 web: got %q, want one line", out)
+		}
+	})
+	t.Run("stats", func(t *testing.T) {
+		if !d.cliRoute(t, "/tasks/"+webTask.ID.String()+"/stats") {
+			t.Skip("the worker does not serve GET /tasks/{taskID}/stats yet")
+		}
+		out := d.mustCube(t, "stats", "web")
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], prefix+" ") || !strings.Contains(lines[1], "/ 64MiB") {
+			t.Errorf("cube stats web: got\n%s\nwant a row for web with its 64MiB limit", out)
+		}
+	})
+	t.Run("events", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		out, err := cliCube(t, ctx, map[string]string{"CUBE_WORKER": strings.TrimPrefix(d.url, "http://")}, "events", "--after", "0")
+		if err != nil && strings.HasPrefix(err.Error(), "no route for GET /events") {
+			t.Skip("the worker does not serve GET /events yet")
+		}
+		if err != nil {
+			t.Fatalf("cube events --after 0: %v", err)
+		}
+		if !regexp.MustCompile(`  web  ` + prefix + `  Started  Running`).MatchString(out) {
+			t.Errorf("cube events --after 0: got\n%s\nwant web's Started event", out)
+		}
+	})
+
+	// cube stop, by prefix: the ID, and the task ends Completed.
+	out = d.mustCube(t, "stop", prefix)
+	if strings.TrimSpace(out) != webTask.ID.String() {
+		t.Errorf("cube stop %s: got %q, want the task's ID", prefix, out)
+	}
+	d.waitState(t, webTask.ID, task.Completed, 30*time.Second)
+	d.mustCube(t, "stop", "filed")
+	d.waitState(t, filedID, task.Completed, 30*time.Second)
+}
+
+// TestCLISecuredWorker drives the client commands against a worker that asks for a token and a
+// client certificate over TLS.
+func TestCLISecuredWorker(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "cube test CA")
+	server := ca.issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
+	cli := ca.issue(t, "cube cli", x509.ExtKeyUsageClientAuth)
+	tokenFile := writeFile(t, dir, "token", testToken, 0o600)
+	d := startDaemon(t, "--token-file", tokenFile,
+		"--tls-cert", writeFile(t, dir, "server.pem", server.certPEM, 0o644),
+		"--tls-key", writeFile(t, dir, "server-key.pem", server.keyPEM, 0o600),
+		"--tls-client-ca", writeFile(t, dir, "ca.pem", ca.certPEM, 0o644))
+	addr := strings.TrimPrefix(d.url, "http://")
+	tlsFlags := []string{"-w", addr, "--ca", filepath.Join(dir, "ca.pem"),
+		"--cert", writeFile(t, dir, "cli.pem", cli.certPEM, 0o644), "--key", writeFile(t, dir, "cli-key.pem", cli.keyPEM, 0o600)}
+	ctx := context.Background()
+
+	out, err := cliCube(t, ctx, nil, append([]string{"ls", "--token-file", tokenFile}, tlsFlags...)...)
+	if err != nil || !strings.HasPrefix(out, "ID ") {
+		t.Errorf("cube ls with the token file, over mutual TLS: got %q, %v; want the table", out, err)
+	}
+	out, err = cliCube(t, ctx, map[string]string{"CUBE_TOKEN": testToken}, append([]string{"ls", "-o", "json"}, tlsFlags...)...)
+	if err != nil || strings.TrimSpace(out) != "[]" {
+		t.Errorf("cube ls with CUBE_TOKEN: got %q, %v; want []", out, err)
+	}
+	_, err = cliCube(t, ctx, nil, append([]string{"ls"}, tlsFlags...)...)
+	if err == nil || err.Error() != "this worker needs a bearer token: send the header Authorization: Bearer TOKEN" {
+		t.Errorf("cube ls without a token: got %v, want the worker's 401 message", err)
+	}
+	_, err = cliCube(t, ctx, map[string]string{"CUBE_TOKEN": testToken}, "ls", "-w", addr, "--ca", filepath.Join(dir, "ca.pem"))
+	if err == nil || !strings.HasPrefix(err.Error(), "cannot reach the worker at "+addr+": ") {
+		t.Errorf("cube ls without a client certificate: got %v, want the worker out of reach", err)
+	}
+}
