@@ -23,7 +23,19 @@ type Container struct {
 	HostPorts  PortMap
 	IPAddress  string // the container's address on its network, where health checks reach it
 	Health     string // the runtime's own health status (from an image's HEALTHCHECK), if any
+	Created    time.Time
+	EventID    string // the event whose start made the container (label LabelEventID)
+	Spec       *Task  // the task as the container was made for it (label LabelSpec), if readable
 }
+
+// More container labels. LabelEventID ties a container to the start that made it, so that a
+// start replayed after a crash finds its container instead of making a second one; LabelSpec
+// holds the task's spec (never its credentials), so that a worker that lost its state can
+// rebuild the task from the container alone.
+const (
+	LabelEventID = "cube.event.id"
+	LabelSpec    = "cube.task.spec"
+)
 
 // StartStep is progress a runtime reports while it starts a task's container: a step done
 // (Type is a Record type: Pulling, Pulled, Created, Started) or, with Pull set, pull progress.

@@ -74,6 +74,8 @@ type Task struct {
 	HealthStatus    string        `json:",omitempty"` // "starting", "healthy" or "unhealthy"; empty without a check
 	LastHealthCheck *HealthResult `json:",omitempty"`
 	Pull            *PullProgress `json:",omitempty"` // while the image is being pulled
+	LastEvent       string        `json:",omitempty"` // the ID of the event that last (re)started the task
+	Unconfirmed     string        `json:",omitempty"` // set while the runtime does not answer: the state is as last seen
 	Events          []Record      `json:",omitempty"` // the task's last MaxRecords happenings, oldest first
 }
 
@@ -243,4 +245,22 @@ type Event struct {
 	State     State
 	Timestamp time.Time
 	Task      Task
+}
+
+// OrderKind says what an Order asks for.
+type OrderKind string
+
+// The kinds of Order.
+const (
+	OrderStart OrderKind = "start" // start or restart the task from Event
+	OrderStop  OrderKind = "stop"  // stop the task
+)
+
+// Order is a request the worker accepted and has not yet carried out. A durable store keeps it
+// from the moment the API answers until it is applied, so that a crash in between loses nothing.
+type Order struct {
+	Seq    uint64 // the store's sequence number, growing in the order orders were accepted
+	Kind   OrderKind
+	TaskID uuid.UUID
+	Event  *Event `json:",omitempty"` // OrderStart
 }

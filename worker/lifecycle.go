@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -44,15 +45,48 @@ func (w *Worker) enqueue(o op) {
 	w.route(o)
 }
 
-// start (re)starts a task as ev asks: a pending restart or health check is cancelled, the old
-// container, if any, is removed, and the task goes to Scheduled with ev's spec, then Running.
-func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, ev task.Event) error {
-	l.cancelRestart()
-	l.cancelProbe()
+// parkedError says an operation could not finish because the runtime did not answer; op is
+// what to carry out again once it does.
+type parkedError struct {
+	op  op
+	err error
+}
+
+func (e *parkedError) Error() string { return "waiting for the container runtime: " + e.err.Error() }
+func (e *parkedError) Unwrap() error { return e.err }
+
+// unavailable reports whether err means the runtime did not answer.
+func unavailable(err error) bool { return task.ErrorCode(err) == task.EUNAVAILABLE }
+
+// start (re)starts a task as the event of o asks: a pending restart or health check is
+// cancelled, the old container, if any, is removed, and the task goes to Scheduled with the
+// event's spec, then Running. A start replayed after a crash is applied once: a task the event
+// already brought past Scheduled is left alone, and a container the event already made is
+// taken up rather than made again.
+func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, o op) error {
+	ev := o.event
 	id := ev.Task.ID
 	old, _ := w.store.Get(id)
+	if old.LastEvent == ev.ID.String() {
+		if old.State != task.Scheduled && old.State != task.Pending {
+			log.Info("start already applied", "event", ev.ID, "state", old.State)
+			return nil
+		}
+		if c, ok, err := w.findStarted(opCtx, id, ev.ID.String()); err != nil {
+			return &parkedError{op: o, err: err}
+		} else if ok {
+			log.Info("taking up the container this start already made", "container", shortID(c.ID))
+			return w.markRunning(ctx, log, l, id, c)
+		}
+		return w.launch(ctx, opCtx, log, l, id, o.seq)
+	}
+	l.cancelRestart()
+	l.cancelProbe()
 	if old.ContainerID != "" {
 		if err := w.removeContainer(opCtx, log, old, old.ContainerID); err != nil {
+			if unavailable(err) {
+				return &parkedError{op: o, err: err}
+			}
 			return err
 		}
 	}
@@ -60,6 +94,7 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, ev
 		next := specOf(ev.Task)
 		next.State = t.State
 		next.Events = t.Events
+		next.LastEvent = ev.ID.String()
 		if err := transition(&next, task.Scheduled); err != nil {
 			return err
 		}
@@ -73,12 +108,43 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, ev
 		return err
 	}
 	l.streak = 0
-	return w.launch(ctx, opCtx, log, l, id)
+	return w.launch(ctx, opCtx, log, l, id, o.seq)
+}
+
+// findStarted looks for a running container of the task made by the start of event eventID.
+func (w *Worker) findStarted(ctx context.Context, id uuid.UUID, eventID string) (task.Container, bool, error) {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	list, err := w.rt.List(lctx)
+	cancel()
+	if err != nil {
+		return task.Container{}, false, err
+	}
+	var found task.Container
+	for _, c := range list {
+		if c.TaskID != id || c.EventID != eventID || !c.Running {
+			continue
+		}
+		if found.ID == "" || c.Created.After(found.Created) {
+			found = c
+		}
+	}
+	if found.ID == "" {
+		return task.Container{}, false, nil
+	}
+	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	c, err := w.rt.Inspect(ictx, found.ID)
+	cancel()
+	if err != nil {
+		return task.Container{}, false, err
+	}
+	return c, c.Running, nil
 }
 
 // launch starts a container for a Scheduled task. The task ends Running, or, when the start
-// fails, Failed or back in Scheduled waiting to restart, as its policy says.
-func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID) error {
+// fails, Failed or back in Scheduled waiting to restart, as its policy says. When the runtime
+// does not answer, the task waits in Scheduled and the launch is parked: a runtime that is away
+// fails no task. seq is the stored order the launch completes, if any.
+func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, seq uint64) error {
 	t, ok := w.store.Get(id)
 	if !ok || t.State != task.Scheduled {
 		return nil
@@ -89,6 +155,14 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 	cancel()
 	<-w.startSlots
 
+	if err != nil && unavailable(err) {
+		w.modify(id, func(t *task.Task) error {
+			t.Pull = nil
+			t.Error = "waiting for the container runtime: " + err.Error()
+			return nil
+		})
+		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: err}
+	}
 	if err != nil {
 		log.Warn("task failed to start", "err", err)
 		_, merr := w.modify(id, func(t *task.Task) error {
@@ -98,7 +172,17 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		})
 		return merr
 	}
-	t, err = w.modify(id, func(t *task.Task) error {
+	if err := w.markRunning(ctx, log, l, id, c); err != nil {
+		// The container runs but the task cannot say so; remove it rather than lose track of it.
+		w.removeContainer(opCtx, log, t, c.ID)
+		return err
+	}
+	return nil
+}
+
+// markRunning records that the task runs in container c, and starts its health check.
+func (w *Worker) markRunning(ctx context.Context, log *slog.Logger, l *live, id uuid.UUID, c task.Container) error {
+	t, err := w.modify(id, func(t *task.Task) error {
 		if err := transition(t, task.Running); err != nil {
 			return err
 		}
@@ -120,18 +204,51 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		return nil
 	})
 	if err != nil {
-		// The container runs but the task cannot say so; remove it rather than lose track of it.
-		w.removeContainer(opCtx, log, t, c.ID)
 		return err
 	}
+	w.watchHealth(ctx, log, l, t, c)
+	log.Info("task running", "container", shortID(c.ID), "image", t.Image, "restarts", t.RestartCount)
+	return nil
+}
+
+// watchHealth starts the task's health check against container c, if it has one.
+func (w *Worker) watchHealth(ctx context.Context, log *slog.Logger, l *live, t task.Task, c task.Container) {
+	l.cancelProbe()
 	l.ip = c.IPAddress
 	if p, ok := probeFor(t, c); ok {
 		pctx, stop := context.WithCancel(ctx)
 		l.stopProbe = stop
 		w.wg.Add(1)
-		go w.runProbe(pctx, log, id, c.ID, p)
+		go w.runProbe(pctx, log, t.ID, c.ID, p)
 	}
-	log.Info("task running", "container", shortID(c.ID), "image", t.Image, "restarts", t.RestartCount)
+}
+
+// adopt takes up a task's container found at start-up, without restarting it: a running
+// container keeps running and gets its health check back; one that ended meanwhile is checked
+// like any exit.
+func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, containerID string) error {
+	t, _ := w.store.Get(id)
+	if t.ContainerID != containerID || t.State != task.Running {
+		return nil
+	}
+	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
+	c, err := w.rt.Inspect(ictx, containerID)
+	cancel()
+	if err != nil || !c.Running {
+		return w.check(ctx, opCtx, log, l, id, containerID, "start-up")
+	}
+	t, err = w.modify(id, func(t *task.Task) error {
+		t.HostPorts = c.HostPorts
+		if c.Health != "" && !hasOwnCheck(*t) {
+			t.HealthStatus = c.Health
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w.watchHealth(ctx, log, l, t, c)
+	log.Info("took up running container", "container", shortID(c.ID), "restarts", t.RestartCount)
 	return nil
 }
 
@@ -178,6 +295,7 @@ func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcom
 		t.Error = joinReason(reason, fmt.Sprintf("back-off: restarting in %s (at %s)",
 			d.Delay.Round(time.Millisecond), at.UTC().Format(time.RFC3339)))
 		t.AddRecord(now, task.RecordRestarting, "in %s", d.Delay.Round(time.Millisecond))
+		t.RestartCount++ // counted when decided, so that a restart replayed after a crash counts once
 		l.streak++
 		l.cancelRestart()
 		gen, id := l.gen, t.ID
@@ -214,35 +332,55 @@ func (w *Worker) restartDue(ctx, opCtx context.Context, log *slog.Logger, l *liv
 		return nil
 	}
 	l.timer = nil
+	return w.restartNow(ctx, opCtx, log, l, id)
+}
+
+// restartNow starts a Scheduled task again in a new container, removing the old one. When a
+// running container of the task's current start already exists (a restart interrupted by a
+// crash of the worker), it is taken up instead.
+func (w *Worker) restartNow(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID) error {
 	t, _ := w.store.Get(id)
 	if t.State != task.Scheduled {
 		return nil
 	}
 	if t.ContainerID != "" {
 		if err := w.removeContainer(opCtx, log, t, t.ContainerID); err != nil {
+			if unavailable(err) {
+				return &parkedError{op: op{kind: opRelaunch, taskID: id}, err: err}
+			}
+			return err
+		}
+		if _, err := w.modify(id, func(t *task.Task) error {
+			t.ContainerID = ""
+			t.HostPorts = nil
+			t.HealthStatus = ""
+			t.LastHealthCheck = nil
+			return nil
+		}); err != nil {
 			return err
 		}
 	}
-	_, err := w.modify(id, func(t *task.Task) error {
-		t.RestartCount++
-		t.ContainerID = ""
-		t.HostPorts = nil
-		t.HealthStatus = ""
-		t.LastHealthCheck = nil
-		return nil
-	})
-	if err != nil {
-		return err
+	c, found, err := w.findStarted(opCtx, id, t.LastEvent)
+	switch {
+	case err != nil:
+		return &parkedError{op: op{kind: opRelaunch, taskID: id}, err: err}
+	case found:
+		log.Info("taking up the container an interrupted restart made", "container", shortID(c.ID))
+		return w.markRunning(ctx, log, l, id, c)
 	}
-	log.Info("restarting task", "attempt", l.streak)
-	return w.launch(ctx, opCtx, log, l, id)
+	log.Info("restarting task", "restart_count", t.RestartCount)
+	return w.launch(ctx, opCtx, log, l, id, 0)
 }
 
 // stop stops and removes the task's container. A Running task ends Completed; a task waiting to
 // restart ends Failed (Completed may only follow Running); a task that already ended keeps its
 // state. Either way it never restarts.
-func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID) error {
+func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, seq uint64) (err error) {
 	defer func() {
+		var parked *parkedError
+		if errors.As(err, &parked) {
+			return // still stopping
+		}
 		w.mu.Lock()
 		delete(w.stopping, id)
 		w.mu.Unlock()
@@ -256,10 +394,13 @@ func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.
 			return nil
 		})
 		if err := w.removeContainer(opCtx, log, t, t.ContainerID); err != nil {
+			if unavailable(err) {
+				return &parkedError{op: op{kind: opStop, taskID: id, seq: seq}, err: err}
+			}
 			return err
 		}
 	}
-	_, err := w.modify(id, func(t *task.Task) error {
+	_, err = w.modify(id, func(t *task.Task) error {
 		now := w.now()
 		if t.ContainerID != "" {
 			t.AddRecord(now, task.RecordKilled, "container stopped and removed")

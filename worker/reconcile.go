@@ -16,7 +16,11 @@ func (w *Worker) watch(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
 		subscribed := w.now()
-		err := w.rt.Watch(ctx, since, func(ev task.ContainerEvent) {
+		sctx, cancel := context.WithCancel(ctx)
+		w.mu.Lock()
+		w.watchCancel = cancel
+		w.mu.Unlock()
+		err := w.rt.Watch(sctx, since, func(ev task.ContainerEvent) {
 			if ev.Time.After(since) {
 				since = ev.Time
 			}
@@ -27,6 +31,7 @@ func (w *Worker) watch(ctx context.Context) {
 				w.enqueue(op{kind: opHealth, taskID: ev.TaskID, containerID: ev.ContainerID, health: ev.Health})
 			}
 		})
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}
@@ -67,9 +72,15 @@ func (w *Worker) reconcile(ctx context.Context) {
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.Warn("reconcile: cannot list containers", "err", err)
+			w.mu.Lock()
+			w.markDownLocked(err.Error())
+			w.mu.Unlock()
 		}
 		return
 	}
+	w.markUp()
+	w.noteOrphans(list)
+	w.reapOrphans(ctx)
 	running := make(map[string]bool, len(list))
 	for _, c := range list {
 		running[c.ID] = c.Running

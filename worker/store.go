@@ -8,8 +8,10 @@ import (
 	"github.com/google/uuid"
 )
 
-// Store keeps every task the worker knows. Implementations are safe for concurrent use and hand
-// out copies: changing a task a Store returned never changes the stored one.
+// Store keeps every task the worker knows, the orders it accepted and has not yet applied, and
+// the event IDs it has accepted. Implementations are safe for concurrent use and hand out
+// copies: changing a task a Store returned never changes the stored one. Reads come from memory
+// and cannot fail; a durable Store writes through to disk before a write returns.
 type Store interface {
 	// Get returns a copy of the task with the given ID, and whether there is one.
 	Get(id uuid.UUID) (task.Task, bool)
@@ -19,15 +21,32 @@ type Store interface {
 	List() []task.Task
 	// Len returns the number of tasks stored.
 	Len() int
-	// Delete forgets the task with the given ID; an unknown ID is not an error.
+	// Delete forgets the task with the given ID and the event IDs accepted for it; an unknown ID
+	// is not an error.
 	Delete(id uuid.UUID) error
+
+	// Accept records an accepted order, atomically: t (when not nil, a new task), the order
+	// (its Seq is assigned and returned), and, for a start, its event ID as seen for the task.
+	Accept(t *task.Task, o task.Order) (task.Order, error)
+	// Done forgets the order with the given Seq once it has been applied.
+	Done(seq uint64) error
+	// Orders returns the orders not yet done, in the order they were accepted.
+	Orders() []task.Order
+	// Seen returns the task an event ID was accepted for, and whether it was.
+	Seen(eventID uuid.UUID) (uuid.UUID, bool)
+	// Close releases the store. A closed store must not be used.
+	Close() error
 }
 
-// MemoryStore is a Store held in memory. The zero value is ready to use.
+// MemoryStore is a Store held in memory: a worker that restarts finds it empty. The zero value
+// is ready to use.
 type MemoryStore struct {
-	mu    sync.RWMutex
-	tasks map[uuid.UUID]task.Task
-	order []uuid.UUID
+	mu     sync.RWMutex
+	tasks  map[uuid.UUID]task.Task
+	order  []uuid.UUID
+	orders []task.Order
+	seq    uint64
+	seen   map[uuid.UUID]uuid.UUID // event ID → task ID
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -85,5 +104,58 @@ func (s *MemoryStore) Delete(id uuid.UUID) error {
 	}
 	delete(s.tasks, id)
 	s.order = slices.DeleteFunc(s.order, func(x uuid.UUID) bool { return x == id })
+	for ev, tid := range s.seen {
+		if tid == id {
+			delete(s.seen, ev)
+		}
+	}
 	return nil
 }
+
+// Accept records an accepted order, and t when it is not nil. It never fails.
+func (s *MemoryStore) Accept(t *task.Task, o task.Order) (task.Order, error) {
+	if t != nil {
+		s.Put(*t)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	o.Seq = s.seq
+	if o.Event != nil {
+		ev := *o.Event
+		ev.Task = ev.Task.Clone()
+		o.Event = &ev
+		if s.seen == nil {
+			s.seen = make(map[uuid.UUID]uuid.UUID)
+		}
+		s.seen[ev.ID] = o.TaskID
+	}
+	s.orders = append(s.orders, o)
+	return o, nil
+}
+
+// Done forgets the order seq. It never fails.
+func (s *MemoryStore) Done(seq uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.orders = slices.DeleteFunc(s.orders, func(o task.Order) bool { return o.Seq == seq })
+	return nil
+}
+
+// Orders returns the orders not yet done.
+func (s *MemoryStore) Orders() []task.Order {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.orders)
+}
+
+// Seen returns the task an event ID was accepted for.
+func (s *MemoryStore) Seen(eventID uuid.UUID) (uuid.UUID, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	id, ok := s.seen[eventID]
+	return id, ok
+}
+
+// Close does nothing.
+func (s *MemoryStore) Close() error { return nil }

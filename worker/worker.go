@@ -71,6 +71,13 @@ type Config struct {
 	MaxTasks          int              // tasks tracked at most; ended tasks are forgotten first; default 10000
 	Rand              func() float64   // jitter source in [0, 1); default math/rand/v2
 	Policy            task.Policy      // the host access tasks may ask for; default none
+	// RebuildFromRuntime makes a worker whose store starts empty rebuild its tasks from the
+	// labels of the runtime's containers: what a worker without a durable store does after a
+	// restart.
+	RebuildFromRuntime bool
+	KeepOrphans        bool          // report containers with no task behind them, but do not remove them
+	OrphanGrace        time.Duration // how long a container is an orphan before it is removed; default 1m
+	PingInterval       time.Duration // how often to ask whether the runtime answers; default 2s
 }
 
 // Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
@@ -105,14 +112,25 @@ type Worker struct {
 
 	mu       sync.Mutex // guards everything below
 	pending  *queue.Queue
-	notify   chan struct{}           // has a value when pending may be non-empty
-	seen     map[uuid.UUID]uuid.UUID // accepted event IDs, to the task each was for
+	notify   chan struct{} // has a value when pending may be non-empty
 	lanes    map[uuid.UUID]*lane
 	live     map[uuid.UUID]*live // what the worker holds for a task beyond its stored record
 	stopping map[uuid.UUID]bool  // tasks with a stop accepted and not yet applied
 	running  bool                // Run has started and not yet returned
 	runCtx   context.Context     // Run's context, while running
 	wg       sync.WaitGroup
+
+	parked      []op                 // operations waiting for the runtime to answer
+	downReason  string               // why the runtime is thought not to answer; "" when it does
+	downSince   time.Time            // since when
+	watchCancel context.CancelFunc   // ends the current event subscription
+	orphans     map[string]time.Time // containers with no task behind them, and since when
+	reported    map[string]bool      // orphans already reported, when they are kept
+
+	rebuild      bool
+	keepOrphans  bool
+	orphanGrace  time.Duration
+	pingInterval time.Duration
 }
 
 // lane is the list of operations waiting for one task. A lane exists while it has work; its
@@ -124,11 +142,14 @@ type lane struct {
 type opKind int
 
 const (
-	opStart   opKind = iota // start or restart the task from event
-	opStop                  // stop the task: the API's DELETE
-	opCheck                 // find out what became of containerID and record it
-	opRestart               // a back-off ended: start the task again
-	opHealth                // a health check's result for containerID
+	opStart    opKind = iota // start or restart the task from event
+	opStop                   // stop the task: the API's DELETE
+	opCheck                  // find out what became of containerID and record it
+	opRestart                // a back-off ended: start the task again
+	opHealth                 // a health check's result for containerID
+	opLaunch                 // start a container for a Scheduled task: a start that waited for the runtime
+	opAdopt                  // take up a running container found at start-up: no restart
+	opRelaunch               // start a Scheduled task again now, in a new container
 )
 
 // op is one unit of work on one task.
@@ -141,6 +162,7 @@ type op struct {
 	gen         int                // opRestart: which back-off it ends
 	health      string             // opHealth: the status
 	result      *task.HealthResult // opHealth: the check's result; nil for the runtime's own checks
+	seq         uint64             // the stored order this op carries out, 0 for none
 }
 
 // New returns a Worker that runs tasks through rt.
@@ -157,7 +179,6 @@ func New(rt Runtime, cfg Config) *Worker {
 		stopTimeout:    cfg.StopTimeout,
 		pending:        queue.New(),
 		notify:         make(chan struct{}, 1),
-		seen:           make(map[uuid.UUID]uuid.UUID),
 		lanes:          make(map[uuid.UUID]*lane),
 		live:           make(map[uuid.UUID]*live),
 		stopping:       make(map[uuid.UUID]bool),
@@ -166,6 +187,18 @@ func New(rt Runtime, cfg Config) *Worker {
 		maxQueue:       cfg.MaxQueue,
 		maxTasks:       cfg.MaxTasks,
 		rand:           cfg.Rand,
+		orphans:        make(map[string]time.Time),
+		reported:       make(map[string]bool),
+		rebuild:        cfg.RebuildFromRuntime,
+		keepOrphans:    cfg.KeepOrphans,
+		orphanGrace:    cfg.OrphanGrace,
+		pingInterval:   cfg.PingInterval,
+	}
+	if w.orphanGrace <= 0 {
+		w.orphanGrace = time.Minute
+	}
+	if w.pingInterval <= 0 {
+		w.pingInterval = 2 * time.Second
 	}
 	if w.maxQueue <= 0 {
 		w.maxQueue = 10000
@@ -200,6 +233,18 @@ func New(rt Runtime, cfg Config) *Worker {
 	n := cfg.Concurrency
 	if n <= 0 {
 		n = 4
+	}
+	// Orders accepted before a restart and not yet applied come first.
+	for _, o := range w.store.Orders() {
+		switch o.Kind {
+		case task.OrderStart:
+			if o.Event != nil {
+				w.pending.Enqueue(op{kind: opStart, taskID: o.TaskID, event: *o.Event, seq: o.Seq})
+			}
+		case task.OrderStop:
+			w.stopping[o.TaskID] = true
+			w.pending.Enqueue(op{kind: opStop, taskID: o.TaskID, seq: o.Seq})
+		}
 	}
 	w.startSlots = make(chan struct{}, n)
 	return w
@@ -245,7 +290,7 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	cur, known := w.store.Get(ev.Task.ID)
-	if taskID, ok := w.seen[ev.ID]; ok {
+	if taskID, ok := w.store.Seen(ev.ID); ok {
 		if taskID != ev.Task.ID {
 			return task.Task{}, task.Errorf(task.ECONFLICT,
 				"ID: event %s was already accepted for task %s, not %s", ev.ID, taskID, ev.Task.ID)
@@ -267,6 +312,7 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	if err := w.roomInQueue(); err != nil {
 		return task.Task{}, err
 	}
+	var created *task.Task
 	if !known {
 		if err := w.makeRoom(); err != nil {
 			return task.Task{}, err
@@ -274,12 +320,13 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 		cur = specOf(ev.Task)
 		cur.State = task.Pending
 		cur.AddRecord(w.now(), task.RecordReceived, "")
-		if err := w.store.Put(cur); err != nil {
-			return task.Task{}, fmt.Errorf("store task %s: %w", cur.ID, err)
-		}
+		created = &cur
 	}
-	w.seen[ev.ID] = ev.Task.ID
-	w.pending.Enqueue(op{kind: opStart, taskID: ev.Task.ID, event: ev})
+	order, err := w.store.Accept(created, task.Order{Kind: task.OrderStart, TaskID: ev.Task.ID, Event: &ev})
+	if err != nil {
+		return task.Task{}, fmt.Errorf("store the event for task %s: %w", ev.Task.ID, err)
+	}
+	w.pending.Enqueue(op{kind: opStart, taskID: ev.Task.ID, event: ev, seq: order.Seq})
 	w.signal()
 	w.log.Info("task event accepted", "task", ev.Task.ID, "event", ev.ID, "restart", known)
 	return cur, nil
@@ -302,8 +349,12 @@ func (w *Worker) Stop(id uuid.UUID) error {
 	if err := w.roomInQueue(); err != nil {
 		return err
 	}
+	order, err := w.store.Accept(nil, task.Order{Kind: task.OrderStop, TaskID: id})
+	if err != nil {
+		return fmt.Errorf("store the stop of task %s: %w", id, err)
+	}
 	w.stopping[id] = true
-	w.pending.Enqueue(op{kind: opStop, taskID: id})
+	w.pending.Enqueue(op{kind: opStop, taskID: id, seq: order.Seq})
 	w.signal()
 	w.log.Info("task stop accepted", "task", id)
 	return nil
@@ -382,15 +433,6 @@ func (w *Worker) makeRoom() error {
 	if n >= w.maxTasks {
 		return task.Errorf(task.ECONFLICT, "the worker tracks %d tasks, its maximum, and none has ended with its container removed; delete some first", n)
 	}
-	forgotten := make(map[uuid.UUID]bool, len(gone))
-	for _, id := range gone {
-		forgotten[id] = true
-	}
-	for ev, id := range w.seen {
-		if forgotten[id] {
-			delete(w.seen, ev)
-		}
-	}
 	w.log.Info("forgot ended tasks to make room", "count", len(gone))
 	return nil
 }
@@ -401,11 +443,25 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 	if !ok {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
+	if note := w.unconfirmed(); note != "" && !t.State.Terminal() {
+		t.Unconfirmed = note
+	}
 	return t, nil
 }
 
-// List returns every task, in the order they were submitted.
-func (w *Worker) List() []task.Task { return w.store.List() }
+// List returns every task, in the order they were submitted. While the runtime does not answer,
+// tasks that have not ended carry a note that their state is unconfirmed.
+func (w *Worker) List() []task.Task {
+	list := w.store.List()
+	if note := w.unconfirmed(); note != "" {
+		for i := range list {
+			if !list[i].State.Terminal() {
+				list[i].Unconfirmed = note
+			}
+		}
+	}
+	return list
+}
 
 // Ready returns nil when the runtime answers, and otherwise an EUNAVAILABLE error saying why.
 func (w *Worker) Ready(ctx context.Context) error {
@@ -453,12 +509,14 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.running = true
 	w.runCtx = ctx
-	w.wg.Add(2)
+	w.wg.Add(3)
 	w.mu.Unlock()
 
+	w.log.Info("worker started", "name", w.name)
+	w.recoverState(ctx)
 	go w.watch(ctx)
 	go w.reconcileLoop(ctx)
-	w.log.Info("worker started", "name", w.name)
+	go w.pingLoop(ctx)
 	for {
 		w.dispatch()
 		select {
@@ -530,30 +588,55 @@ func (w *Worker) runLane(ctx context.Context, id uuid.UUID, l *lane) {
 }
 
 // apply carries out one operation. Runtime calls run on a context that outlives ctx, bounded by
-// their own timeouts, so that shutting the worker down never leaves a half-made container.
+// their own timeouts, so that shutting the worker down never leaves a half-made container. An
+// operation that could not finish because the runtime did not answer is parked, its stored order
+// kept, and carried out again when the runtime is back.
 func (w *Worker) apply(ctx context.Context, o op) {
 	opCtx := context.WithoutCancel(ctx)
 	log := w.log.With("task", o.taskID)
 	if _, ok := w.store.Get(o.taskID); !ok {
 		log.Error("operation for an unknown task dropped")
+		w.done(log, o)
 		return
 	}
 	l := w.liveOf(o.taskID)
 	var err error
 	switch o.kind {
 	case opStart:
-		err = w.start(ctx, opCtx, log, l, o.event)
+		err = w.start(ctx, opCtx, log, l, o)
 	case opStop:
-		err = w.stop(opCtx, log, l, o.taskID)
+		err = w.stop(opCtx, log, l, o.taskID, o.seq)
 	case opCheck:
 		err = w.check(ctx, opCtx, log, l, o.taskID, o.containerID, o.reason)
 	case opRestart:
 		err = w.restartDue(ctx, opCtx, log, l, o.taskID, o.gen)
 	case opHealth:
 		err = w.healthResult(ctx, opCtx, log, l, o)
+	case opLaunch:
+		err = w.launch(ctx, opCtx, log, l, o.taskID, o.seq)
+	case opAdopt:
+		err = w.adopt(ctx, opCtx, log, l, o.taskID, o.containerID)
+	case opRelaunch:
+		err = w.restartNow(ctx, opCtx, log, l, o.taskID)
 	}
-	if err != nil {
+	var parked *parkedError
+	switch {
+	case errors.As(err, &parked):
+		w.park(log, parked.op, err)
+		return
+	case err != nil:
 		log.Error("task operation failed", "err", err)
+	}
+	w.done(log, o)
+}
+
+// done forgets the stored order o carried out.
+func (w *Worker) done(log *slog.Logger, o op) {
+	if o.seq == 0 {
+		return
+	}
+	if err := w.store.Done(o.seq); err != nil {
+		log.Error("forget an applied order", "seq", o.seq, "err", err)
 	}
 }
 
@@ -609,6 +692,8 @@ func specOf(t task.Task) task.Task {
 	t.LastHealthCheck = nil
 	t.Pull = nil
 	t.Events = nil
+	t.LastEvent = ""
+	t.Unconfirmed = ""
 	return t
 }
 

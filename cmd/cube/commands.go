@@ -10,6 +10,7 @@ import (
 
 	"github.com/cube-orchestrator/cube/api"
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 )
 
@@ -80,6 +81,8 @@ unless an --allow-* flag grants that kind.`,
 	f.IntVarP(&cfg.port, "port", "p", port, "port to listen on; 0 picks a free one [CUBE_WORKER_PORT]")
 	f.StringVarP(&cfg.name, "name", "n", envOr(getenv, "CUBE_WORKER_NAME", hostname), "the worker's name [CUBE_WORKER_NAME]")
 	f.IntVar(&cfg.concurrency, "concurrency", 4, "container starts under way at once")
+	f.Float64Var(&cfg.reserveCPU, "reserve-cpu", 0, "cores kept for the host: tasks may claim the machine's CPUs less these")
+	f.StringVar(&cfg.reserveMemory, "reserve-memory", "0", "memory kept for the host (e.g. 512m, 2g): tasks may claim the machine's memory less this")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.String("log-format", "text", "log format: text (logfmt) or json")
 
@@ -114,6 +117,12 @@ unless an --allow-* flag grants that kind.`,
 		}
 		if cfg.concurrency < 1 {
 			return fmt.Errorf("--concurrency must be at least 1, got %d", cfg.concurrency)
+		}
+		if cfg.reserveCPU < 0 {
+			return fmt.Errorf("--reserve-cpu must not be negative, got %g", cfg.reserveCPU)
+		}
+		if n, err := units.RAMInBytes(cfg.reserveMemory); err != nil || n < 0 {
+			return fmt.Errorf("--reserve-memory %q: want a size such as 512m or 2g", cfg.reserveMemory)
 		}
 		if cfg.name == "" {
 			return fmt.Errorf("--name is empty and the hostname is unknown; give the worker a name")

@@ -7,13 +7,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"strconv"
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/internal/nodestats"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/docker"
+	"github.com/docker/go-units"
 )
 
 type workerConfig struct {
@@ -23,6 +26,8 @@ type workerConfig struct {
 	concurrency int
 	logLevel    string
 
+	reserveCPU               float64
+	reserveMemory            string
 	tokenFile, readTokenFile string // --token-file, --read-token-file
 	token, readToken         string // CUBE_TOKEN, CUBE_READ_TOKEN; the files win
 	insecure                 bool
@@ -70,7 +75,12 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 
-	w := worker.New(rt, worker.Config{Name: cfg.name, Concurrency: cfg.concurrency, Logger: log})
+	capacity, err := machineCapacity(cfg)
+	if err != nil {
+		return err
+	}
+	log.Info("capacity for tasks", "cpu", capacity.CPU, "memory_bytes", capacity.Memory)
+	w := worker.New(rt, worker.Config{Name: cfg.name, Concurrency: cfg.concurrency, Logger: log, Capacity: capacity, Policy: cfg.policy})
 	handler := api.New(w, api.Options{
 		Logger:         log,
 		Token:          sec.token,
@@ -139,6 +149,26 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// machineCapacity is what tasks may claim: the machine's CPUs and memory less the reserves.
+func machineCapacity(cfg workerConfig) (worker.Capacity, error) {
+	reserve, err := units.RAMInBytes(cfg.reserveMemory)
+	if err != nil {
+		return worker.Capacity{}, fmt.Errorf("--reserve-memory: %w", err)
+	}
+	st, err := (nodestats.Reader{}).Read()
+	if err != nil || st.MemStats == nil {
+		return worker.Capacity{}, fmt.Errorf("read the machine's memory: %w", err)
+	}
+	c := worker.Capacity{
+		CPU:    float64(runtime.NumCPU()) - cfg.reserveCPU,
+		Memory: int64(st.MemStats.MemTotal)*1024 - reserve,
+	}
+	if c.CPU <= 0 || c.Memory <= 0 {
+		return worker.Capacity{}, fmt.Errorf("the reserves leave nothing for tasks: %g CPUs and %d bytes of memory", c.CPU, c.Memory)
+	}
+	return c, nil
 }
 
 // tokenKinds describes the bearer tokens in force, for the log.

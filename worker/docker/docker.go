@@ -10,6 +10,7 @@ package docker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -264,9 +265,9 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Contain
 	if err != nil {
 		return task.Container{}, convert(err, "inspect container")
 	}
-	c := task.Container{ID: info.ID}
+	c := task.Container{ID: info.ID, Created: parseTime(info.Created)}
 	if info.Config != nil {
-		c.TaskID, _ = uuid.Parse(info.Config.Labels[task.LabelTaskID])
+		fromLabels(&c, info.Config.Labels)
 	}
 	if s := info.State; s != nil {
 		c.Running = s.Running || s.Restarting || s.Paused
@@ -307,8 +308,9 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	}
 	out := make([]task.Container, 0, len(list))
 	for _, s := range list {
-		id, _ := uuid.Parse(s.Labels[task.LabelTaskID])
-		out = append(out, task.Container{ID: s.ID, TaskID: id, Running: s.State == container.StateRunning})
+		c := task.Container{ID: s.ID, Running: s.State == container.StateRunning, Created: time.Unix(s.Created, 0)}
+		fromLabels(&c, s.Labels)
+		out = append(out, c)
 	}
 	return out, nil
 }
@@ -415,8 +417,10 @@ func containerConfig(t task.Task, grace time.Duration) (*container.Config, *cont
 		ExposedPorts: exposed,
 		StopTimeout:  &stopTimeout,
 		Labels: map[string]string{
-			task.LabelTaskID: t.ID.String(),
-			"cube.task.name": t.Name,
+			task.LabelTaskID:  t.ID.String(),
+			task.LabelEventID: t.LastEvent,
+			task.LabelSpec:    specLabel(t),
+			"cube.task.name":  t.Name,
 		},
 	}
 	hostCfg := &container.HostConfig{
@@ -436,6 +440,32 @@ func containerConfig(t task.Task, grace time.Duration) (*container.Config, *cont
 		return nil, nil, err
 	}
 	return cfg, hostCfg, nil
+}
+
+// specLabel is the task's spec as JSON, without credentials or history: what a worker that lost
+// its state needs to rebuild the task from its container.
+func specLabel(t task.Task) string {
+	t = t.Redacted()
+	t.State, t.ContainerID, t.HostPorts, t.Error, t.ExitCode = task.Pending, "", nil, "", 0
+	t.Events, t.LastHealthCheck, t.HealthStatus, t.Pull, t.Unconfirmed = nil, nil, "", nil, ""
+	t.StartTime, t.FinishTime = time.Time{}, time.Time{}
+	b, err := json.Marshal(t)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+// fromLabels fills in what a container's labels say about its task.
+func fromLabels(c *task.Container, labels map[string]string) {
+	c.TaskID, _ = uuid.Parse(labels[task.LabelTaskID])
+	c.EventID = labels[task.LabelEventID]
+	if spec := labels[task.LabelSpec]; spec != "" {
+		var t task.Task
+		if json.Unmarshal([]byte(spec), &t) == nil && t.ID == c.TaskID {
+			c.Spec = &t
+		}
+	}
 }
 
 // hostPorts converts Docker's port map, leaving out ports that are not published.
