@@ -8,6 +8,7 @@
 //	GET    /stats            node stats in the shape the book's manager reads (200)
 //	GET    /healthz          liveness: the process serves (200)
 //	GET    /readyz           readiness: the container runtime answers (200, or 503 with the reason)
+//	GET    /openapi.json     this API's contract, an OpenAPI 3 document (api/openapi.json)
 //
 // Errors are JSON objects {"HTTPStatusCode": N, "Message": "..."} that say what is wrong and where.
 //
@@ -91,5 +92,6 @@ func (s *Server) routes() http.Handler {
 	r.Get("/stats", s.handleStats)
 	r.Get("/healthz", s.handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
+	r.Get("/openapi.json", s.handleOpenAPI)
 	return r
 }

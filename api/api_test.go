@@ -38,7 +38,7 @@ var taskKeys = []string{
 var optionalKeys = []string{
 	"Restart", "Health", "PullPolicy", "MemoryReservation", "PidsLimit", "StopTimeout", "StopSignal",
 	"Privileged", "NetworkMode", "PidMode", "CapAdd", "Devices", "Binds",
-	"HealthStatus", "LastHealthCheck", "Pull", "Events",
+	"HealthStatus", "LastHealthCheck", "Pull", "LastEvent", "Unconfirmed", "Events",
 }
 
 func testLogger(tb testing.TB) *slog.Logger {
