@@ -10,14 +10,17 @@
 //	Pass  forward every connection (the default).
 //	Hang  a daemon that stopped answering (SIGSTOP): new connections are accepted and held,
 //	      never forwarded or answered; open connections stop moving bytes both ways and stay
-//	      open. Leaving Hang resumes everything, as SIGCONT would: stalled streams carry on
-//	      where they stopped, and held connections are forwarded with whatever the client
-//	      wrote meanwhile, even if the client has since given up on them.
+//	      open. A Docker SDK call ends only by its context (context.DeadlineExceeded), and an
+//	      events stream goes quiet without an error. Leaving Hang resumes everything, as
+//	      SIGCONT would: stalled streams carry on where they stopped, delivering what the
+//	      daemon wrote meanwhile, and held connections are forwarded with whatever their
+//	      client wrote, even if the client has given up on them since (the daemon may still
+//	      act on such a request, as a real one would).
 //	Down  a daemon that died: every open connection is closed and the socket stops listening,
 //	      so dials fail at once with ECONNREFUSED. The socket file stays, as a killed dockerd
-//	      leaves its own; the Docker SDK reports either this or a missing file as
-//	      client.IsErrConnectionFailed. Leaving Down listens again on the same path; nothing
-//	      from before comes back, as after a daemon restart.
+//	      leaves its own. The SDK's calls fail fast with client.IsErrConnectionFailed, and its
+//	      events stream ends with io.ErrUnexpectedEOF. Leaving Down listens again on the same
+//	      path; nothing from before comes back, as after a daemon restart.
 //
 //	   Pass ──▶ Hang ──▶ Pass     stalled streams resume
 //	   Pass ──▶ Down ──▶ Pass     streams broken, new connections work again
