@@ -72,6 +72,9 @@ the outcome; a task that fails makes run fail.`,
 				return err
 			}
 			final, err := waitTask(ctx, c, got, newProgress(stderr, isTerminal(stderr), got.Image), 100*time.Millisecond)
+			if err != nil && interrupted(ctx) {
+				return fmt.Errorf("stopped waiting; task %s goes on (%s)", label(got), got.ID)
+			}
 			if err != nil {
 				return err
 			}

@@ -600,3 +600,22 @@ func TestCLIPorts(t *testing.T) {
 		}
 	}
 }
+
+func TestCLIWaitInterrupted(t *testing.T) {
+	f := newCLIFake(t)
+	release := make(chan struct{})
+	f.rt.StartHook = func(ctx context.Context, _ task.Task) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	defer close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := cliCube(t, ctx, map[string]string{"CUBE_WORKER": f.addr}, "run", "--name", "slow", "--wait", "cube-echo:latest")
+	if err == nil || !regexp.MustCompile(`^stopped waiting; task slow \([0-9a-f]{8}\) goes on \([0-9a-f-]{36}\)$`).MatchString(err.Error()) {
+		t.Errorf("cube run --wait, interrupted: got %v, want it to say the task goes on", err)
+	}
+}
