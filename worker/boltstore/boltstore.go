@@ -1,0 +1,311 @@
+// Package boltstore keeps a worker's state in a bbolt database file (go.etcd.io/bbolt), so that a
+// worker started with --data-dir finds it again after a restart or a crash: every task, every order
+// the worker accepted and has not yet applied, and the event IDs it accepted.
+//
+// A *Store satisfies worker.Store. It keeps a copy of everything in memory, loaded at Open, and
+// reads only that copy, so reads never touch the disk and cannot fail. Every write goes to the
+// file first, in one bbolt transaction that has committed (and, unless Options.NoSync, been synced
+// to disk) before the write returns; only then does the in-memory copy change. A write that fails
+// leaves the store as it was.
+//
+// The file is locked while a Store has it open: a second worker on the same file fails at Open
+// with an error that matches ErrLocked, instead of waiting.
+//
+// The data file holds registry credentials (Task.RegistryAuth) in the clear, since the worker needs
+// them to pull a task's image again when it restarts the task. Open creates the file with mode 0600
+// and OpenDir creates its directory with mode 0700; an existing file or directory keeps its mode.
+//
+// The layout, schema version 1, with every value JSON unless said otherwise:
+//
+//	meta    "version" → "1" (text)
+//	tasks   task ID (16 bytes) → {"Seq": insertion sequence, "Task": task.Task}
+//	orders  Seq (8 bytes, big-endian) → task.Order
+//	seen    event ID (16 bytes) → task ID (16 bytes, raw)
+//
+// The insertion sequence of a task comes from the tasks bucket's NextSequence when the task is
+// first stored, and orders its tasks in List; an order's Seq comes from the orders bucket's
+// NextSequence, so both keep growing across reopens.
+package boltstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// FileName is the name of the database file OpenDir opens in its directory.
+const FileName = "cube.db"
+
+// DefaultLockTimeout is how long Open waits for another process to release the file's lock when
+// Options.LockTimeout is zero.
+const DefaultLockTimeout = 100 * time.Millisecond
+
+// schemaVersion is the layout this package reads and writes.
+const schemaVersion = "1"
+
+var (
+	bucketMeta   = []byte("meta")
+	bucketTasks  = []byte("tasks")
+	bucketOrders = []byte("orders")
+	bucketSeen   = []byte("seen")
+	keyVersion   = []byte("version")
+)
+
+// ErrLocked is matched (with errors.Is) by the error Open and OpenDir return when another process,
+// or another Store in this one, has the database file open.
+var ErrLocked = errors.New("database is in use by another cube worker")
+
+// Options tunes Open. The zero value is what a worker wants.
+type Options struct {
+	// LockTimeout is how long Open waits for the database file's lock before it fails with
+	// ErrLocked. Zero means DefaultLockTimeout; a negative value tries once.
+	LockTimeout time.Duration
+	// NoSync skips the fsync after each transaction. Writes get much faster and a crash of the
+	// machine (not only of the worker) can lose or corrupt them: for benchmarks and tests only.
+	NoSync bool
+}
+
+// Store is a worker store kept in a bbolt database file, with a copy of everything in memory.
+// It is safe for concurrent use. Get it from Open or OpenDir.
+type Store struct {
+	db   *bolt.DB
+	path string
+
+	// wmu serialises writers, so a writer may read the fields below without mu: only a writer
+	// holding wmu changes them, and it takes mu to do so.
+	wmu sync.Mutex
+	mu  sync.RWMutex
+
+	tasks  map[uuid.UUID]stored
+	order  []uuid.UUID // task IDs by insertion sequence
+	orders []task.Order
+	seen   map[uuid.UUID]uuid.UUID // event ID → task ID
+}
+
+// stored is a task and its insertion sequence, as kept in memory.
+type stored struct {
+	seq  uint64
+	task task.Task
+}
+
+// taskRecord is a task as kept in the tasks bucket.
+type taskRecord struct {
+	Seq  uint64
+	Task task.Task
+}
+
+// lockedError says which database another worker holds. It matches ErrLocked and bbolt's
+// ErrTimeout.
+type lockedError struct {
+	dir  string // the data dir when opened with OpenDir; empty otherwise
+	path string
+}
+
+func (e *lockedError) Error() string {
+	if e.dir != "" {
+		return fmt.Sprintf("data dir %s is in use by another cube worker (database %s is locked)", e.dir, e.path)
+	}
+	return fmt.Sprintf("database %s is in use by another cube worker (the file is locked)", e.path)
+}
+
+func (e *lockedError) Is(target error) bool { return target == ErrLocked }
+
+func (e *lockedError) Unwrap() error { return bolterrors.ErrTimeout }
+
+// OpenDir creates dir (mode 0700) when it does not exist and opens the Store in dir/cube.db, as
+// Open does. It fails when dir cannot be created, and as Open fails; when another worker has the
+// file, the error matches ErrLocked and names dir.
+func OpenDir(dir string, opts Options) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", dir, err)
+	}
+	return open(filepath.Join(dir, FileName), dir, opts)
+}
+
+// Open opens the Store in the database file at path, creating the file (mode 0600) when it does
+// not exist, and loads everything in it into memory. Its directory must exist.
+//
+// When another process (or another Store in this one) has the file open, Open waits up to
+// opts.LockTimeout and then fails with an error that matches ErrLocked. A file that cannot be
+// opened, is not a bbolt database, is corrupt, or holds records Open cannot decode gives an error
+// that names path.
+func Open(path string, opts Options) (*Store, error) {
+	return open(path, "", opts)
+}
+
+func open(path, dir string, opts Options) (*Store, error) {
+	timeout := opts.LockTimeout
+	if timeout == 0 {
+		timeout = DefaultLockTimeout
+	}
+	db, err := openDB(path, &bolt.Options{Timeout: timeout, NoSync: opts.NoSync})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, &lockedError{dir: dir, path: path}
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
+		errors.Is(err, bolterrors.ErrVersionMismatch):
+		return nil, fmt.Errorf("open database %s: the file is corrupt or not a bbolt database: %w", path, err)
+	case err != nil:
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if err := s.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// openDB opens the bbolt file, turning a panic (bbolt panics on some corrupt pages) into an error.
+// After a panic it unlocks and closes the file, so that a later Open can tell what is wrong again
+// instead of finding the file locked. (Closing alone is not enough: bbolt's memory map of the file
+// keeps it open, and its lock held, in the kernel. The map itself leaks, once per such Open.)
+func openDB(path string, opts *bolt.Options) (db *bolt.DB, err error) {
+	var f *os.File
+	opts.OpenFile = func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		var err error
+		f, err = os.OpenFile(name, flag, mode)
+		return f, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if f != nil {
+				unlock(f)
+				f.Close()
+			}
+			db, err = nil, fmt.Errorf("the file is corrupt: %v", r)
+		}
+	}()
+	return bolt.Open(path, 0o600, opts)
+}
+
+// load creates the buckets of a new database, checks the schema version of an old one, and reads
+// everything into memory.
+func (s *Store) load() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the file is corrupt: %v", r)
+		}
+	}()
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			if v := meta.Get(keyVersion); string(v) != schemaVersion {
+				return fmt.Errorf("schema version %q, want %q: was it written by another version of cube?", v, schemaVersion)
+			}
+		} else {
+			var other []string
+			tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+				other = append(other, string(name))
+				return nil
+			})
+			if len(other) > 0 {
+				return fmt.Errorf("not a cube database: it has buckets %q and no %q", other, bucketMeta)
+			}
+			meta, err := tx.CreateBucket(bucketMeta)
+			if err != nil {
+				return err
+			}
+			if err := meta.Put(keyVersion, []byte(schemaVersion)); err != nil {
+				return err
+			}
+		}
+		for _, name := range [][]byte{bucketTasks, bucketOrders, bucketSeen} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return fmt.Errorf("create bucket %q: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	s.tasks = make(map[uuid.UUID]stored)
+	s.seen = make(map[uuid.UUID]uuid.UUID)
+	return s.db.View(func(tx *bolt.Tx) error {
+		err := tx.Bucket(bucketTasks).ForEach(func(k, v []byte) error {
+			id, err := uuid.FromBytes(k)
+			if err != nil {
+				return fmt.Errorf("task key %x: %w", k, err)
+			}
+			var r taskRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("task %s: %w", id, err)
+			}
+			r.Task.ID = id
+			s.tasks[id] = stored{seq: r.Seq, task: r.Task}
+			s.order = append(s.order, id)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		slices.SortFunc(s.order, func(a, b uuid.UUID) int {
+			sa, sb := s.tasks[a].seq, s.tasks[b].seq
+			if sa == sb {
+				return bytes.Compare(a[:], b[:])
+			}
+			if sa < sb {
+				return -1
+			}
+			return 1
+		})
+
+		err = tx.Bucket(bucketOrders).ForEach(func(k, v []byte) error {
+			if len(k) != 8 {
+				return fmt.Errorf("order key %x: want 8 bytes", k)
+			}
+			seq := binary.BigEndian.Uint64(k)
+			var o task.Order
+			if err := json.Unmarshal(v, &o); err != nil {
+				return fmt.Errorf("order %d: %w", seq, err)
+			}
+			o.Seq = seq
+			s.orders = append(s.orders, o) // keys sort as big-endian numbers: already in Seq order
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+
+		return tx.Bucket(bucketSeen).ForEach(func(k, v []byte) error {
+			ev, err := uuid.FromBytes(k)
+			if err != nil {
+				return fmt.Errorf("seen key %x: %w", k, err)
+			}
+			id, err := uuid.FromBytes(v)
+			if err != nil {
+				return fmt.Errorf("seen event %s: task %x: %w", ev, v, err)
+			}
+			s.seen[ev] = id
+			return nil
+		})
+	})
+}
+
+// seqKey is the key of the order with the given Seq.
+func seqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, seq)
+}
+
+// cloneOrder returns a deep copy of o: it shares no pointer, map or slice with o.
+func cloneOrder(o task.Order) task.Order {
+	if o.Event != nil {
+		ev := *o.Event
+		ev.Task = ev.Task.Clone()
+		o.Event = &ev
+	}
+	return o
+}

@@ -1,0 +1,249 @@
+package boltstore
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Get returns a copy of the task with the given ID, and whether there is one. It reads memory
+// only.
+func (s *Store) Get(id uuid.UUID) (task.Task, bool) {
+	s.mu.RLock()
+	st, ok := s.tasks[id]
+	s.mu.RUnlock()
+	if !ok {
+		return task.Task{}, false
+	}
+	return st.task.Clone(), true
+}
+
+// List returns copies of all tasks, in the order they were first stored, which a reopen keeps.
+// It reads memory only.
+func (s *Store) List() []task.Task {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]task.Task, 0, len(s.order))
+	for _, id := range s.order {
+		out = append(out, s.tasks[id].task.Clone())
+	}
+	return out
+}
+
+// Len returns the number of tasks stored. It reads memory only.
+func (s *Store) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.tasks)
+}
+
+// Orders returns copies of the orders not yet done, in the order they were accepted. It reads
+// memory only.
+func (s *Store) Orders() []task.Order {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]task.Order, 0, len(s.orders))
+	for _, o := range s.orders {
+		out = append(out, cloneOrder(o))
+	}
+	return out
+}
+
+// Seen returns the task an event ID was accepted for, and whether it was. It reads memory only.
+func (s *Store) Seen(eventID uuid.UUID) (uuid.UUID, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	id, ok := s.seen[eventID]
+	return id, ok
+}
+
+// Put stores a copy of t, replacing any task with its ID; a replaced task keeps its place in List.
+// It returns once the file has it, and fails, changing nothing, when t cannot be encoded or written.
+//
+// The stored copy is t as read back from the file, so a task reads the same before and after a
+// reopen: times lose their monotonic clock reading, and empty slices of omitempty fields become nil.
+func (s *Store) Put(t task.Task) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var st stored
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		st, err = s.putTask(tx, t)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store task %s in %s: %w", t.ID, s.path, err)
+	}
+	s.mu.Lock()
+	s.setTask(st)
+	s.mu.Unlock()
+	return nil
+}
+
+// Delete forgets the task with the given ID and the event IDs accepted for it; an unknown ID is
+// not an error. Orders for the task stay until they are done. It returns once the file has
+// forgotten them, and fails, changing nothing, when it cannot write the file.
+func (s *Store) Delete(id uuid.UUID) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, ok := s.tasks[id]; !ok {
+		return nil
+	}
+	var events []uuid.UUID
+	for ev, tid := range s.seen {
+		if tid == id {
+			events = append(events, ev)
+		}
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketTasks).Delete(id[:]); err != nil {
+			return err
+		}
+		seen := tx.Bucket(bucketSeen)
+		for _, ev := range events {
+			if err := seen.Delete(ev[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete task %s from %s: %w", id, s.path, err)
+	}
+	s.mu.Lock()
+	delete(s.tasks, id)
+	s.order = slices.DeleteFunc(s.order, func(x uuid.UUID) bool { return x == id })
+	for _, ev := range events {
+		delete(s.seen, ev)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Accept records an accepted order in one transaction: t when it is not nil (stored as Put stores
+// it), the order with its Seq assigned, and, when the order has an Event, that event's ID as seen
+// for o.TaskID. It returns a copy of the stored order once the file has all of it, and fails,
+// changing nothing, when any of it cannot be encoded or written.
+func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var (
+		st  stored
+		got task.Order // o as it will read back
+	)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if t != nil {
+			var err error
+			if st, err = s.putTask(tx, *t); err != nil {
+				return err
+			}
+		}
+		b := tx.Bucket(bucketOrders)
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		o.Seq = seq
+		data, err := json.Marshal(o)
+		if err != nil {
+			return fmt.Errorf("encode order: %w", err)
+		}
+		if err := json.Unmarshal(data, &got); err != nil {
+			return fmt.Errorf("decode order: %w", err)
+		}
+		if err := b.Put(seqKey(seq), data); err != nil {
+			return err
+		}
+		if got.Event != nil {
+			if err := tx.Bucket(bucketSeen).Put(got.Event.ID[:], got.TaskID[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return task.Order{}, fmt.Errorf("store an order for task %s in %s: %w", o.TaskID, s.path, err)
+	}
+	s.mu.Lock()
+	if t != nil {
+		s.setTask(st)
+	}
+	s.orders = append(s.orders, got)
+	if got.Event != nil {
+		s.seen[got.Event.ID] = got.TaskID
+	}
+	s.mu.Unlock()
+	return cloneOrder(got), nil
+}
+
+// Done forgets the order with the given Seq once it has been applied; an unknown Seq is not an
+// error. It returns once the file has forgotten it, and fails, changing nothing, when it cannot
+// write the file.
+func (s *Store) Done(seq uint64) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	i := slices.IndexFunc(s.orders, func(o task.Order) bool { return o.Seq == seq })
+	if i < 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOrders).Delete(seqKey(seq))
+	})
+	if err != nil {
+		return fmt.Errorf("forget order %d in %s: %w", seq, s.path, err)
+	}
+	s.mu.Lock()
+	s.orders = slices.Delete(s.orders, i, i+1)
+	s.mu.Unlock()
+	return nil
+}
+
+// Close closes the database file and releases its lock. The store must not be used after; its
+// writes fail. Close fails when bbolt cannot close the file.
+func (s *Store) Close() error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close database %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// putTask writes t in tx, under its old insertion sequence or a new one, and returns it as it
+// will read back. The caller holds wmu.
+func (s *Store) putTask(tx *bolt.Tx, t task.Task) (stored, error) {
+	b := tx.Bucket(bucketTasks)
+	st, ok := s.tasks[t.ID]
+	if !ok {
+		seq, err := b.NextSequence()
+		if err != nil {
+			return stored{}, err
+		}
+		st.seq = seq
+	}
+	data, err := json.Marshal(taskRecord{Seq: st.seq, Task: t})
+	if err != nil {
+		return stored{}, fmt.Errorf("encode task: %w", err)
+	}
+	var r taskRecord
+	if err := json.Unmarshal(data, &r); err != nil {
+		return stored{}, fmt.Errorf("decode task: %w", err)
+	}
+	if err := b.Put(t.ID[:], data); err != nil {
+		return stored{}, err
+	}
+	return stored{seq: st.seq, task: r.Task}, nil
+}
+
+// setTask puts st in memory. The caller holds wmu and mu.
+func (s *Store) setTask(st stored) {
+	id := st.task.ID
+	if _, ok := s.tasks[id]; !ok {
+		s.order = append(s.order, id)
+	}
+	s.tasks[id] = st
+}
