@@ -1,0 +1,79 @@
+package boltstore
+
+import (
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/google/uuid"
+)
+
+// TestDiskFailureChangesNothing makes every write fail in bbolt, after encoding succeeded, by
+// closing the database under the store, and checks that memory is left as it was.
+func TestDiskFailureChangesNothing(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), FileName), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := task.Task{ID: uuid.New(), Name: "a"}
+	o, err := s.Accept(&a, task.Order{Kind: task.OrderStart, TaskID: a.ID, Event: &task.Event{ID: uuid.New(), Task: a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := dump(s)
+	if err := s.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	b := task.Task{ID: uuid.New(), Name: "b"}
+	changed := a
+	changed.Name = "changed"
+	writes := map[string]func() error{
+		"Put of a new task":   func() error { return s.Put(b) },
+		"Put of a known task": func() error { return s.Put(changed) },
+		"Delete":              func() error { return s.Delete(a.ID) },
+		"Done":                func() error { return s.Done(o.Seq) },
+		"Accept of a new task": func() error {
+			_, err := s.Accept(&b, task.Order{Kind: task.OrderStart, TaskID: b.ID, Event: &task.Event{ID: uuid.New(), Task: b}})
+			return err
+		},
+		"Accept of a stop": func() error {
+			_, err := s.Accept(nil, task.Order{Kind: task.OrderStop, TaskID: a.ID})
+			return err
+		},
+	}
+	for name, write := range writes {
+		if err := write(); err == nil {
+			t.Errorf("%s on a closed database: got nil error, want one", name)
+		}
+		if got := dump(s); !reflect.DeepEqual(got, before) {
+			t.Errorf("memory after a failed %s:\ngot  %+v\nwant %+v", name, got, before)
+		}
+	}
+}
+
+// memory is everything a Store keeps in memory.
+type memory struct {
+	Tasks  map[uuid.UUID]stored
+	Order  []uuid.UUID
+	Orders []task.Order
+	Seen   map[uuid.UUID]uuid.UUID
+}
+
+func dump(s *Store) memory {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	m := memory{Tasks: make(map[uuid.UUID]stored), Seen: make(map[uuid.UUID]uuid.UUID)}
+	for id, st := range s.tasks {
+		m.Tasks[id] = stored{seq: st.seq, task: st.task.Clone()}
+	}
+	m.Order = append(m.Order, s.order...)
+	for _, o := range s.orders {
+		m.Orders = append(m.Orders, cloneOrder(o))
+	}
+	for ev, id := range s.seen {
+		m.Seen[ev] = id
+	}
+	return m
+}
