@@ -545,7 +545,11 @@ func TestHealth(t *testing.T) {
 	if got := strings.TrimSpace(rec.Body.String()); got != `{"Status":"ok"}` {
 		t.Errorf("GET /healthz: got %s, want {\"Status\":\"ok\"}", got)
 	}
-	rec = h.do(t, http.MethodGet, "/readyz", "")
+	// Ready once the worker has recovered its tasks, at once with the fake runtime.
+	deadline := time.Now().Add(5 * time.Second)
+	for rec = h.do(t, http.MethodGet, "/readyz", ""); rec.Code != http.StatusOK && time.Now().Before(deadline); rec = h.do(t, http.MethodGet, "/readyz", "") {
+		time.Sleep(2 * time.Millisecond)
+	}
 	wantStatus(t, rec, http.StatusOK)
 	if got := strings.TrimSpace(rec.Body.String()); got != `{"Status":"ready"}` {
 		t.Errorf("GET /readyz: got %s, want {\"Status\":\"ready\"}", got)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -20,6 +21,7 @@ type live struct {
 	gen       int                // bumped whenever a pending restart is cancelled
 	stopProbe context.CancelFunc // stops the running health check, if any
 	ip        string             // the container's address, for health checks
+	oom       string             // the container the runtime reported an OOM kill of
 }
 
 func (l *live) cancelRestart() {
@@ -450,6 +452,13 @@ func (w *Worker) check(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 	if containerID == "" || t.ContainerID != containerID {
 		return nil
 	}
+	if reason == string(task.ContainerOOM) {
+		// The Engine's OOM event and its OOMKilled flag race each other; either one is the truth.
+		l.oom = containerID
+		if t.State != task.Running {
+			return w.lateOOM(log, id, containerID)
+		}
+	}
 	if t.State != task.Running {
 		if reason != string(task.ContainerDestroyed) {
 			return nil
@@ -487,6 +496,7 @@ func (w *Worker) check(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 	case c.Running:
 		return nil
 	}
+	c.OOMKilled = c.OOMKilled || l.oom == containerID
 	_, err = w.modify(id, func(t *task.Task) error {
 		t.ExitCode = c.ExitCode
 		t.FinishTime = c.FinishedAt
@@ -504,6 +514,25 @@ func (w *Worker) check(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 	if err == nil {
 		log.Info("task's container exited", "exit_code", c.ExitCode, "oom", c.OOMKilled)
 	}
+	return err
+}
+
+// lateOOM corrects an exit recorded before the runtime's OOM event arrived: the reason becomes
+// OOMKilled. The restart decision already made stands (an OOM kill is a failure either way).
+func (w *Worker) lateOOM(log *slog.Logger, id uuid.UUID, containerID string) error {
+	_, err := w.modify(id, func(t *task.Task) error {
+		if t.ContainerID != containerID || strings.HasPrefix(t.Error, "OOMKilled") {
+			return nil
+		}
+		was := exitReason(task.Container{ExitCode: t.ExitCode})
+		if !strings.HasPrefix(t.Error, was) {
+			return nil // the run ended for another reason (a stop, a health check)
+		}
+		t.Error = "OOMKilled" + strings.TrimPrefix(t.Error, was)
+		t.AddRecord(w.now(), task.RecordOOMKilled, "exit code %d", t.ExitCode)
+		log.Info("the runtime reports the container was killed for lack of memory", "container", shortID(containerID))
+		return nil
+	})
 	return err
 }
 

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cube-orchestrator/cube/internal/nodestats"
@@ -131,6 +132,7 @@ type Worker struct {
 	keepOrphans  bool
 	orphanGrace  time.Duration
 	pingInterval time.Duration
+	recovered    atomic.Bool // recoverState has finished
 }
 
 // lane is the list of operations waiting for one task. A lane exists while it has work; its
@@ -463,8 +465,12 @@ func (w *Worker) List() []task.Task {
 	return list
 }
 
-// Ready returns nil when the runtime answers, and otherwise an EUNAVAILABLE error saying why.
+// Ready returns nil when the worker has recovered its state at start and the runtime answers,
+// and otherwise an EUNAVAILABLE error saying why.
 func (w *Worker) Ready(ctx context.Context) error {
+	if !w.recovered.Load() {
+		return task.Errorf(task.EUNAVAILABLE, "the worker is still recovering its tasks from the container runtime")
+	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if err := w.rt.Ping(ctx); err != nil {
@@ -514,6 +520,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.log.Info("worker started", "name", w.name)
 	w.recoverState(ctx)
+	w.recovered.Store(true)
 	go w.watch(ctx)
 	go w.reconcileLoop(ctx)
 	go w.pingLoop(ctx)

@@ -783,9 +783,14 @@ func TestReconcileAfterStreamBreaks(t *testing.T) {
 func TestReady(t *testing.T) {
 	rt := workertest.New()
 	w := New(rt, Config{Logger: testLogger(t)})
-	if err := w.Ready(context.Background()); err != nil {
-		t.Errorf("Ready with a runtime that answers: got %v, want nil", err)
+	if err := w.Ready(context.Background()); task.ErrorCode(err) != task.EUNAVAILABLE || !strings.Contains(err.Error(), "recovering") {
+		t.Errorf("Ready before Run has recovered the tasks: got %v, want EUNAVAILABLE saying it is recovering", err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, waitTimeout, func() bool { return w.Ready(context.Background()) == nil }, "Ready once recovered")
 	rt.PingErr = errors.New("Cannot connect to the Docker daemon")
 	err := w.Ready(context.Background())
 	if code := task.ErrorCode(err); code != task.EUNAVAILABLE {

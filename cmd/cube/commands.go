@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cube-orchestrator/cube/api"
 	"github.com/cube-orchestrator/cube/task"
@@ -83,6 +84,9 @@ unless an --allow-* flag grants that kind.`,
 	f.IntVar(&cfg.concurrency, "concurrency", 4, "container starts under way at once")
 	f.Float64Var(&cfg.reserveCPU, "reserve-cpu", 0, "cores kept for the host: tasks may claim the machine's CPUs less these")
 	f.StringVar(&cfg.reserveMemory, "reserve-memory", "0", "memory kept for the host (e.g. 512m, 2g): tasks may claim the machine's memory less this")
+	f.StringVar(&cfg.dataDir, "data-dir", envOr(getenv, "CUBE_DATA_DIR", ""), "keep tasks and accepted events in DIR/cube.db (bbolt); without it state is in memory and rebuilt from container labels [CUBE_DATA_DIR]")
+	f.BoolVar(&cfg.reapOrphans, "reap-orphans", true, "remove labelled containers with no task behind them after --orphan-grace; false only reports them")
+	f.DurationVar(&cfg.orphanGrace, "orphan-grace", time.Minute, "how long a container may be an orphan before it is removed")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.String("log-format", "text", "log format: text (logfmt) or json")
 
@@ -117,6 +121,9 @@ unless an --allow-* flag grants that kind.`,
 		}
 		if cfg.concurrency < 1 {
 			return fmt.Errorf("--concurrency must be at least 1, got %d", cfg.concurrency)
+		}
+		if cfg.orphanGrace <= 0 {
+			return fmt.Errorf("--orphan-grace must be positive, got %v", cfg.orphanGrace)
 		}
 		if cfg.reserveCPU < 0 {
 			return fmt.Errorf("--reserve-cpu must not be negative, got %g", cfg.reserveCPU)

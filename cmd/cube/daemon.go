@@ -15,6 +15,7 @@ import (
 	"github.com/cube-orchestrator/cube/internal/nodestats"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
+	"github.com/cube-orchestrator/cube/worker/boltstore"
 	"github.com/cube-orchestrator/cube/worker/docker"
 	"github.com/docker/go-units"
 )
@@ -26,6 +27,9 @@ type workerConfig struct {
 	concurrency int
 	logLevel    string
 
+	dataDir                  string
+	reapOrphans              bool
+	orphanGrace              time.Duration
 	reserveCPU               float64
 	reserveMemory            string
 	tokenFile, readTokenFile string // --token-file, --read-token-file
@@ -69,18 +73,33 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	}
 	cancel()
 
-	addr := net.JoinHostPort(cfg.host, strconv.Itoa(cfg.port))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
-	}
-
 	capacity, err := machineCapacity(cfg)
 	if err != nil {
 		return err
 	}
 	log.Info("capacity for tasks", "cpu", capacity.CPU, "memory_bytes", capacity.Memory)
-	w := worker.New(rt, worker.Config{Name: cfg.name, Concurrency: cfg.concurrency, Logger: log, Capacity: capacity, Policy: cfg.policy})
+	store, err := openStore(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	addr := net.JoinHostPort(cfg.host, strconv.Itoa(cfg.port))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	w := worker.New(rt, worker.Config{
+		Name:               cfg.name,
+		Concurrency:        cfg.concurrency,
+		Logger:             log,
+		Capacity:           capacity,
+		Policy:             cfg.policy,
+		Store:              store,
+		RebuildFromRuntime: cfg.dataDir == "",
+		KeepOrphans:        !cfg.reapOrphans,
+		OrphanGrace:        cfg.orphanGrace,
+	})
 	handler := api.New(w, api.Options{
 		Logger:         log,
 		Token:          sec.token,
@@ -180,4 +199,19 @@ func tokenKinds(s security) string {
 		return "full"
 	}
 	return "none"
+}
+
+// openStore opens the durable store in --data-dir, or an in-memory one without it. A data dir
+// another worker holds is an error at once.
+func openStore(cfg workerConfig, log *slog.Logger) (worker.Store, error) {
+	if cfg.dataDir == "" {
+		log.Info("state is kept in memory; after a restart tasks are rebuilt from their containers (use --data-dir to keep it)")
+		return &worker.MemoryStore{}, nil
+	}
+	s, err := boltstore.OpenDir(cfg.dataDir, boltstore.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("--data-dir: %w", err)
+	}
+	log.Info("state is kept on disk", "data_dir", cfg.dataDir, "tasks", s.Len(), "orders", len(s.Orders()))
+	return s, nil
 }

@@ -314,9 +314,16 @@ func TestContainerRemovedBehindTheWorkersBack(t *testing.T) {
 	if err := testenv.Docker(t).ContainerRemove(testenv.Ctx(t, 30*time.Second), run.ContainerID, containerRemoveForce); err != nil {
 		t.Fatal(err)
 	}
-	got := d.waitState(t, tk.ID, task.Failed, 10*time.Second)
-	if !strings.Contains(got.Error, "container removed outside cube") {
-		t.Errorf("Error: got %q, want it to say the container was removed outside cube", got.Error)
+	// The Engine reports the kill (die) and then the removal (destroy); the task is Failed at the
+	// first and says the container was removed at the second.
+	deadline := time.Now().Add(10 * time.Second)
+	got := d.get(t, tk.ID)
+	for !(got.State == task.Failed && strings.Contains(got.Error, "container removed outside cube")) {
+		if time.Now().After(deadline) {
+			t.Fatalf("got state %v Error %q, want Failed saying the container was removed outside cube", got.State, got.Error)
+		}
+		time.Sleep(10 * time.Millisecond)
+		got = d.get(t, tk.ID)
 	}
 	if code := d.do(t, http.MethodGet, "/healthz", nil, nil); code != http.StatusOK {
 		t.Fatalf("healthz after rm -f: got %d, want 200", code)

@@ -1,0 +1,446 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cube-orchestrator/cube/internal/faultproxy"
+	"github.com/cube-orchestrator/cube/internal/testenv"
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/docker"
+	"github.com/docker/docker/api/types/container"
+	"github.com/google/uuid"
+)
+
+// cubeBinary builds bin/cube once per test process, for tests that kill the worker with
+// SIGKILL and start it again.
+var cubeBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "cube-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "cube")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// proc is a `cube worker` running as a process of its own.
+type proc struct {
+	*daemon
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startProc starts `cube worker` with args and the worker name of d, and waits until it
+// listens. dockerHost, when not empty, is the Docker Engine it is pointed at.
+func startProc(t *testing.T, name, dockerHost string, args ...string) *proc {
+	t.Helper()
+	bin, err := cubeBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, args...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = os.Environ()
+	if dockerHost != "" {
+		cmd.Env = append(cmd.Env, "DOCKER_HOST="+dockerHost)
+	}
+	logs := newLogSink()
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{daemon: &daemon{name: name, logs: logs}, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		io.Copy(logs, stderr)
+		cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() { p.kill(t) })
+	select {
+	case addr := <-logs.addr:
+		p.url = "http://" + addr
+	case <-p.done:
+		t.Fatalf("cube worker exited at start:\n%s", logs)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("cube worker did not listen within 60s:\n%s", logs)
+	}
+	return p
+}
+
+// waitReady waits until /readyz answers 200: the worker recovered its state.
+func (d *daemon) waitReady(t *testing.T, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for d.do(t, http.MethodGet, "/readyz", nil, nil) != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not 200 within %v", within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *proc) kill(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// tasks returns every task the worker lists.
+func (d *daemon) tasks(t *testing.T) []task.Task {
+	t.Helper()
+	var list []task.Task
+	if code := d.do(t, http.MethodGet, "/tasks", nil, &list); code != http.StatusOK {
+		t.Fatalf("GET /tasks: got %d", code)
+	}
+	return list
+}
+
+func containersOf(t *testing.T, name string) []container.Summary {
+	return testenv.Containers(t, docker.LabelWorker+"="+name)
+}
+
+// The worker is killed with SIGKILL and started again, ten times: each time the same container
+// runs, the task is Running with RestartCount unchanged, and there is no second container.
+func TestKill9Loop(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "in memory", true: "data dir"}[durable], func(t *testing.T) {
+			testenv.BuildEchoImage(t)
+			name := "cube-kill-" + uuid.NewString()[:8]
+			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+			var args []string
+			if durable {
+				args = []string{"--data-dir", t.TempDir()}
+			}
+			p := startProc(t, name, "", args...)
+			tk := echoTask("--listen", ":7777")
+			tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
+			tk.RestartPolicy = task.RestartAlways
+			tk.RestartCount = 2
+			p.submit(t, tk)
+			first := p.waitState(t, tk.ID, task.Running, time.Minute)
+			for i := range 10 {
+				p.kill(t)
+				p = startProc(t, name, "", args...)
+				p.waitReady(t, 30*time.Second)
+				got := p.waitTask(t, tk.ID, 30*time.Second, "running in the same container", func(t task.Task) bool {
+					return t.State == task.Running && t.ContainerID == first.ContainerID
+				})
+				if got.RestartCount != 2 {
+					t.Fatalf("round %d: RestartCount %d, want 2 (unchanged)", i+1, got.RestartCount)
+				}
+				if len(got.HostPorts["7777/tcp"]) == 0 {
+					t.Fatalf("round %d: HostPorts %v, want the published port", i+1, got.HostPorts)
+				}
+				if cs := containersOf(t, name); len(cs) != 1 || cs[0].ID != first.ContainerID || cs[0].State != "running" {
+					t.Fatalf("round %d: containers %v, want just %s running", i+1, cs, first.ContainerID)
+				}
+				if n := len(p.tasks(t)); n != 1 {
+					t.Fatalf("round %d: %d tasks, want 1", i+1, n)
+				}
+			}
+			// Still a working worker: it stops the task it took up.
+			if code := p.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil); code != http.StatusNoContent {
+				t.Fatalf("DELETE: got %d", code)
+			}
+			p.waitState(t, tk.ID, task.Completed, 30*time.Second)
+			if cs := containersOf(t, name); len(cs) != 0 {
+				t.Fatalf("containers after DELETE: %d, want 0", len(cs))
+			}
+		})
+	}
+}
+
+// Events accepted (201) but not applied when the worker dies are applied exactly once after it
+// starts again. The first worker talks to a Docker that hangs, so it can apply nothing.
+func TestCrashBetweenAcceptAndApply(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	name := "cube-crash-" + uuid.NewString()[:8]
+	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+	dir := t.TempDir()
+	proxy := faultproxy.Start(t, faultproxy.Options{Mode: faultproxy.Hang})
+	p := startProc(t, name, proxy.DockerHost(), "--data-dir", dir)
+	var tasks []task.Task
+	for range 5 {
+		tk := echoTask("--listen", ":7777")
+		tasks = append(tasks, p.submit(t, tk))
+	}
+	// A restart event for one of them, accepted too.
+	again := tasks[0]
+	again.RestartCount = 7
+	again.State = task.Scheduled
+	p.submit(t, again)
+	p.kill(t)
+	proxy.Close() // what the hung Docker was asked never reaches the real one
+
+	p = startProc(t, name, "", "--data-dir", dir)
+	p.waitReady(t, 30*time.Second)
+	for _, tk := range tasks {
+		p.waitState(t, tk.ID, task.Running, time.Minute)
+	}
+	// Every order is applied once: one container per task, and the restart was applied after
+	// the start (RestartCount 7).
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && len(containersOf(t, name)) != len(tasks) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if cs := containersOf(t, name); len(cs) != len(tasks) {
+		t.Fatalf("containers: got %d, want %d (one per task)", len(cs), len(tasks))
+	}
+	if got := p.waitTask(t, tasks[0].ID, 30*time.Second, "restarted by the event", func(t task.Task) bool {
+		return t.State == task.Running && t.RestartCount == 7
+	}); len(records(got, task.RecordStarted)) != 2 {
+		t.Errorf("records of the restarted task: %v, want two starts", recordTypes(got))
+	}
+	// Restarting the worker once more applies nothing again.
+	before := containersOf(t, name)
+	p.kill(t)
+	p = startProc(t, name, "", "--data-dir", dir)
+	for _, tk := range tasks {
+		p.waitState(t, tk.ID, task.Running, 30*time.Second)
+	}
+	after := containersOf(t, name)
+	if len(after) != len(before) {
+		t.Fatalf("containers after another restart: %d, want %d", len(after), len(before))
+	}
+	ids := map[string]bool{}
+	for _, c := range before {
+		ids[c.ID] = true
+	}
+	for _, c := range after {
+		if !ids[c.ID] {
+			t.Errorf("container %s is new after a restart that had nothing to apply", c.ID[:12])
+		}
+	}
+}
+
+// A DELETE accepted while Docker hangs, then a crash: after the restart the task is Completed
+// and its container gone.
+func TestDeleteAcceptedThenCrash(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	name := "cube-delete-" + uuid.NewString()[:8]
+	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+	dir := t.TempDir()
+	proxy := faultproxy.Start(t, faultproxy.Options{})
+	p := startProc(t, name, proxy.DockerHost(), "--data-dir", dir)
+	tk := echoTask("--listen", ":7777")
+	p.submit(t, tk)
+	run := p.waitState(t, tk.ID, task.Running, time.Minute)
+	proxy.Set(faultproxy.Hang)
+	if code := p.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE: got %d, want 204", code)
+	}
+	p.kill(t)
+	proxy.Close()
+
+	p = startProc(t, name, "", "--data-dir", dir)
+	got := p.waitState(t, tk.ID, task.Completed, time.Minute)
+	if got.FinishTime.IsZero() {
+		t.Error("no FinishTime")
+	}
+	if !containerGone(t, run.ContainerID) {
+		t.Errorf("container %s still exists", run.ContainerID[:12])
+	}
+}
+
+// A container labelled as the worker's with no task behind it is removed after the grace
+// period, and only reported with --reap-orphans=false.
+func TestOrphans(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	for _, reap := range []bool{true, false} {
+		t.Run(fmt.Sprintf("reap=%v", reap), func(t *testing.T) {
+			name := "cube-orphan-" + uuid.NewString()[:8]
+			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+			p := startProc(t, name, "", "--data-dir", t.TempDir(), "--orphan-grace", "1s", fmt.Sprintf("--reap-orphans=%v", reap))
+			cli := testenv.Docker(t)
+			ctx := testenv.Ctx(t, time.Minute)
+			created, err := cli.ContainerCreate(ctx, &container.Config{
+				Image:  testenv.EchoImage,
+				Labels: map[string]string{task.LabelTaskID: uuid.NewString(), docker.LabelWorker: name},
+			}, nil, nil, nil, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			want := "removed orphan container"
+			if !reap {
+				want = "orphan container: labelled by this worker, but no task is behind it; not removed"
+			}
+			deadline := time.Now().Add(45 * time.Second)
+			for !strings.Contains(p.logs.String(), want) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no %q in the log within 45s:\n%s", want, p.logs)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if gone := containerGone(t, created.ID); gone != reap {
+				t.Errorf("container gone: %v, want %v", gone, reap)
+			}
+		})
+	}
+}
+
+// Docker hangs for 20 s, then is gone for 20 s, under steady API traffic: task reads never
+// fail, /readyz says 503 during and 200 after, no task is wrongly failed, and all is as before.
+func TestDockerHungThenGone(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	name := "cube-outage-" + uuid.NewString()[:8]
+	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+	proxy := faultproxy.Start(t, faultproxy.Options{})
+	p := startProc(t, name, proxy.DockerHost(), "--data-dir", t.TempDir())
+	var tasks []task.Task
+	for range 3 {
+		tk := echoTask("--listen", ":7777")
+		tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
+		tasks = append(tasks, p.submit(t, tk))
+	}
+	before := map[uuid.UUID]string{}
+	for _, tk := range tasks {
+		before[tk.ID] = p.waitState(t, tk.ID, task.Running, time.Minute).ContainerID
+	}
+
+	// Steady traffic: list and get, counting answers by class.
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var reads, fives atomic.Int64
+	var lastBad atomic.Value
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			path := "/tasks"
+			if i > 0 {
+				path = "/tasks/" + tasks[i-1].ID.String()
+			}
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url+path, nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						fives.Add(1)
+						lastBad.Store(err.Error())
+					}
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				reads.Add(1)
+				if resp.StatusCode >= 500 {
+					fives.Add(1)
+					lastBad.Store(resp.Status)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+	}
+	stopTraffic := func() { cancel(); wg.Wait() }
+	defer stopTraffic()
+
+	outage := func(mode faultproxy.Mode, d time.Duration) {
+		proxy.Set(mode)
+		end := time.Now().Add(d)
+		sawNotReady, sawNote := false, false
+		for time.Now().Before(end) {
+			if code := p.do(t, http.MethodGet, "/readyz", nil, nil); code == http.StatusServiceUnavailable {
+				sawNotReady = true
+			}
+			for _, tk := range p.tasks(t) {
+				if tk.State == task.Failed || tk.State == task.Completed {
+					t.Fatalf("%v: task %s is %v (%q) though only Docker is away", mode, tk.ID, tk.State, tk.Error)
+				}
+				if tk.Unconfirmed != "" {
+					sawNote = true
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !sawNotReady {
+			t.Errorf("%v: /readyz never said 503", mode)
+		}
+		if !sawNote {
+			t.Errorf("%v: tasks never carried a note that their state is unconfirmed", mode)
+		}
+	}
+	outage(faultproxy.Hang, 20*time.Second)
+	outage(faultproxy.Down, 20*time.Second)
+	proxy.Set(faultproxy.Pass)
+
+	p.waitReady(t, 30*time.Second)
+	for _, tk := range tasks {
+		got := p.waitTask(t, tk.ID, 30*time.Second, "confirmed Running again", func(t task.Task) bool {
+			return t.State == task.Running && t.Unconfirmed == ""
+		})
+		if got.ContainerID != before[tk.ID] {
+			t.Errorf("task %s: container %s, want the same %s", tk.ID, got.ContainerID[:12], before[tk.ID][:12])
+		}
+	}
+	stopTraffic()
+	if n := fives.Load(); n != 0 {
+		t.Errorf("task reads: %d of %d failed or answered 5xx (last: %v)", n, reads.Load(), lastBad.Load())
+	}
+	if cs := containersOf(t, name); len(cs) != len(tasks) {
+		t.Errorf("containers: %d, want %d", len(cs), len(tasks))
+	}
+	// And the worker works: a new task runs, an old one stops.
+	next := echoTask("--listen", ":7777")
+	p.submit(t, next)
+	p.waitState(t, next.ID, task.Running, time.Minute)
+	p.do(t, http.MethodDelete, "/tasks/"+tasks[0].ID.String(), nil, nil)
+	p.waitState(t, tasks[0].ID, task.Completed, time.Minute)
+	t.Logf("%d task reads during the outages, none failed", reads.Load())
+}
+
+// A second worker on the same data dir fails at start with a clear message.
+func TestTwoWorkersOneDataDir(t *testing.T) {
+	name := "cube-lock-" + uuid.NewString()[:8]
+	dir := t.TempDir()
+	startProc(t, name, "", "--data-dir", dir)
+	bin, err := cubeBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := exec.Command(bin, "worker", "--port", "0", "--name", name+"-2", "--data-dir", dir).CombinedOutput()
+	if err == nil {
+		t.Fatalf("the second worker started:\n%s", out)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Errorf("the second worker took %v to fail, want at once", took)
+	}
+	msg := lastLine(string(out))
+	if !strings.Contains(msg, "in use by another cube worker") || !strings.Contains(msg, dir) {
+		t.Errorf("got %q, want a clear message naming %s", msg, dir)
+	}
+}
+
+func lastLine(s string) string {
+	var last string
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) != "" {
+			last = sc.Text()
+		}
+	}
+	return last
+}
