@@ -264,3 +264,18 @@ type Order struct {
 	TaskID uuid.UUID
 	Event  *Event `json:",omitempty"` // OrderStart
 }
+
+// Change is one thing that happened to a task, as the worker's event stream tells it: a Record
+// of the task, with the task's state after it. Seq grows by one per change within one run of a
+// worker.
+type Change struct {
+	Seq          uint64
+	Time         time.Time
+	TaskID       uuid.UUID
+	Name         string
+	Type         string // a Record type, or "State" for a change of state without a record
+	Message      string `json:",omitempty"`
+	State        State
+	HealthStatus string `json:",omitempty"`
+	RestartCount int
+}

@@ -133,6 +133,7 @@ type Worker struct {
 	orphanGrace  time.Duration
 	pingInterval time.Duration
 	recovered    atomic.Bool // recoverState has finished
+	changes      hub         // the task changes subscribers follow
 }
 
 // lane is the list of operations waiting for one task. A lane exists while it has work; its
@@ -329,6 +330,9 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 		return task.Task{}, fmt.Errorf("store the event for task %s: %w", ev.Task.ID, err)
 	}
 	w.pending.Enqueue(op{kind: opStart, taskID: ev.Task.ID, event: ev, seq: order.Seq})
+	if created != nil {
+		w.publish(task.Task{ID: cur.ID}, cur)
+	}
 	w.signal()
 	w.log.Info("task event accepted", "task", ev.Task.ID, "event", ev.ID, "restart", known)
 	return cur, nil
@@ -668,13 +672,26 @@ func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, e
 	if !ok {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
+	before := t.Clone()
 	if err := fn(&t); err != nil {
 		return t, err
 	}
 	if err := w.store.Put(t); err != nil {
 		return t, fmt.Errorf("store task %s: %w", id, err)
 	}
+	w.publish(before, t)
 	return t, nil
+}
+
+// publish tells subscribers what changed between two versions of a task.
+func (w *Worker) publish(before, after task.Task) {
+	changes := diff(before, after)
+	for i := range changes {
+		if changes[i].Time.IsZero() {
+			changes[i].Time = w.now()
+		}
+	}
+	w.changes.publish(changes)
 }
 
 // transition moves t to state s, or fails with ECONFLICT when the state machine forbids it.

@@ -1,0 +1,122 @@
+package worker
+
+import (
+	"sync"
+
+	"github.com/cube-orchestrator/cube/task"
+)
+
+// changeBacklog is how many changes the worker keeps for subscribers that reconnect.
+const changeBacklog = 4096
+
+// subscriberBuffer is how far a subscriber may fall behind before it is cut off; it then
+// reconnects and catches up from the backlog.
+const subscriberBuffer = 512
+
+// hub keeps the latest changes of every task and hands new ones to subscribers.
+type hub struct {
+	mu   sync.Mutex
+	seq  uint64
+	ring []task.Change // the last changeBacklog changes, oldest first
+	subs map[chan task.Change]struct{}
+}
+
+// publish gives each change its Seq, keeps it, and sends it to every subscriber. A subscriber
+// whose buffer is full is cut off (its channel closed) rather than holding up the worker.
+func (h *hub) publish(changes []task.Change) {
+	if len(changes) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range changes {
+		h.seq++
+		c.Seq = h.seq
+		h.ring = append(h.ring, c)
+		if len(h.ring) > changeBacklog {
+			h.ring = append(h.ring[:0:0], h.ring[len(h.ring)-changeBacklog:]...)
+		}
+		for ch := range h.subs {
+			select {
+			case ch <- c:
+			default:
+				delete(h.subs, ch)
+				close(ch)
+			}
+		}
+	}
+}
+
+// Changes subscribes to the worker's task changes. It returns the kept changes with a Seq above
+// after (all kept changes when after is 0 or above the newest Seq, as after a worker restart),
+// a channel of the changes that follow, and a function that ends the subscription. The channel
+// is closed when the subscriber falls too far behind; it should then subscribe again with the
+// last Seq it saw.
+func (w *Worker) Changes(after uint64) ([]task.Change, <-chan task.Change, func()) {
+	h := &w.changes
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var backlog []task.Change
+	if after > h.seq {
+		after = 0
+	}
+	for _, c := range h.ring {
+		if c.Seq > after {
+			backlog = append(backlog, c)
+		}
+	}
+	ch := make(chan task.Change, subscriberBuffer)
+	if h.subs == nil {
+		h.subs = make(map[chan task.Change]struct{})
+	}
+	h.subs[ch] = struct{}{}
+	var once sync.Once
+	return backlog, ch, func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if _, ok := h.subs[ch]; ok {
+				delete(h.subs, ch)
+				close(ch)
+			}
+		})
+	}
+}
+
+// LastChange returns the Seq of the newest change.
+func (w *Worker) LastChange() uint64 {
+	w.changes.mu.Lock()
+	defer w.changes.mu.Unlock()
+	return w.changes.seq
+}
+
+// diff returns the changes between two versions of a task: one per record added, and one for a
+// change of state that no record accounts for.
+func diff(before, after task.Task) []task.Change {
+	added := after.Events
+	if n := len(before.Events); n > 0 {
+		last := before.Events[n-1]
+		added = nil
+		for i := len(after.Events) - 1; i >= 0; i-- {
+			if after.Events[i] == last {
+				added = after.Events[i+1:]
+				break
+			}
+		}
+	}
+	mk := func(typ, msg string, at task.Record) task.Change {
+		return task.Change{Time: at.Time, TaskID: after.ID, Name: after.Name, Type: typ, Message: msg,
+			State: after.State, HealthStatus: after.HealthStatus, RestartCount: after.RestartCount}
+	}
+	var out []task.Change
+	for _, r := range added {
+		out = append(out, mk(r.Type, r.Message, r))
+	}
+	if len(out) == 0 && (before.State != after.State || before.HealthStatus != after.HealthStatus) {
+		out = append(out, mk("State", after.Error, task.Record{Time: after.FinishTime}))
+		if out[0].Time.IsZero() {
+			out[0].Time = after.StartTime
+		}
+	}
+	return out
+}
