@@ -62,9 +62,9 @@ type Task struct {
 	StopSignal        string        `json:",omitempty"` // the signal a stop sends first; default the image's, or SIGTERM
 
 	// Host access. Each is refused (EFORBIDDEN) unless the worker was started with an allowance
-	// for it; see CheckPolicy.
+	// for it; see Policy.Check.
 	Privileged  bool     `json:",omitempty"`
-	NetworkMode string   `json:",omitempty"` // "" or "bridge"; "host" and "none" need allowances
+	NetworkMode string   `json:",omitempty"` // "", "bridge" or "none"; "host" needs an allowance
 	PidMode     string   `json:",omitempty"` // "" ; "host" needs an allowance
 	CapAdd      []string `json:",omitempty"` // Linux capabilities to add
 	Devices     []string `json:",omitempty"` // host devices, "/dev/x[:/dev/y[:rwm]]"

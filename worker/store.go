@@ -64,9 +64,14 @@ func (s *MemoryStore) Get(id uuid.UUID) (task.Task, bool) {
 
 // Put stores a copy of t. It never fails.
 func (s *MemoryStore) Put(t task.Task) error {
-	t = t.Clone()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.putLocked(t)
+	return nil
+}
+
+func (s *MemoryStore) putLocked(t task.Task) {
+	t = t.Clone()
 	if s.tasks == nil {
 		s.tasks = make(map[uuid.UUID]task.Task)
 	}
@@ -74,7 +79,6 @@ func (s *MemoryStore) Put(t task.Task) error {
 		s.order = append(s.order, t.ID)
 	}
 	s.tasks[t.ID] = t
-	return nil
 }
 
 // List returns copies of all tasks in the order they were first stored.
@@ -112,26 +116,35 @@ func (s *MemoryStore) Delete(id uuid.UUID) error {
 	return nil
 }
 
-// Accept records an accepted order, and t when it is not nil. It never fails.
+// Accept records an accepted order, and t when it is not nil, in one step: no reader sees the
+// task without its order. It never fails.
 func (s *MemoryStore) Accept(t *task.Task, o task.Order) (task.Order, error) {
-	if t != nil {
-		s.Put(*t)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if t != nil {
+		s.putLocked(*t)
+	}
 	s.seq++
 	o.Seq = s.seq
+	o = cloneOrder(o)
+	if o.Event != nil {
+		if s.seen == nil {
+			s.seen = make(map[uuid.UUID]uuid.UUID)
+		}
+		s.seen[o.Event.ID] = o.TaskID
+	}
+	s.orders = append(s.orders, o)
+	return cloneOrder(o), nil
+}
+
+// cloneOrder returns a copy of o that shares nothing with it.
+func cloneOrder(o task.Order) task.Order {
 	if o.Event != nil {
 		ev := *o.Event
 		ev.Task = ev.Task.Clone()
 		o.Event = &ev
-		if s.seen == nil {
-			s.seen = make(map[uuid.UUID]uuid.UUID)
-		}
-		s.seen[ev.ID] = o.TaskID
 	}
-	s.orders = append(s.orders, o)
-	return o, nil
+	return o
 }
 
 // Done forgets the order seq. It never fails.
@@ -142,11 +155,15 @@ func (s *MemoryStore) Done(seq uint64) error {
 	return nil
 }
 
-// Orders returns the orders not yet done.
+// Orders returns copies of the orders not yet done; never nil.
 func (s *MemoryStore) Orders() []task.Order {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return slices.Clone(s.orders)
+	out := make([]task.Order, 0, len(s.orders))
+	for _, o := range s.orders {
+		out = append(out, cloneOrder(o))
+	}
+	return out
 }
 
 // Seen returns the task an event ID was accepted for.
