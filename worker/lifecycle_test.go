@@ -314,3 +314,39 @@ func TestExitReasons(t *testing.T) {
 		}
 	}
 }
+
+// The Engine's oom event may come after its die event, and its OOMKilled flag may be unset: the
+// late event still makes the reason OOMKilled, and never 137 alone.
+func TestLateOOMEvent(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{})
+	spec := newTask()
+	run := runTask(t, w, spec)
+	if err := rt.Exit(run.ContainerID, 137, false); err != nil {
+		t.Fatal(err)
+	}
+	got := waitState(t, w, spec.ID, task.Failed)
+	if !strings.HasPrefix(got.Error, "killed by signal 9") {
+		t.Fatalf("before the oom event: got %q, want killed by signal 9", got.Error)
+	}
+	rt.OOM(run.ContainerID)
+	got = waitTask(t, w, spec, "OOMKilled", func(t task.Task) bool { return t.Error == "OOMKilled" })
+	if countRecords(got, task.RecordOOMKilled) != 1 {
+		t.Errorf("records: %v, want one OOMKilled", recordTypes(got))
+	}
+}
+
+// An oom event before the die event counts even when the runtime's flag is unset.
+func TestEarlyOOMEvent(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{})
+	spec := newTask()
+	run := runTask(t, w, spec)
+	// Both events reach the task's lane in the order the runtime sent them.
+	rt.OOM(run.ContainerID)
+	rt.Exit(run.ContainerID, 137, false)
+	got := waitState(t, w, spec.ID, task.Failed)
+	if got.Error != "OOMKilled" {
+		t.Errorf("got %q, want OOMKilled", got.Error)
+	}
+}

@@ -195,6 +195,19 @@ func (r *Runtime) Exit(containerID string, code int, oom bool) error {
 	return nil
 }
 
+// OOM emits the runtime's oom event for a container, as the Engine does when the kernel kills it
+// for lack of memory; the Engine may send it before or after the die event.
+func (r *Runtime) OOM(containerID string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.containers[containerID]
+	if !ok {
+		return fmt.Errorf("no container %s", containerID)
+	}
+	r.emit(task.ContainerEvent{Kind: task.ContainerOOM, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
+	return nil
+}
+
 // Health reports a health status for a running container, as the Engine does for an image's
 // HEALTHCHECK.
 func (r *Runtime) Health(containerID, status string) error {

@@ -1,0 +1,24 @@
+package docker_test
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/cube-orchestrator/cube/internal/testenv"
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package when a goroutine outlives its tests: pulls, event streams and
+// exec sessions must all end.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.CloseIdle()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines left behind by the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
