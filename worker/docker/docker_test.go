@@ -52,6 +52,10 @@ func TestStartPublishesPortsAndLabels(t *testing.T) {
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
 	tk.Env = []string{"GREETING=hi"}
 	tk.Memory = 64 << 20
+	tk.MemoryReservation = 32 << 20
+	tk.PidsLimit = 64
+	tk.StopSignal = "SIGINT"
+	tk.StopTimeout = 3
 	tk.Cpu = 0.5
 	c, err := rt.Start(ctx(t), tk, nil)
 	if err != nil {
@@ -92,6 +96,18 @@ func TestStartPublishesPortsAndLabels(t *testing.T) {
 	}
 	if got, want := info.HostConfig.Memory, int64(64<<20); got != want {
 		t.Errorf("Memory: got %d, want %d", got, want)
+	}
+	if got := info.HostConfig.MemoryReservation; got != 32<<20 {
+		t.Errorf("MemoryReservation: got %d, want %d", got, 32<<20)
+	}
+	if got := info.HostConfig.PidsLimit; got == nil || *got != 64 {
+		t.Errorf("PidsLimit: got %v, want 64", got)
+	}
+	if got := info.Config.StopSignal; got != "SIGINT" {
+		t.Errorf("StopSignal: got %q, want SIGINT", got)
+	}
+	if got := info.Config.StopTimeout; got == nil || *got != 3 {
+		t.Errorf("StopTimeout: got %v, want 3", got)
 	}
 	if !contains(info.Config.Env, "GREETING=hi") {
 		t.Errorf("Env: got %v, want GREETING=hi in it", info.Config.Env)
