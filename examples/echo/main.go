@@ -20,10 +20,11 @@
 //	--sleep DUR            exit after DUR (counted from start), even when serving
 //	--exit N               exit code when the program ends by itself (default 0)
 //	--alloc SIZE           allocate and touch SIZE bytes ("512k", "64m", "1g"), keep running
+//	--busy                 keep one CPU core busy (a spinning loop), keep running
 //	--check URL            only GET URL and exit 0 on a 2xx answer, 1 otherwise
 //	                       (for HEALTHCHECK / exec health checks in a shell-less image)
 //
-// Without --listen, --tcp, --alloc and --sleep it exits as soon as the printing
+// Without --listen, --tcp, --alloc, --busy and --sleep it exits as soon as the printing
 // is done. With no flags at all it behaves like "--listen :7777".
 // SIGTERM and SIGINT always make it exit promptly with code 0 (it runs as PID 1
 // in its container, where the default signal actions do not apply).
@@ -61,6 +62,7 @@ type config struct {
 	sleep          time.Duration
 	exitCode       int
 	alloc          int64
+	busy           bool
 	check          string
 	unhealthyAfter time.Duration
 }
@@ -87,6 +89,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.sleep, "sleep", 0, "exit after `DUR` (counted from start)")
 	fs.IntVar(&c.exitCode, "exit", 0, "exit `CODE` when the program ends by itself")
 	fs.StringVar(&alloc, "alloc", "", "allocate and touch `SIZE` bytes of memory (e.g. 64m), then keep running")
+	fs.BoolVar(&c.busy, "busy", false, "keep one CPU core busy until the program ends")
 	fs.StringVar(&c.check, "check", "", "GET `URL` and exit 0 on 2xx, 1 otherwise")
 	fs.DurationVar(&c.unhealthyAfter, "unhealthy-after", 0, "/health answers 500 once `DUR` has passed")
 	if err := fs.Parse(args); err != nil {
@@ -244,6 +247,19 @@ func allocate(n int64) []byte {
 	return b
 }
 
+// spin keeps one CPU core busy until ctx is done, and returns how many rounds it made.
+func spin(ctx context.Context) uint64 {
+	var n uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return n
+		default:
+			n++
+		}
+	}
+}
+
 // printLines prints the --print lines, one per interval if set; it stops
 // early when ctx is done.
 func printLines(ctx context.Context, c *config, stdout io.Writer) {
@@ -304,6 +320,13 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	if c.alloc > 0 {
 		ballast = allocate(c.alloc)
 	}
+	if c.busy {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			spin(ctx)
+		}()
+	}
 
 	serveErr := make(chan error, 2)
 	if c.listen != "" {
@@ -360,7 +383,7 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 		printLines(ctx, c, stdout)
 	}()
 
-	keepRunning := c.listen != "" || c.tcp != "" || c.alloc > 0 || c.sleep > 0
+	keepRunning := c.listen != "" || c.tcp != "" || c.alloc > 0 || c.busy || c.sleep > 0
 	for {
 		select {
 		case <-sig:

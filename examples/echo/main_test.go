@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -349,4 +350,46 @@ func TestAllocate(t *testing.T) {
 	if len(b) != 1<<20+3 || b[0] != 1 || b[4096] != 1 || b[len(b)-1] != 1 {
 		t.Error("allocate did not allocate and touch the memory")
 	}
+}
+
+func TestSpinKeepsACoreBusy(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	before := cpuTime(t)
+	start := time.Now()
+	rounds := spin(ctx)
+	wall, used := time.Since(start), cpuTime(t)-before
+	if rounds == 0 {
+		t.Fatal("spin made no rounds")
+	}
+	// One core busy: the process's CPU time grows about as fast as the clock. Other tests and a
+	// loaded machine may take some of it; half is plenty to tell a spin from a sleep.
+	if used < wall/2 {
+		t.Errorf("spin for %v used %v of CPU; want most of a core", wall, used)
+	}
+}
+
+func TestRunBusyKeepsRunning(t *testing.T) {
+	start := time.Now()
+	code, _, _ := runEcho(t, nil, "--busy", "--sleep", "200ms", "--exit", "6")
+	if code != 6 {
+		t.Errorf("--busy --sleep 200ms --exit 6: got exit code %d, want 6", code)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Errorf("--busy returned after %v, before --sleep elapsed", d)
+	}
+	c, err := parseFlags([]string{"--busy"}, io.Discard)
+	if err != nil || !c.busy {
+		t.Errorf("parseFlags(--busy): got %+v, %v; want busy", c, err)
+	}
+}
+
+// cpuTime returns the CPU time the process has used, user and system.
+func cpuTime(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
