@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -54,6 +55,13 @@ type Runtime interface {
 	Watch(ctx context.Context, since time.Time, fn func(task.ContainerEvent)) error
 	// Ping returns nil when the runtime answers.
 	Ping(ctx context.Context) error
+	// Logs returns the container's output as text, stdout and stderr merged as lines, as opts
+	// says. The caller reads it to the end (with opts.Follow it ends when the container ends or
+	// ctx is done) and closes it. It fails with ENOTFOUND when the container is gone.
+	Logs(ctx context.Context, containerID string, opts task.LogOptions) (io.ReadCloser, error)
+	// Stats returns one sample of the container's resource use, or an ENOTFOUND error when it
+	// is gone.
+	Stats(ctx context.Context, containerID string) (task.ContainerStats, error)
 }
 
 // Config configures a Worker. Zero fields take the defaults noted.

@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +26,8 @@ type Runtime struct {
 	watchers   map[int]chan task.ContainerEvent
 	nextWatch  int
 	nextPort   int
+	output     map[string][]logLine // each container's output, oldest first
+	changed    chan struct{}        // closed and replaced when output grows or a container ends
 
 	// StartHook, when set, runs at the start of every Start; an error it returns fails the start.
 	// It may block, to hold a start under way.
@@ -34,11 +38,35 @@ type Runtime struct {
 	InspectErr error
 	// ExecHook, when set, answers Exec; without it Exec fails.
 	ExecHook func(ctx context.Context, containerID string, cmd []string) (int, string, error)
+	// StatsSample, when its Time is set, is what Stats returns (with the container's ID);
+	// otherwise Stats returns DefaultStats.
+	StatsSample task.ContainerStats
+}
+
+// DefaultStats returns the sample Stats returns unless Runtime.StatsSample is set, without its
+// Time and ContainerID.
+func DefaultStats() task.ContainerStats {
+	return task.ContainerStats{
+		CPUPercent: 12.5, MemoryUsage: 8 << 20, MemoryLimit: 64 << 20, NetworkRx: 1024, NetworkTx: 512,
+		BlockRead: 4096, BlockWrite: 8192, PIDs: 3,
+	}
+}
+
+// logLine is one line a container printed.
+type logLine struct {
+	time time.Time
+	text string
 }
 
 // New returns an empty fake runtime.
 func New() *Runtime {
-	return &Runtime{containers: make(map[string]*task.Container), watchers: make(map[int]chan task.ContainerEvent), nextPort: 40000}
+	return &Runtime{
+		containers: make(map[string]*task.Container),
+		watchers:   make(map[int]chan task.ContainerEvent),
+		nextPort:   40000,
+		output:     make(map[string][]logLine),
+		changed:    make(chan struct{}),
+	}
 }
 
 // Start records t and "runs" a container for it, publishing each of its ports on a made-up host
@@ -84,6 +112,7 @@ func (r *Runtime) Stop(ctx context.Context, containerID string, grace time.Durat
 	if c, ok := r.containers[containerID]; ok && c.Running {
 		c.Running, c.ExitCode, c.FinishedAt = false, 0, time.Now()
 		r.emit(task.ContainerEvent{Kind: task.ContainerDied, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
+		r.wake()
 	}
 	return nil
 }
@@ -94,6 +123,8 @@ func (r *Runtime) Remove(ctx context.Context, containerID string) error {
 	defer r.mu.Unlock()
 	if c, ok := r.containers[containerID]; ok {
 		delete(r.containers, containerID)
+		delete(r.output, containerID)
+		r.wake()
 		if c.Running {
 			r.emit(task.ContainerEvent{Kind: task.ContainerDied, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now(), ExitCode: 137})
 		}
@@ -188,6 +219,7 @@ func (r *Runtime) Exit(containerID string, code int, oom bool) error {
 		return fmt.Errorf("container %s is not running", containerID)
 	}
 	c.Running, c.ExitCode, c.OOMKilled, c.FinishedAt = false, code, oom, time.Now()
+	r.wake()
 	if oom {
 		r.emit(task.ContainerEvent{Kind: task.ContainerOOM, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
 	}
@@ -261,4 +293,132 @@ func (r *Runtime) emit(ev task.ContainerEvent) {
 		default: // a watcher that does not keep up loses events, as with a broken stream
 		}
 	}
+}
+
+// wake tells followed logs that output grew or a container ended. Callers hold r.mu.
+func (r *Runtime) wake() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// Print appends lines to the output of the container, as if it printed them now; each is one
+// line, without its newline. It fails for an unknown container.
+func (r *Runtime) Print(containerID string, lines ...string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.containers[containerID]; !ok {
+		return fmt.Errorf("no such container: %s", containerID)
+	}
+	for _, l := range lines {
+		r.output[containerID] = append(r.output[containerID], logLine{time: time.Now(), text: l})
+	}
+	r.wake()
+	return nil
+}
+
+// Logs returns what the container printed, as opts says: the lines since opts.Since, the last
+// opts.Tail of them, with their times when asked, and with opts.Follow the lines printed later,
+// until the container ends or ctx is done. It fails with ENOTFOUND for an unknown container.
+func (r *Runtime) Logs(ctx context.Context, containerID string, opts task.LogOptions) (io.ReadCloser, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.containers[containerID]
+	if !ok {
+		return nil, task.Errorf(task.ENOTFOUND, "no such container: %s", containerID)
+	}
+	lines := r.output[containerID]
+	var earlier []logLine
+	for _, l := range lines {
+		if opts.Since.IsZero() || !l.time.Before(opts.Since) {
+			earlier = append(earlier, l)
+		}
+	}
+	switch {
+	case opts.Tail < 0:
+		earlier = nil
+	case opts.Tail > 0 && len(earlier) > opts.Tail:
+		earlier = earlier[len(earlier)-opts.Tail:]
+	}
+	var b strings.Builder
+	for _, l := range earlier {
+		writeLine(&b, l, opts.Timestamps)
+	}
+	if !opts.Follow || !c.Running {
+		return io.NopCloser(strings.NewReader(b.String())), nil
+	}
+	pr, pw := io.Pipe()
+	f := &followed{PipeReader: pr, done: make(chan struct{})}
+	next, changed := len(lines), r.changed
+	go func() {
+		if _, err := io.WriteString(pw, b.String()); err != nil {
+			return
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				pw.CloseWithError(ctx.Err())
+				return
+			case <-f.done:
+				return
+			case <-changed:
+			}
+			r.mu.Lock()
+			lines := r.output[containerID]
+			c, ok := r.containers[containerID]
+			running := ok && c.Running
+			changed = r.changed
+			r.mu.Unlock()
+			var b strings.Builder
+			for _, l := range lines[min(next, len(lines)):] {
+				writeLine(&b, l, opts.Timestamps)
+			}
+			next = len(lines)
+			if _, err := io.WriteString(pw, b.String()); err != nil {
+				return
+			}
+			if !running {
+				pw.Close()
+				return
+			}
+		}
+	}()
+	return f, nil
+}
+
+// followed is followed output; closing it ends the goroutine that feeds it.
+type followed struct {
+	*io.PipeReader
+	once sync.Once
+	done chan struct{}
+}
+
+func (f *followed) Close() error {
+	f.once.Do(func() { close(f.done) })
+	return f.PipeReader.Close()
+}
+
+func writeLine(b *strings.Builder, l logLine, timestamps bool) {
+	if timestamps {
+		b.WriteString(l.time.UTC().Format(time.RFC3339Nano))
+		b.WriteByte(' ')
+	}
+	b.WriteString(l.text)
+	b.WriteByte('\n')
+}
+
+// Stats returns StatsSample, or DefaultStats when StatsSample has no Time, for the container,
+// or an ENOTFOUND error for an unknown one.
+func (r *Runtime) Stats(ctx context.Context, containerID string) (task.ContainerStats, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.containers[containerID]; !ok {
+		return task.ContainerStats{}, task.Errorf(task.ENOTFOUND, "no such container: %s", containerID)
+	}
+	s := r.StatsSample
+	if s.Time.IsZero() {
+		s = DefaultStats()
+		s.Time = time.Now()
+	}
+	s.ContainerID = containerID
+	return s, nil
 }
