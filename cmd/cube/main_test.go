@@ -1,0 +1,25 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/cube-orchestrator/cube/internal/testenv"
+	"go.uber.org/goleak"
+)
+
+// TestMain fails the package when a goroutine outlives its tests: every daemon the tests start
+// must stop completely, and every worker, stream and health check with it.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	client.CloseIdleConnections()
+	testenv.CloseIdle()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines left behind by the tests: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
