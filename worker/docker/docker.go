@@ -107,12 +107,12 @@ func (r *Runtime) Ping(ctx context.Context) error {
 // Start makes sure the task's image is present as its PullPolicy says, then creates and starts
 // its container and returns it with its published ports and address. A container that was
 // created but could not be started is removed. progress, if not nil, hears of each step.
+//
+// With the default policy the image is not looked up first: the create says when it is missing,
+// and only then is it pulled, so the common case costs no extra call.
 func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.StartStep)) (task.Container, error) {
 	if progress == nil {
 		progress = func(task.StartStep) {}
-	}
-	if err := r.ensureImage(ctx, t, progress); err != nil {
-		return task.Container{}, err
 	}
 	cfg, hostCfg, err := containerConfig(t, r.opts.StopGrace)
 	if err != nil {
@@ -122,10 +122,22 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		cfg.Labels[LabelWorker] = r.opts.Worker
 	}
 	name := containerName(t)
-
-	cctx, cancel := r.call(ctx)
-	created, err := r.cli.ContainerCreate(cctx, cfg, hostCfg, nil, nil, name)
-	cancel()
+	if t.PullPolicy == task.PullAlways {
+		if err := r.pullImage(ctx, t, progress); err != nil {
+			return task.Container{}, err
+		}
+	}
+	created, err := r.create(ctx, cfg, hostCfg, name)
+	if err != nil && cerrdefs.IsNotFound(err) && t.PullPolicy != task.PullAlways {
+		if t.PullPolicy == task.PullNever {
+			return task.Container{}, &task.Error{Code: task.ENOTFOUND,
+				Message: fmt.Sprintf("image %s is not present and PullPolicy is \"never\"", t.Image)}
+		}
+		if err := r.pullImage(ctx, t, progress); err != nil {
+			return task.Container{}, err
+		}
+		created, err = r.create(ctx, cfg, hostCfg, name)
+	}
 	if err != nil {
 		return task.Container{}, convert(err, "create container")
 	}
@@ -150,6 +162,12 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 // hostPortRE finds the host address in the Engine's "port is already allocated" and "address
 // already in use" messages.
 var hostPortRE = regexp.MustCompile(`(?:Bind for |listen tcp[46]? )(\S+?):(\d+)(?::| failed)`)
+
+func (r *Runtime) create(ctx context.Context, cfg *container.Config, hostCfg *container.HostConfig, name string) (container.CreateResponse, error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	return r.cli.ContainerCreate(ctx, cfg, hostCfg, nil, nil, name)
+}
 
 // startError explains a failed start; a host port that is taken is the common case.
 func startError(err error) error {

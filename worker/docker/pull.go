@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	cerrdefs "github.com/containerd/errdefs"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/distribution/reference"
 	"github.com/docker/docker/api/types/image"
@@ -55,24 +54,10 @@ func (p *pull) tell(step task.StartStep) {
 	}
 }
 
-// ensureImage makes sure the task's image is present as its PullPolicy says: if-not-present
-// (the default) pulls only a missing image, always pulls before every start, never fails when
-// the image is missing. Concurrent pulls of one image with the same credentials are done once.
-func (r *Runtime) ensureImage(ctx context.Context, t task.Task, progress func(task.StartStep)) error {
+// pullImage pulls the task's image. Concurrent pulls of one image with the same credentials are
+// done once, and every caller hears of its progress.
+func (r *Runtime) pullImage(ctx context.Context, t task.Task, progress func(task.StartStep)) error {
 	ref := t.Image
-	if t.PullPolicy != task.PullAlways {
-		ictx, cancel := r.call(ctx)
-		_, err := r.cli.ImageInspect(ictx, ref)
-		cancel()
-		switch {
-		case err == nil:
-			return nil
-		case !cerrdefs.IsNotFound(err):
-			return convert(err, "inspect image")
-		case t.PullPolicy == task.PullNever:
-			return &task.Error{Code: task.ENOTFOUND, Message: fmt.Sprintf("image %s is not present and PullPolicy is \"never\"", ref)}
-		}
-	}
 	auth, who, err := r.registryAuth(ref, t.RegistryAuth)
 	if err != nil {
 		return err
