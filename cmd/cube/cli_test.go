@@ -62,7 +62,7 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Fatalf("cube run --wait: got %q, want %s", out, outcomeRE)
 	}
 	prefix, hostPort := m[1], m[2]
-	if body := httpGetWithin(t, "http://127.0.0.1:"+hostPort+"/health", 10*time.Second); body != "ok" {
+	if body := testenv.GetWithin(t, "http://127.0.0.1:"+hostPort+"/health", 10*time.Second); body != "ok" {
 		t.Errorf("the task's published port: got %q, want ok", body)
 	}
 

@@ -193,27 +193,6 @@ func echoTask(args ...string) task.Task {
 	return task.Task{ID: uuid.New(), Name: "e2e", State: task.Scheduled, Image: testenv.EchoImage, Cmd: args}
 }
 
-func httpGetWithin(t *testing.T, url string, within time.Duration) string {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	var last error
-	for time.Now().Before(deadline) {
-		resp, err := client.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return string(b)
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		last = err
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("GET %s: no 200 within %v: %v", url, within, last)
-	return ""
-}
-
 func containerGone(t *testing.T, id string) bool {
 	t.Helper()
 	_, err := testenv.Docker(t).ContainerInspect(testenv.Ctx(t, 10*time.Second), id)
@@ -248,7 +227,7 @@ func TestStartRunsALabelledContainerWithPublishedPorts(t *testing.T) {
 	if info.Config.Labels[task.LabelTaskID] != tk.ID.String() {
 		t.Errorf("label: got %v, want %s=%s", info.Config.Labels, task.LabelTaskID, tk.ID)
 	}
-	if body := httpGetWithin(t, "http://127.0.0.1:"+bs[0].HostPort+"/health", 10*time.Second); body != "ok" {
+	if body := testenv.GetWithin(t, "http://127.0.0.1:"+bs[0].HostPort+"/health", 10*time.Second); body != "ok" {
 		t.Errorf("published port: got %q, want ok", body)
 	}
 

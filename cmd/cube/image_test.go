@@ -57,7 +57,7 @@ func TestWorkerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &daemon{name: name, url: "http://127.0.0.1:" + info.NetworkSettings.Ports["5556/tcp"][0].HostPort, token: testToken}
-	if body := httpGetWithin(t, d.url+"/healthz", 30*time.Second); !strings.Contains(body, "ok") {
+	if body := testenv.GetWithin(t, d.url+"/healthz", 30*time.Second); !strings.Contains(body, "ok") {
 		t.Fatalf("healthz: got %q", body)
 	}
 	if code := d.do(t, http.MethodGet, "/readyz", nil, nil); code != http.StatusOK {
@@ -67,7 +67,7 @@ func TestWorkerImage(t *testing.T) {
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
 	d.submit(t, tk)
 	run := d.waitState(t, tk.ID, task.Running, time.Minute)
-	if body := httpGetWithin(t, "http://127.0.0.1:"+run.HostPorts["7777/tcp"][0].HostPort+"/health", 10*time.Second); body != "ok" {
+	if body := testenv.GetWithin(t, "http://127.0.0.1:"+run.HostPorts["7777/tcp"][0].HostPort+"/health", 10*time.Second); body != "ok" {
 		t.Errorf("task's published port: got %q, want ok", body)
 	}
 	if code := d.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil); code != http.StatusNoContent {

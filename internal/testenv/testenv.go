@@ -321,3 +321,27 @@ func CloseIdle() {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// GetWithin polls url with GET until it answers 200 and returns the body, and fails the test
+// when it does not within the given time. Each try has its own short timeout.
+func GetWithin(tb testing.TB, url string, within time.Duration) string {
+	tb.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline := time.Now().Add(within)
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return string(b)
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	tb.Fatalf("GET %s: no 200 within %v: %v", url, within, last)
+	return ""
+}

@@ -3,10 +3,7 @@ package docker_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,7 +70,7 @@ func TestStartPublishesPortsAndLabels(t *testing.T) {
 			t.Errorf("HostPorts[%s] is empty", port)
 		}
 	}
-	body := getWithin(t, "http://127.0.0.1:"+bs[0].HostPort+"/health", 10*time.Second)
+	body := testenv.GetWithin(t, "http://127.0.0.1:"+bs[0].HostPort+"/health", 10*time.Second)
 	if body != "ok" {
 		t.Errorf("GET /health: got %q, want %q", body, "ok")
 	}
@@ -153,7 +150,7 @@ func TestPortBindingPinsHostPort(t *testing.T) {
 	if got := c.HostPorts["7777/tcp"]; len(got) == 0 || got[0].HostPort != port {
 		t.Fatalf("HostPorts: got %v, want 7777/tcp on %s", c.HostPorts, port)
 	}
-	if body := getWithin(t, "http://127.0.0.1:"+port+"/health", 10*time.Second); body != "ok" {
+	if body := testenv.GetWithin(t, "http://127.0.0.1:"+port+"/health", 10*time.Second); body != "ok" {
 		t.Errorf("got %q, want ok", body)
 	}
 }
@@ -292,27 +289,6 @@ func TestConcurrentStartsOfOneImage(t *testing.T) {
 	if got := len(testenv.Containers(t, docker.LabelWorker+"="+name)); got != n {
 		t.Errorf("got %d containers, want %d", got, n)
 	}
-}
-
-func getWithin(t *testing.T, url string, d time.Duration) string {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var last error
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return string(b)
-			}
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		}
-		last = err
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("GET %s: no answer within %v: %v", url, d, last)
-	return ""
 }
 
 func contains(list []string, s string) bool {
