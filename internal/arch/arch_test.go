@@ -24,16 +24,25 @@ func TestImportArrows(t *testing.T) {
 		pkg     string
 		allowed func(dep string) bool
 	}{
+		// The domain: the standard library and uuid, no Docker, no chi, no Prometheus.
 		{"task", func(d string) bool { return d == mod+"/task" || d == "github.com/google/uuid" }},
 		{"worker", func(d string) bool {
 			return !strings.HasPrefix(d, "github.com/docker/") && !strings.HasPrefix(d, mod+"/api") &&
-				!strings.HasPrefix(d, mod+"/worker/docker") && !strings.HasPrefix(d, "github.com/go-chi/")
+				!strings.HasPrefix(d, mod+"/worker/docker") && !strings.HasPrefix(d, "github.com/go-chi/") &&
+				!strings.HasPrefix(d, "github.com/prometheus/")
 		}},
 		{"worker/docker", func(d string) bool {
 			return d != mod+"/worker" && !strings.HasPrefix(d, mod+"/api") && !strings.HasPrefix(d, "github.com/go-chi/")
 		}},
+		// The API mounts the metrics handler it is given: it knows nothing of Prometheus.
 		{"api", func(d string) bool {
-			return !strings.HasPrefix(d, "github.com/docker/") && !strings.HasPrefix(d, mod+"/worker/docker")
+			return !strings.HasPrefix(d, "github.com/docker/") && !strings.HasPrefix(d, mod+"/worker/docker") &&
+				!strings.HasPrefix(d, "github.com/prometheus/") && d != mod+"/internal/metrics"
+		}},
+		// The metrics read the worker and wrap its runtime; they serve no routes and drive no Engine.
+		{"internal/metrics", func(d string) bool {
+			return !strings.HasPrefix(d, mod+"/api") && !strings.HasPrefix(d, mod+"/worker/docker") &&
+				!strings.HasPrefix(d, "github.com/docker/") && !strings.HasPrefix(d, "github.com/go-chi/")
 		}},
 		// The client is imported by other programs (a manager): it carries no server.
 		{"api/client", func(d string) bool {
