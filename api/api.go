@@ -5,7 +5,11 @@
 //	GET    /tasks            every task (200, a JSON array)
 //	GET    /tasks/{taskID}   one task (200; 404 unknown; 400 not a UUID)
 //	DELETE /tasks/{taskID}   stop a task: container stopped and removed, task Completed (204)
+//	GET    /tasks/{taskID}/logs   the task's output as text; follow, tail, since, timestamps (200)
+//	GET    /tasks/{taskID}/stats  one sample of the task's CPU, memory, network and block I/O (200)
 //	GET    /stats            node stats in the shape the book's manager reads (200)
+//	GET    /events           task changes as Server-Sent Events; Last-Event-ID resumes (200)
+//	GET    /metrics          Prometheus metrics, when Options.Metrics is set (200)
 //	GET    /healthz          liveness: the process serves (200)
 //	GET    /readyz           readiness: the container runtime answers (200, or 503 with the reason)
 //	GET    /openapi.json     this API's contract, an OpenAPI 3 document (api/openapi.json)
@@ -44,6 +48,16 @@ type Options struct {
 	// default DefaultRequestTimeout. The HTTP server's own ReadTimeout and WriteTimeout should
 	// stay 0, so that streaming answers can lift these per-request deadlines (see liftDeadlines).
 	RequestTimeout time.Duration
+	// Metrics, when set, serves GET /metrics. The API only mounts it; what it serves is the
+	// caller's (cmd wires the Prometheus handler of internal/metrics).
+	Metrics http.Handler
+	// Observe, when set, hears of every answered request: its method, the route pattern that
+	// served it ("/tasks/{taskID}"; "" when no route matched), its status and how long it took.
+	// A streaming answer is heard of when it ends.
+	Observe func(method, route string, status int, d time.Duration)
+	// EventKeepAlive is how often GET /events sends a comment on an idle stream, so that proxies
+	// and clients see the connection alive; default DefaultEventKeepAlive.
+	EventKeepAlive time.Duration
 }
 
 // Server holds what the handlers need.
@@ -52,6 +66,9 @@ type Server struct {
 	log            *slog.Logger
 	auth           authenticator
 	requestTimeout time.Duration
+	metrics        http.Handler
+	observeFn      func(method, route string, status int, d time.Duration)
+	keepAlive      time.Duration
 }
 
 // New returns the HTTP handler serving w.
@@ -61,6 +78,12 @@ func New(w *worker.Worker, opts Options) http.Handler {
 		log:            opts.Logger,
 		auth:           newAuthenticator(opts.Token, opts.ReadToken),
 		requestTimeout: opts.RequestTimeout,
+		metrics:        opts.Metrics,
+		observeFn:      opts.Observe,
+		keepAlive:      opts.EventKeepAlive,
+	}
+	if s.keepAlive <= 0 {
+		s.keepAlive = DefaultEventKeepAlive
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -75,7 +98,7 @@ func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	// Authentication comes before routing, so that a client without a token learns nothing,
 	// not even which routes exist.
-	r.Use(s.recoverer, s.deadlines, s.logRequests, s.authenticate)
+	r.Use(s.observe, s.recoverer, s.deadlines, s.logRequests, s.authenticate)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, httpErrorf(http.StatusNotFound, "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -88,8 +111,14 @@ func (s *Server) routes() http.Handler {
 		r.Get("/", s.handleList)
 		r.Get("/{taskID}", s.handleGet)
 		r.Delete("/{taskID}", s.handleStop)
+		r.Get("/{taskID}/logs", s.handleLogs)
+		r.Get("/{taskID}/stats", s.handleTaskStats)
 	})
 	r.Get("/stats", s.handleStats)
+	r.Get("/events", s.handleEvents)
+	if s.metrics != nil {
+		r.Method(http.MethodGet, "/metrics", s.metrics)
+	}
 	r.Get("/healthz", s.handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
 	r.Get("/openapi.json", s.handleOpenAPI)

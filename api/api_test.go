@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orchestrator/cube/internal/metrics"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/workertest"
@@ -52,8 +53,8 @@ type harness struct {
 	h  http.Handler
 }
 
-// newHarness starts a worker on a fake runtime and serves it; the worker stops when the test
-// ends.
+// newHarness starts a worker on a fake runtime and serves it, with its metrics; the worker stops
+// when the test ends.
 func newHarness(tb testing.TB) *harness {
 	tb.Helper()
 	rt := workertest.New()
@@ -73,7 +74,9 @@ func newHarness(tb testing.TB) *harness {
 			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
 		}
 	})
-	return &harness{rt: rt, w: w, h: New(w, Options{Logger: log})}
+	m := metrics.New(metrics.Options{Logger: log})
+	m.Track(w)
+	return &harness{rt: rt, w: w, h: New(w, Options{Logger: log, Metrics: m.Handler(), Observe: m.ObserveHTTP})}
 }
 
 // do serves one request and returns the answer.
@@ -383,7 +386,7 @@ func TestRoutingErrors(t *testing.T) {
 		status       int
 	}{
 		{http.MethodGet, "/nope", http.StatusNotFound},
-		{http.MethodGet, "/tasks/" + uuid.NewString() + "/logs", http.StatusNotFound},
+		{http.MethodGet, "/tasks/" + uuid.NewString() + "/nope", http.StatusNotFound},
 		{http.MethodPut, "/tasks", http.StatusMethodNotAllowed},
 		{http.MethodPatch, "/tasks/" + uuid.NewString(), http.StatusMethodNotAllowed},
 		{http.MethodPost, "/stats", http.StatusMethodNotAllowed},
