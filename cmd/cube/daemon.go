@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/internal/metrics"
 	"github.com/cube-orchestrator/cube/internal/nodestats"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
@@ -89,7 +90,9 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	w := worker.New(rt, worker.Config{
+	// The metrics time every call to the runtime, and follow the worker's tasks and changes.
+	m := metrics.New(metrics.Options{Logger: log})
+	w := worker.New(m.Runtime(rt), worker.Config{
 		Name:               cfg.name,
 		Concurrency:        cfg.concurrency,
 		Logger:             log,
@@ -100,11 +103,14 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		KeepOrphans:        !cfg.reapOrphans,
 		OrphanGrace:        cfg.orphanGrace,
 	})
+	m.Track(w)
 	handler := api.New(w, api.Options{
 		Logger:         log,
 		Token:          sec.token,
 		ReadToken:      sec.readToken,
 		RequestTimeout: cfg.requestTimeout,
+		Metrics:        m.Handler(),
+		Observe:        m.ObserveHTTP,
 	})
 	readHeaderTimeout := cfg.readHeaderTimeout
 	if readHeaderTimeout <= 0 {
@@ -124,6 +130,8 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 
 	wctx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()
+	metricsDone := make(chan error, 1)
+	go func() { metricsDone <- m.Run(wctx) }()
 	workerDone := make(chan error, 1)
 	go func() { workerDone <- w.Run(wctx) }()
 	serveDone := make(chan error, 1)
@@ -162,6 +170,9 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		}
 	case <-sctx.Done():
 		log.Warn("worker operations still under way at exit")
+	}
+	if err := <-metricsDone; err != nil { // it returns as soon as wctx is done
+		return err
 	}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", serveErr)

@@ -48,7 +48,9 @@ func waitExited(t *testing.T, rt *docker.Runtime, id string) {
 
 func TestLogsDemultiplexTailSinceTimestamps(t *testing.T) {
 	rt, _ := newRuntime(t)
-	c, err := rt.Start(ctx(t), echoTask("--print", "hello", "--lines", "3", "--stderr", "oops"), nil)
+	// The lines come 100ms apart: the Engine reads stdout and stderr apart, and lines printed at
+	// once to both may come in either order.
+	c, err := rt.Start(ctx(t), echoTask("--print", "hello", "--lines", "3", "--interval", "100ms", "--stderr", "oops"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
