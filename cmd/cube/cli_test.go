@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -38,15 +37,6 @@ func (d *daemon) mustCube(t *testing.T, args ...string) string {
 		t.Fatalf("cube %s: %v", strings.Join(args, " "), err)
 	}
 	return out
-}
-
-// cliRoute reports whether the daemon serves the route of path yet (the logs, task stats and
-// events routes are landing one by one).
-func (d *daemon) cliRoute(t *testing.T, path string) bool {
-	t.Helper()
-	var e struct{ Message string }
-	code := d.do(t, http.MethodGet, path, nil, &e)
-	return !(code == http.StatusNotFound && strings.HasPrefix(e.Message, "no route for"))
 }
 
 var outcomeRE = regexp.MustCompile(`^task web \(([0-9a-f]{8})\) is Running, ports (\d+)->7777/tcp\n$`)
@@ -136,39 +126,73 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Errorf("cube stats: got\n%s\nwant a row with 2 tasks", out)
 	}
 
-	// The routes that are landing: logs, task stats, events.
+	// Logs, task stats, events.
 	t.Run("logs", func(t *testing.T) {
-		if !d.cliRoute(t, "/tasks/"+webTask.ID.String()+"/logs") {
-			t.Skip("the worker does not serve GET /tasks/{taskID}/logs yet")
+		// --lines 3 numbers its lines: "hello 1" to "hello 3".
+		if out := d.mustCube(t, "logs", "web"); out != "hello 1\nhello 2\nhello 3\n" {
+			t.Errorf("cube logs web: got %q, want hello 1 to 3", out)
 		}
-		if out := d.mustCube(t, "logs", "web"); strings.Count(out, "hello\n") != 3 {
-			t.Errorf("cube logs web: got %q, want hello 3 times", out)
+		if out := d.mustCube(t, "logs", "--tail", "1", "web"); out != "hello 3\n" {
+			t.Errorf("cube logs --tail 1 web: got %q, want the last line", out)
 		}
-		if out := d.mustCube(t, "logs", "--tail", "1", "web"); strings.Count(out, "hello") != 1 {
-			t.Errorf("cube logs --tail 1 web: got %q, want one line", out)
+		if out := d.mustCube(t, "logs", "--tail", "0", "web"); out != "" {
+			t.Errorf("cube logs --tail 0 web: got %q, want nothing", out)
+		}
+		ts, text, _ := strings.Cut(d.mustCube(t, "logs", "-t", "--tail", "1", "--since", "1h", prefix), " ")
+		if _, err := time.Parse(time.RFC3339Nano, ts); err != nil || text != "hello 3\n" {
+			t.Errorf("cube logs -t --tail 1 --since 1h: got %q %q, want a time and the last line", ts, text)
+		}
+		// -f follows until the task ends.
+		done := make(chan string, 1)
+		go func() {
+			out, err := d.cube(t, "logs", "-f", "--tail", "0", "filed")
+			if err != nil {
+				t.Errorf("cube logs -f filed: %v", err)
+			}
+			done <- out
+		}()
+		time.Sleep(500 * time.Millisecond) // the follow is under way
+		d.mustCube(t, "stop", "filed")
+		select {
+		case out := <-done:
+			if out != "" {
+				t.Errorf("cube logs -f of a quiet task: got %q, want nothing", out)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("cube logs -f did not end when the task ended")
+		}
+		d.waitState(t, filedID, task.Completed, 30*time.Second) // stopped, and its container removed
+		if _, err := d.cube(t, "logs", "filed"); err == nil || !strings.Contains(err.Error(), "has no container") {
+			t.Errorf("cube logs of a task without a container: got %v, want the worker's 409 message", err)
 		}
 	})
 	t.Run("stats", func(t *testing.T) {
-		if !d.cliRoute(t, "/tasks/"+webTask.ID.String()+"/stats") {
-			t.Skip("the worker does not serve GET /tasks/{taskID}/stats yet")
-		}
 		out := d.mustCube(t, "stats", "web")
 		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 2 || !strings.HasPrefix(lines[1], prefix+" ") || !strings.Contains(lines[1], "/ 64MiB") {
 			t.Errorf("cube stats web: got\n%s\nwant a row for web with its 64MiB limit", out)
+		}
+		var s map[string]any
+		if err := json.Unmarshal([]byte(d.mustCube(t, "stats", "web", "-o", "json")), &s); err != nil || s["TaskID"] != webTask.ID.String() {
+			t.Errorf("cube stats web -o json: got %v, %v", s, err)
+		}
+		if _, err := d.cube(t, "stats", "broken"); err == nil || !strings.Contains(err.Error(), "is not running") {
+			t.Errorf("cube stats of a Failed task: got %v, want the worker's 409 message", err)
 		}
 	})
 	t.Run("events", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		out, err := cliCube(t, ctx, map[string]string{"CUBE_WORKER": strings.TrimPrefix(d.url, "http://")}, "events", "--after", "0")
-		if err != nil && strings.HasPrefix(err.Error(), "no route for GET /events") {
-			t.Skip("the worker does not serve GET /events yet")
-		}
 		if err != nil {
 			t.Fatalf("cube events --after 0: %v", err)
 		}
-		if !regexp.MustCompile(`  web  ` + prefix + `  Started  Running`).MatchString(out) {
-			t.Errorf("cube events --after 0: got\n%s\nwant web's Started event", out)
+		// The Started record comes as the container starts, while the task is still Scheduled;
+		// the change to Running follows, with the health check starting.
+		for _, re := range []string{`  web  ` + prefix + `  Received  Pending\n`, `  web  ` + prefix + `  Started  Scheduled  container [0-9a-f]{12}\n`,
+			`  web  ` + prefix + `  State  Running starting\n`, `  broken  [0-9a-f]{8}  Failed  Failed  image pull failed`} {
+			if !regexp.MustCompile(re).MatchString(out) {
+				t.Errorf("cube events --after 0: got\n%s\nwant a line matching %q", out, re)
+			}
 		}
 	})
 
@@ -178,7 +202,7 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Errorf("cube stop %s: got %q, want the task's ID", prefix, out)
 	}
 	d.waitState(t, webTask.ID, task.Completed, 30*time.Second)
-	d.mustCube(t, "stop", "filed")
+	d.mustCube(t, "stop", "filed") // already stopped by the logs subtest: nothing to do
 	d.waitState(t, filedID, task.Completed, 30*time.Second)
 }
 

@@ -379,10 +379,10 @@ func TestMetricsEndToEnd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for k, want := range map[string]float64{
-		"cube_task_starts_total":   4, // crash twice, oom, web
-		"cube_task_exits_total":    3, // crash twice, oom
-		"cube_task_restarts_total": 1,
-		"cube_task_ooms_total":     1,
+		"cube_task_starts_total":                               4, // crash twice, oom, web
+		"cube_task_exits_total":                                3, // crash twice, oom
+		"cube_task_restarts_total":                             1,
+		"cube_task_ooms_total":                                 1,
 		"cube_task_start_duration_seconds{phase=total}_count":  3, // the submits, not the restart
 		"cube_task_start_duration_seconds{phase=create}_count": 3,
 		"cube_task_start_duration_seconds{phase=start}_count":  3,
