@@ -73,7 +73,7 @@ func (s *loadStats) fail(format string, args ...any) {
 }
 
 // TestLoad drives the in-process daemon, with tokens, against the real Docker Engine: 200
-// clients mixing POST, GET of one task, GET of the list, GET /stats and DELETE for
+// clients mixing POST, GET of one task and of its logs, GET of the list, GET /stats and DELETE for
 // CUBE_LOAD_DURATION, with at most 60 tasks undeleted at once. Then every task is deleted. It
 // wants no 5xx and no transport error, every accepted task listed and ended, no container left,
 // and the process's goroutines and heap back near where they started.
@@ -270,7 +270,10 @@ func loadClient(i int, st *loadStats, slots chan struct{}, stop chan struct{}, s
 	var live, deleting []uuid.UUID // tasks of this client, not deleted; deleted, not yet seen ended
 	do := func(method, path, token string, body []byte, want ...int) (int, []byte) {
 		route := method + " " + path
-		if strings.HasPrefix(path, "/tasks/") {
+		switch {
+		case strings.HasPrefix(path, "/tasks/") && strings.Contains(path, "/logs"):
+			route = method + " /tasks/{id}/logs"
+		case strings.HasPrefix(path, "/tasks/"):
 			route = method + " /tasks/{id}"
 		}
 		start := time.Now()
@@ -335,6 +338,12 @@ func loadClient(i int, st *loadStats, slots chan struct{}, stop chan struct{}, s
 			do("GET", "/stats", testReadToken, nil, 200)
 		case r < 77: // a wrong token
 			do("GET", "/tasks", "not-the-token-0123456789", nil, 401)
+		case r < 82: // the last lines of one of its tasks; 409 while it has no container yet
+			if len(live) == 0 {
+				do("GET", "/tasks/"+uuid.NewString()+"/logs", testReadToken, nil, 404)
+				break
+			}
+			do("GET", "/tasks/"+live[rng.IntN(len(live))].String()+"/logs?tail=5&timestamps=true", testReadToken, nil, 200, 409)
 		default: // DELETE one of its tasks
 			if len(live) == 0 {
 				do("GET", "/readyz", testReadToken, nil, 200)
