@@ -22,6 +22,7 @@
 package api
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -58,6 +59,10 @@ type Options struct {
 	// EventKeepAlive is how often GET /events sends a comment on an idle stream, so that proxies
 	// and clients see the connection alive; default DefaultEventKeepAlive.
 	EventKeepAlive time.Duration
+	// StreamContext, when set, ends every streaming answer (followed logs, event streams) when
+	// it is done. A server that shuts down cancels it first, so that draining does not wait on
+	// clients that never hang up. Default: streams end only with their requests.
+	StreamContext context.Context
 }
 
 // Server holds what the handlers need.
@@ -69,6 +74,7 @@ type Server struct {
 	metrics        http.Handler
 	observeFn      func(method, route string, status int, d time.Duration)
 	keepAlive      time.Duration
+	streams        context.Context
 }
 
 // New returns the HTTP handler serving w.
@@ -81,6 +87,7 @@ func New(w *worker.Worker, opts Options) http.Handler {
 		metrics:        opts.Metrics,
 		observeFn:      opts.Observe,
 		keepAlive:      opts.EventKeepAlive,
+		streams:        opts.StreamContext,
 	}
 	if s.keepAlive <= 0 {
 		s.keepAlive = DefaultEventKeepAlive

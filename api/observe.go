@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,7 +82,9 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	rc, err := s.w.Logs(r.Context(), id, opts)
+	ctx, cancel := s.streamContext(r)
+	defer cancel()
+	rc, err := s.w.Logs(ctx, id, opts)
 	if err != nil {
 		s.error(w, r, err)
 		return
@@ -105,7 +108,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if err != nil {
-			if r.Context().Err() == nil {
+			if ctx.Err() == nil {
 				s.log.Warn("task logs cut short", "task", id, "err", err)
 			}
 			return
@@ -149,8 +152,10 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	if !replay {
 		after = s.w.LastChange()
 	}
-	backlog, changes, cancel := s.w.Changes(after)
+	ctx, cancel := s.streamContext(r)
 	defer cancel()
+	backlog, changes, unsubscribe := s.w.Changes(after)
+	defer unsubscribe()
 
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -169,7 +174,7 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	defer keepAlive.Stop()
 	for {
 		select {
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		case c, ok := <-changes:
 			if !ok {
@@ -185,6 +190,20 @@ func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			s.flush(w)
 		}
+	}
+}
+
+// streamContext returns the context of a streaming answer: the request's, ended also when
+// Options.StreamContext is done.
+func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	if s.streams == nil {
+		return ctx, cancel
+	}
+	stop := context.AfterFunc(s.streams, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
 	}
 }
 

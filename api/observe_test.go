@@ -361,3 +361,38 @@ func TestObserveSeesRoutePatterns(t *testing.T) {
 		t.Errorf("observed:\n got %v\nwant %v", got, want)
 	}
 }
+
+// TestStreamsEndWithStreamContext checks that followed logs and event streams end when the
+// server's StreamContext is done, as when the server shuts down.
+func TestStreamsEndWithStreamContext(t *testing.T) {
+	h := newHarness(t)
+	run := h.running(t)
+	streams, endStreams := context.WithCancel(context.Background())
+	defer endStreams()
+	url := h.serve(t, Options{StreamContext: streams})
+	logs := get(t, context.Background(), url+"/tasks/"+run.ID.String()+"/logs?follow=true", nil)
+	events := get(t, context.Background(), url+"/events", nil)
+	if logs.StatusCode != http.StatusOK || events.StatusCode != http.StatusOK {
+		t.Fatalf("got %d and %d, want two streams", logs.StatusCode, events.StatusCode)
+	}
+	ended := make(chan string, 2)
+	for name, body := range map[string]io.Reader{"logs": logs.Body, "events": events.Body} {
+		go func() {
+			io.Copy(io.Discard, body)
+			ended <- name
+		}()
+	}
+	select {
+	case name := <-ended:
+		t.Fatalf("the %s stream ended before its time", name)
+	case <-time.After(100 * time.Millisecond):
+	}
+	endStreams()
+	for range 2 {
+		select {
+		case <-ended:
+		case <-time.After(waitTimeout):
+			t.Fatal("a stream did not end with the stream context")
+		}
+	}
+}

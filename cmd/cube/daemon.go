@@ -104,6 +104,10 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		OrphanGrace:        cfg.orphanGrace,
 	})
 	m.Track(w)
+	// Streaming answers (followed logs, event streams) end as the server shuts down, so that
+	// draining does not wait for clients that never hang up.
+	streams, endStreams := context.WithCancel(context.Background())
+	defer endStreams()
 	handler := api.New(w, api.Options{
 		Logger:         log,
 		Token:          sec.token,
@@ -111,6 +115,7 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		RequestTimeout: cfg.requestTimeout,
 		Metrics:        m.Handler(),
 		Observe:        m.ObserveHTTP,
+		StreamContext:  streams,
 	})
 	readHeaderTimeout := cfg.readHeaderTimeout
 	if readHeaderTimeout <= 0 {
@@ -127,6 +132,7 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(endStreams)
 
 	wctx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()

@@ -426,3 +426,39 @@ func TestMetricsEndToEnd(t *testing.T) {
 		t.Logf("metrics:\n%s", body)
 	}
 }
+
+// TestShutdownEndsStreams checks that a worker shutting down ends the streams clients hold open
+// (an event stream, followed logs) rather than waiting out its drain on them.
+func TestShutdownEndsStreams(t *testing.T) {
+	d := startDaemon(t)
+	tk := echoTask("--listen", ":7777")
+	d.submit(t, tk)
+	d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	ended := make(chan error, 2)
+	for _, path := range []string{"/events", "/tasks/" + tk.ID.String() + "/logs?follow=true"} {
+		resp, err := http.Get(d.url + path) // no client timeout: only the worker ends it
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		go func() {
+			defer resp.Body.Close()
+			_, err := io.Copy(io.Discard, resp.Body)
+			ended <- err
+		}()
+	}
+	start := time.Now()
+	d.stop(t)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown with two open streams took %v, want them ended at once", took)
+	}
+	for range 2 {
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Errorf("stream: got %v, want its proper end", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a stream outlived the worker")
+		}
+	}
+}
