@@ -86,10 +86,11 @@ func NextRestart(policy string, spec RestartSpec, o Outcome, streak int, jitter 
 // spread by ±10% with jitter in [0, 1), and never above MaxDelay.
 func Backoff(spec RestartSpec, streak int, jitter float64) time.Duration {
 	spec = spec.WithDefaults()
-	d := spec.Delay.D()
-	for i := 0; i < streak && d < spec.MaxDelay.D(); i++ {
+	d := float64(spec.Delay.D())
+	limit := float64(spec.MaxDelay.D())
+	for i := 0; i < streak && d < limit; i++ {
 		d *= 2
 	}
-	d = time.Duration(float64(d) * (0.9 + 0.2*jitter))
-	return min(d, spec.MaxDelay.D())
+	// In float64 until capped, so that no product overflows a Duration.
+	return time.Duration(min(d*(0.9+0.2*jitter), limit))
 }

@@ -75,6 +75,7 @@ type Task struct {
 	LastHealthCheck *HealthResult `json:",omitempty"`
 	Pull            *PullProgress `json:",omitempty"` // while the image is being pulled
 	LastEvent       string        `json:",omitempty"` // the ID of the event that last (re)started the task
+	RestartStreak   int           `json:",omitempty"` // restarts in the current row, which Restart.MaxAttempts bounds
 	Unconfirmed     string        `json:",omitempty"` // set while the runtime does not answer: the state is as last seen
 	Events          []Record      `json:",omitempty"` // the task's last MaxRecords happenings, oldest first
 }

@@ -129,6 +129,8 @@ func (t Task) validateLifecycle() error {
 			return invalid("Restart.MaxDelay", "must not be negative, got %v", r.MaxDelay.D())
 		case r.ResetAfter < 0:
 			return invalid("Restart.ResetAfter", "must not be negative, got %v", r.ResetAfter.D())
+		case r.Delay.D() > maxRestartDuration || r.MaxDelay.D() > maxRestartDuration || r.ResetAfter.D() > maxRestartDuration:
+			return invalid("Restart", "Delay, MaxDelay and ResetAfter must be at most %v", maxRestartDuration)
 		}
 	}
 	switch t.PullPolicy {
@@ -156,6 +158,9 @@ func (t Task) validateLifecycle() error {
 	}
 	return nil
 }
+
+// maxRestartDuration bounds the restart back-off settings.
+const maxRestartDuration = 24 * time.Hour
 
 var signalRE = regexp.MustCompile(`^(SIG[A-Z0-9+-]+|[A-Z][A-Z0-9+-]*|[0-9]{1,2})$`)
 

@@ -229,7 +229,6 @@ func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *l
 		why = "unhealthy: " + o.result.Output
 	}
 	log.Warn("task is unhealthy; stopping it", "why", why)
-	l.cancelProbe()
 	w.modify(o.taskID, func(t *task.Task) error {
 		t.AddRecord(w.now(), task.RecordKilling, "%s", why)
 		return nil
@@ -238,8 +237,19 @@ func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *l
 	err = w.rt.Stop(sctx, o.containerID, time.Duration(t.StopTimeout)*time.Second)
 	cancel()
 	if err != nil {
+		// The container runs on. Forget the verdict, so that the next one of unhealthy (from the
+		// check, started afresh, or from this op when it is replayed) acts again.
+		w.modify(o.taskID, func(t *task.Task) error {
+			t.HealthStatus = ""
+			return nil
+		})
+		w.watchHealth(ctx, log, l, t, task.Container{ID: o.containerID, IPAddress: l.ip, HostPorts: t.HostPorts})
+		if unavailable(err) {
+			return &parkedError{op: op{kind: opHealth, taskID: o.taskID, containerID: o.containerID, health: o.health, result: o.result}, err: err}
+		}
 		return fmt.Errorf("stop unhealthy container %s: %w", shortID(o.containerID), err)
 	}
+	l.cancelProbe()
 	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
 	c, ierr := w.rt.Inspect(ictx, o.containerID)
 	cancel()

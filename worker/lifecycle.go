@@ -13,10 +13,9 @@ import (
 )
 
 // live is what the worker holds in memory about one task beyond its stored record: its restart
-// streak, a pending restart, a running health check. Only the task's lane touches it (and Run,
+// pending restart, a running health check. Only the task's lane touches it (and Run,
 // once every lane has finished).
 type live struct {
-	streak    int                // restarts in the current row
 	timer     *time.Timer        // the pending restart, if any
 	gen       int                // bumped whenever a pending restart is cancelled
 	stopProbe context.CancelFunc // stops the running health check, if any
@@ -82,6 +81,15 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, o 
 		}
 		return w.launch(ctx, opCtx, log, l, id, o.seq)
 	}
+	if !task.ValidTransition(old.State, task.Scheduled) {
+		// The task ended for good (a stop applied after this restart was accepted).
+		w.modify(id, func(t *task.Task) error {
+			t.AddRecord(w.now(), task.RecordNotRestarting, "restart event %s came after the task was %v", ev.ID, t.State)
+			return nil
+		})
+		log.Warn("restart event dropped: the task has ended", "event", ev.ID, "state", old.State)
+		return nil
+	}
 	l.cancelRestart()
 	l.cancelProbe()
 	if old.ContainerID != "" {
@@ -109,7 +117,6 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, o 
 	if err != nil {
 		return err
 	}
-	l.streak = 0
 	return w.launch(ctx, opCtx, log, l, id, o.seq)
 }
 
@@ -151,7 +158,13 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 	if !ok || t.State != task.Scheduled {
 		return nil
 	}
-	w.startSlots <- struct{}{}
+	select {
+	case w.startSlots <- struct{}{}:
+	case <-ctx.Done():
+		// Shutting down: the task stays Scheduled (its order stored, if any) and starts when
+		// the worker runs again.
+		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: ctx.Err()}
+	}
 	sctx, cancel := context.WithTimeout(opCtx, w.startTimeout)
 	c, err := w.rt.Start(sctx, t, func(step task.StartStep) { w.progress(log, id, step) })
 	cancel()
@@ -180,6 +193,24 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		return err
 	}
 	return nil
+}
+
+// relaunch carries out a launch that waited for the runtime. The first attempt may have made a
+// container after all (its answer lost), so that one is taken up rather than made again.
+func (w *Worker) relaunch(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, seq uint64) error {
+	t, ok := w.store.Get(id)
+	if !ok || t.State != task.Scheduled {
+		return nil
+	}
+	c, found, err := w.findStarted(opCtx, id, t.LastEvent)
+	switch {
+	case err != nil:
+		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: err}
+	case found:
+		log.Info("taking up the container an interrupted start made", "container", shortID(c.ID))
+		return w.markRunning(ctx, log, l, id, c)
+	}
+	return w.launch(ctx, opCtx, log, l, id, seq)
 }
 
 // markRunning records that the task runs in container c, and starts its health check.
@@ -236,6 +267,9 @@ func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
 	c, err := w.rt.Inspect(ictx, containerID)
 	cancel()
+	if unavailable(err) {
+		return &parkedError{op: op{kind: opAdopt, taskID: id, containerID: containerID}, err: err}
+	}
 	if err != nil || !c.Running {
 		return w.check(ctx, opCtx, log, l, id, containerID, "start-up")
 	}
@@ -285,9 +319,12 @@ func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcom
 	}
 	spec = spec.WithDefaults()
 	if !o.StartFailed && !t.StartTime.IsZero() && t.FinishTime.Sub(t.StartTime) >= spec.ResetAfter.D() {
-		l.streak = 0 // a long, good run: the back-off starts over
+		t.RestartStreak = 0 // a long, good run: the back-off starts over
 	}
-	d := task.NextRestart(t.RestartPolicy, spec, o, l.streak, w.rand())
+	d := task.NextRestart(t.RestartPolicy, spec, o, t.RestartStreak, w.rand())
+	if d.Restart && w.isStopping(t.ID) {
+		d = task.RestartDecision{Reason: "a stop was requested"}
+	}
 	now := w.now()
 	if d.Restart {
 		if err := transition(t, task.Scheduled); err != nil {
@@ -298,7 +335,7 @@ func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcom
 			d.Delay.Round(time.Millisecond), at.UTC().Format(time.RFC3339)))
 		t.AddRecord(now, task.RecordRestarting, "in %s", d.Delay.Round(time.Millisecond))
 		t.RestartCount++ // counted when decided, so that a restart replayed after a crash counts once
-		l.streak++
+		t.RestartStreak++
 		l.cancelRestart()
 		gen, id := l.gen, t.ID
 		l.timer = time.AfterFunc(d.Delay, func() { w.enqueue(op{kind: opRestart, taskID: id, gen: gen}) })
@@ -342,7 +379,7 @@ func (w *Worker) restartDue(ctx, opCtx context.Context, log *slog.Logger, l *liv
 // crash of the worker), it is taken up instead.
 func (w *Worker) restartNow(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID) error {
 	t, _ := w.store.Get(id)
-	if t.State != task.Scheduled {
+	if t.State != task.Scheduled || w.isStopping(id) {
 		return nil
 	}
 	if t.ContainerID != "" {
@@ -350,7 +387,9 @@ func (w *Worker) restartNow(ctx, opCtx context.Context, log *slog.Logger, l *liv
 			if unavailable(err) {
 				return &parkedError{op: op{kind: opRelaunch, taskID: id}, err: err}
 			}
-			return err
+			// Do not let an old container hold the task back: it becomes an orphan, and the
+			// reaper removes it.
+			log.Warn("cannot remove the old container; restarting anyway", "container", shortID(t.ContainerID), "err", err)
 		}
 		if _, err := w.modify(id, func(t *task.Task) error {
 			t.ContainerID = ""
@@ -370,8 +409,15 @@ func (w *Worker) restartNow(ctx, opCtx context.Context, log *slog.Logger, l *liv
 		log.Info("taking up the container an interrupted restart made", "container", shortID(c.ID))
 		return w.markRunning(ctx, log, l, id, c)
 	}
-	log.Info("restarting task", "restart_count", t.RestartCount)
+	log.Info("restarting task", "restart_count", t.RestartCount, "streak", t.RestartStreak)
 	return w.launch(ctx, opCtx, log, l, id, 0)
+}
+
+// isStopping reports whether a stop of the task is accepted and not yet applied.
+func (w *Worker) isStopping(id uuid.UUID) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stopping[id]
 }
 
 // stop stops and removes the task's container. A Running task ends Completed; a task waiting to

@@ -10,9 +10,8 @@ import (
 // watch follows the runtime's container events for as long as ctx lives. When the stream breaks
 // it subscribes again, resuming from the last event it saw, and reconciles once subscribed, so
 // that nothing that happened in between is missed.
-func (w *Worker) watch(ctx context.Context) {
+func (w *Worker) watch(ctx context.Context, since time.Time) {
 	defer w.wg.Done()
-	since := w.now()
 	backoff := 100 * time.Millisecond
 	for {
 		subscribed := w.now()

@@ -16,7 +16,16 @@ func (w *Worker) park(log *slog.Logger, o op, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.parked = append(w.parked, o)
-	w.markDownLocked(err.Error())
+	w.parkedTasks[o.taskID] = true
+	// What the task's lane still holds waits too, behind o, so that its operations keep their
+	// order.
+	if l := w.lanes[o.taskID]; l != nil {
+		w.parked = append(w.parked, l.ops...)
+		l.ops = nil
+	}
+	if w.runCtx != nil && w.runCtx.Err() == nil {
+		w.markDownLocked(err.Error())
+	}
 }
 
 // markDownLocked notes that the runtime does not answer, and why. Callers hold w.mu.
@@ -40,6 +49,7 @@ func (w *Worker) markUp() {
 	w.downReason = ""
 	parked := w.parked
 	w.parked = nil
+	clear(w.parkedTasks)
 	for _, o := range parked {
 		w.route(o)
 	}
@@ -115,7 +125,7 @@ func (w *Worker) recoverState(ctx context.Context) {
 		backoff = min(backoff*2, 5*time.Second)
 	}
 	w.markUp()
-	if w.rebuild && w.store.Len() == 0 {
+	if w.rebuild {
 		w.rebuildFromLabels(ctx, list)
 	}
 	ordered := make(map[uuid.UUID]bool)
@@ -139,7 +149,7 @@ func (w *Worker) recoverState(ctx context.Context) {
 		case t.State == task.Running:
 			w.route(op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "start-up"})
 			checked++
-		case t.State == task.Scheduled && !ordered[t.ID]:
+		case t.State == task.Scheduled && !ordered[t.ID] && !w.stopping[t.ID]:
 			// It was waiting to restart, or restarting, when the worker stopped.
 			w.route(op{kind: opRelaunch, taskID: t.ID})
 			relaunched++
@@ -168,6 +178,9 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) {
 		}
 	}
 	for id, c := range newest {
+		if _, known := w.store.Get(id); known {
+			continue // submitted again while the worker recovered: the submission wins
+		}
 		ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		info, err := w.rt.Inspect(ictx, c.ID)
 		cancel()
@@ -201,7 +214,7 @@ func (w *Worker) noteOrphans(list []task.Container) int {
 		if t.ContainerID != "" {
 			mine[t.ContainerID] = true
 		}
-		if t.State == task.Scheduled || t.State == task.Pending || t.State == task.Running {
+		if t.State == task.Scheduled || t.State == task.Pending {
 			starting[t.ID.String()+t.LastEvent] = true
 		}
 	}

@@ -129,7 +129,8 @@ type Worker struct {
 	runCtx   context.Context     // Run's context, while running
 	wg       sync.WaitGroup
 
-	parked      []op                 // operations waiting for the runtime to answer
+	parked      []op                 // operations waiting for the runtime to answer, in order
+	parkedTasks map[uuid.UUID]bool   // tasks with parked operations
 	downReason  string               // why the runtime is thought not to answer; "" when it does
 	downSince   time.Time            // since when
 	watchCancel context.CancelFunc   // ends the current event subscription
@@ -199,6 +200,7 @@ func New(rt Runtime, cfg Config) *Worker {
 		maxTasks:       cfg.MaxTasks,
 		rand:           cfg.Rand,
 		orphans:        make(map[string]time.Time),
+		parkedTasks:    make(map[uuid.UUID]bool),
 		reported:       make(map[string]bool),
 		rebuild:        cfg.RebuildFromRuntime,
 		keepOrphans:    cfg.KeepOrphans,
@@ -245,6 +247,8 @@ func New(rt Runtime, cfg Config) *Worker {
 	if n <= 0 {
 		n = 4
 	}
+	// Decided now: tasks submitted while the worker recovers must not stop the rebuild.
+	w.rebuild = cfg.RebuildFromRuntime && w.store.Len() == 0
 	// Orders accepted before a restart and not yet applied come first.
 	for _, o := range w.store.Orders() {
 		switch o.Kind {
@@ -430,12 +434,19 @@ func (w *Worker) makeRoom() error {
 		return nil
 	}
 	var gone []uuid.UUID
+	busy := make(map[uuid.UUID]bool)
+	for _, o := range w.store.Orders() {
+		busy[o.TaskID] = true
+	}
+	for id := range w.parkedTasks {
+		busy[id] = true
+	}
 	for _, t := range w.store.List() {
 		if n < w.maxTasks {
 			break
 		}
 		if l := w.live[t.ID]; (t.State == task.Completed || t.State == task.Failed) && t.ContainerID == "" &&
-			w.lanes[t.ID] == nil && (l == nil || l.timer == nil) {
+			w.lanes[t.ID] == nil && !busy[t.ID] && (l == nil || l.timer == nil) {
 			delete(w.live, t.ID)
 			if err := w.store.Delete(t.ID); err != nil {
 				return fmt.Errorf("forget task %s: %w", t.ID, err)
@@ -531,9 +542,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.mu.Unlock()
 
 	w.log.Info("worker started", "name", w.name)
+	since := w.now() // events from here on: none is missed between the recovery's list and the watch
 	w.recoverState(ctx)
 	w.recovered.Store(true)
-	go w.watch(ctx)
+	go w.watch(ctx, since)
 	go w.reconcileLoop(ctx)
 	go w.pingLoop(ctx)
 	for {
@@ -578,6 +590,11 @@ func (w *Worker) dispatch() {
 // Run is not running are dropped.
 func (w *Worker) route(o op) {
 	if !w.running || w.runCtx.Err() != nil {
+		return
+	}
+	if w.parkedTasks[o.taskID] {
+		// The task waits for the runtime: what follows waits behind what was parked, in order.
+		w.parked = append(w.parked, o)
 		return
 	}
 	l, ok := w.lanes[o.taskID]
@@ -632,7 +649,7 @@ func (w *Worker) apply(ctx context.Context, o op) {
 	case opHealth:
 		err = w.healthResult(ctx, opCtx, log, l, o)
 	case opLaunch:
-		err = w.launch(ctx, opCtx, log, l, o.taskID, o.seq)
+		err = w.relaunch(ctx, opCtx, log, l, o.taskID, o.seq)
 	case opAdopt:
 		err = w.adopt(ctx, opCtx, log, l, o.taskID, o.containerID)
 	case opRelaunch:
@@ -726,6 +743,7 @@ func specOf(t task.Task) task.Task {
 	t.Events = nil
 	t.LastEvent = ""
 	t.Unconfirmed = ""
+	t.RestartStreak = 0
 	return t
 }
 

@@ -100,16 +100,16 @@ func (r *Runtime) pull(ctx context.Context, ref, auth string, p *pull) error {
 	p.tell(task.StartStep{Type: task.RecordPulling, Message: "image " + ref})
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	rc, err := r.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
-	if err != nil {
-		return pullError(ref, err)
-	}
-	defer rc.Close()
-
+	// Armed before the request: a daemon that hangs before it answers is inactivity too.
 	idle := time.AfterFunc(r.opts.PullInactivity, func() {
-		cancel(fmt.Errorf("no progress for %v", r.opts.PullInactivity))
+		cancel(fmt.Errorf("%w: no progress for %v", errPullStalled, r.opts.PullInactivity))
 	})
 	defer idle.Stop()
+	rc, err := r.cli.ImagePull(ctx, ref, image.PullOptions{RegistryAuth: auth})
+	if err != nil {
+		return r.pullError(ref, withCause(ctx, err))
+	}
+	defer rc.Close()
 	var prog pullProgress
 	lastTold := time.Time{}
 	dec := json.NewDecoder(rc)
@@ -120,14 +120,11 @@ func (r *Runtime) pull(ctx context.Context, ref, auth string, p *pull) error {
 			break
 		}
 		if err != nil {
-			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-				err = cause
-			}
-			return pullError(ref, err)
+			return r.pullError(ref, withCause(ctx, err))
 		}
 		idle.Reset(r.opts.PullInactivity)
 		if m.Error != nil {
-			return pullError(ref, errors.New(m.Error.Message))
+			return r.pullError(ref, errors.New(m.Error.Message))
 		}
 		if prog.update(m) && time.Since(lastTold) >= time.Second {
 			lastTold = time.Now()
@@ -193,13 +190,36 @@ func (p *pullProgress) snapshot() task.PullProgress {
 	return s
 }
 
-func pullError(ref string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "Error response from daemon: ")
-	code := task.ENOTFOUND
-	if errors.Is(err, context.DeadlineExceeded) {
-		code = task.EUNAVAILABLE
+// errPullStalled is the cause of a pull that made no progress for the inactivity timeout.
+var errPullStalled = errors.New("pull stalled")
+
+// withCause returns why ctx was cancelled, when it was, instead of err.
+func withCause(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
 	}
-	return &task.Error{Code: code, Message: fmt.Sprintf("image pull failed: %s: %s", ref, msg)}
+	return err
+}
+
+// pullError says why a pull failed. A runtime that does not answer is EUNAVAILABLE (the task
+// waits for it); the registry's refusals fail the task. A pull that stalled or ran out of time
+// is the runtime's fault when the runtime does not answer a ping either, else the registry's.
+func (r *Runtime) pullError(ref string, err error) error {
+	kind := task.ErrorCode(convert(err, ""))
+	switch {
+	case errors.Is(err, errPullStalled) || errors.Is(err, context.DeadlineExceeded):
+		kind = task.EINTERNAL
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if r.Ping(ctx) != nil {
+			kind = task.EUNAVAILABLE
+		}
+		cancel()
+	case kind == task.EUNAVAILABLE:
+	default:
+		kind = task.ENOTFOUND
+	}
+	msg := strings.TrimPrefix(err.Error(), "Error response from daemon: ")
+	return &task.Error{Code: kind, Message: fmt.Sprintf("image pull failed: %s: %s", ref, msg)}
 }
 
 // registryAuth returns the encoded credentials for pulling ref (the task's own, or else those

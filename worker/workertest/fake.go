@@ -36,6 +36,8 @@ type Runtime struct {
 	PingErr error
 	// InspectErr, when set, is what Inspect returns.
 	InspectErr error
+	// StopErr and RemoveErr, when set, are what Stop and Remove return (doing nothing).
+	StopErr, RemoveErr error
 	// ExecHook, when set, answers Exec; without it Exec fails.
 	ExecHook func(ctx context.Context, containerID string, cmd []string) (int, string, error)
 	// StatsSample, when its Time is set, is what Stats returns (with the container's ID);
@@ -83,7 +85,9 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c := &task.Container{ID: uuid.NewString(), TaskID: t.ID, Running: true, StartedAt: time.Now()}
+	spec := t.Redacted()
+	c := &task.Container{ID: uuid.NewString(), TaskID: t.ID, Running: true, StartedAt: time.Now(), Created: time.Now(),
+		EventID: t.LastEvent, Spec: &spec}
 	for _, p := range t.Ports() {
 		host := t.PortBindings[p]
 		if host == "" {
@@ -103,11 +107,21 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 	return *c, nil
 }
 
+// SetErrs sets StopErr and RemoveErr while the runtime is in use.
+func (r *Runtime) SetErrs(stop, remove error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.StopErr, r.RemoveErr = stop, remove
+}
+
 // Stop stops the container, as its process would on SIGTERM (exit code 0), and emits the die
 // event; an unknown or stopped one is success.
 func (r *Runtime) Stop(ctx context.Context, containerID string, grace time.Duration) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.StopErr != nil {
+		return r.StopErr
+	}
 	r.stops = append(r.stops, containerID)
 	if c, ok := r.containers[containerID]; ok && c.Running {
 		c.Running, c.ExitCode, c.FinishedAt = false, 0, time.Now()
@@ -121,6 +135,9 @@ func (r *Runtime) Stop(ctx context.Context, containerID string, grace time.Durat
 func (r *Runtime) Remove(ctx context.Context, containerID string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.RemoveErr != nil {
+		return r.RemoveErr
+	}
 	if c, ok := r.containers[containerID]; ok {
 		delete(r.containers, containerID)
 		delete(r.output, containerID)

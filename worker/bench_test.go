@@ -1,0 +1,229 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker"
+	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/google/uuid"
+)
+
+// benchTask returns a task as the store holds it once it runs: every map and slice set.
+func benchTask() task.Task {
+	return task.Task{
+		ID:           uuid.New(),
+		ContainerID:  "4f3c2b1a0f9e8d7c6b5a4f3c2b1a0f9e8d7c6b5a4f3c2b1a0f9e8d7c6b5a4f3c",
+		Name:         "web",
+		State:        task.Running,
+		Image:        "cube-echo:latest",
+		Memory:       64 << 20,
+		ExposedPorts: task.PortSet{"7777/tcp": {}},
+		HostPorts:    task.PortMap{"7777/tcp": {{HostIP: "0.0.0.0", HostPort: "49153"}}},
+		StartTime:    time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC),
+		Env:          []string{"GREETING=hi"},
+		Cmd:          []string{"--listen", ":7777"},
+	}
+}
+
+// benchStore returns a MemoryStore holding n tasks, and their IDs.
+func benchStore(b *testing.B, n int) (*worker.MemoryStore, []task.Task) {
+	b.Helper()
+	s := &worker.MemoryStore{}
+	tasks := make([]task.Task, n)
+	for i := range tasks {
+		tasks[i] = benchTask()
+		if err := s.Put(tasks[i]); err != nil {
+			b.Fatalf("Put: got %v, want nil", err)
+		}
+	}
+	return s, tasks
+}
+
+var benchSink atomic.Int64
+
+// BenchmarkMemoryStore measures the store under concurrent readers and writers: 4 goroutines per
+// CPU, over 1,000 tasks. The API reads (Get for GET /tasks/{id}, List for GET /tasks) while the
+// worker's lanes write (Put on every state change).
+func BenchmarkMemoryStore(b *testing.B) {
+	const n = 1000
+	cases := []struct {
+		name string
+		op   func(s *worker.MemoryStore, tasks []task.Task, i int)
+	}{
+		{"Get", func(s *worker.MemoryStore, tasks []task.Task, i int) {
+			t, _ := s.Get(tasks[i%n].ID)
+			benchSink.Add(int64(t.State))
+		}},
+		{"Put", func(s *worker.MemoryStore, tasks []task.Task, i int) {
+			_ = s.Put(tasks[i%n])
+		}},
+		{"Get90Put10", func(s *worker.MemoryStore, tasks []task.Task, i int) {
+			if i%10 == 0 {
+				_ = s.Put(tasks[i%n])
+				return
+			}
+			t, _ := s.Get(tasks[i%n].ID)
+			benchSink.Add(int64(t.State))
+		}},
+		// One List of all 1,000 tasks in every 100 operations, the rest split as above: an API
+		// client polling GET /tasks while others poll single tasks and the lanes write.
+		{"List1Get89Put10", func(s *worker.MemoryStore, tasks []task.Task, i int) {
+			switch {
+			case i%100 == 0:
+				benchSink.Add(int64(len(s.List())))
+			case i%10 == 0:
+				_ = s.Put(tasks[i%n])
+			default:
+				t, _ := s.Get(tasks[i%n].ID)
+				benchSink.Add(int64(t.State))
+			}
+		}},
+		{"List", func(s *worker.MemoryStore, tasks []task.Task, i int) {
+			benchSink.Add(int64(len(s.List())))
+		}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			s, tasks := benchStore(b, n)
+			var seed atomic.Int64
+			b.SetParallelism(4)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := int(seed.Add(7919)) // each goroutine starts elsewhere in the store
+				for pb.Next() {
+					c.op(s, tasks, i)
+					i++
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkSubmit is Worker.Submit, the work behind POST /tasks minus HTTP, with the worker
+// loop applying the starts on a fake runtime meanwhile. Every 5,000 submits the worker is
+// replaced (outside the timer), so the store does not grow without bound.
+func BenchmarkSubmit(b *testing.B) {
+	const chunk = 5000
+	log := slog.New(slog.DiscardHandler)
+	var (
+		w    *worker.Worker
+		stop func()
+	)
+	start := func() {
+		w = worker.New(workertest.New(), worker.Config{Name: "bench", Logger: log})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		stop = func() {
+			cancel()
+			if err := <-done; err != nil {
+				b.Errorf("Run: got %v, want nil", err)
+			}
+		}
+	}
+	t := benchTask()
+	t.State = task.Scheduled
+	t.ContainerID, t.HostPorts, t.StartTime = "", nil, time.Time{}
+	b.ReportAllocs()
+	start()
+	i := 0
+	for b.Loop() {
+		if i > 0 && i%chunk == 0 {
+			b.StopTimer()
+			stop()
+			start()
+			b.StartTimer()
+		}
+		i++
+		t.ID = uuid.New()
+		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
+			b.Fatalf("Submit #%d: got %v, want nil", i, err)
+		}
+	}
+	b.StopTimer()
+	stop()
+}
+
+// BenchmarkList is Worker.List with 1,000 tasks: what GET /tasks does before it encodes.
+func BenchmarkList(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("tasks=%d", n), func(b *testing.B) {
+			s, _ := benchStore(b, n)
+			w := worker.New(workertest.New(), worker.Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
+			b.ReportAllocs()
+			for b.Loop() {
+				benchSink.Add(int64(len(w.List())))
+			}
+		})
+	}
+}
+
+// BenchmarkSubmitAtMaxTasks is Worker.Submit of a task that fails at once, with the worker
+// already tracking n ended tasks: "room" has MaxTasks to spare, "full" is at MaxTasks, so every
+// submit must first forget the oldest ended task. Each op waits until its task has failed, so
+// that the next submit finds an ended task to forget.
+func BenchmarkSubmitAtMaxTasks(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		for _, full := range []bool{false, true} {
+			name := fmt.Sprintf("tasks=%d/room", n)
+			maxTasks := 1 << 20
+			if full {
+				name, maxTasks = fmt.Sprintf("tasks=%d/full", n), n
+			}
+			b.Run(name, func(b *testing.B) { benchSubmitFailing(b, n, maxTasks) })
+		}
+	}
+}
+
+func benchSubmitFailing(b *testing.B, n, maxTasks int) {
+	rt := workertest.New()
+	// Every start fails: the tasks end Failed without a container, so they may be forgotten.
+	rt.StartHook = func(context.Context, task.Task) error {
+		return task.Errorf(task.ENOTFOUND, "image pull failed")
+	}
+	w := worker.New(rt, worker.Config{Name: "bench", Logger: slog.New(slog.DiscardHandler), MaxTasks: maxTasks})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("Run: got %v, want nil", err)
+		}
+	}()
+	t := benchTask()
+	t.State = task.Scheduled
+	t.ContainerID, t.HostPorts, t.StartTime = "", nil, time.Time{}
+	submitAndWait := func() {
+		t.ID = uuid.New()
+		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
+			b.Fatalf("Submit: got %v, want nil", err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, err := w.Get(t.ID)
+			if err == nil && got.State == task.Failed {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("task %s: got state %v after 10s, want Failed", t.ID, got.State)
+			}
+			runtime.Gosched()
+		}
+	}
+	for range n {
+		submitAndWait()
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		submitAndWait()
+	}
+}

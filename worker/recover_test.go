@@ -1,0 +1,111 @@
+package worker
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/workertest"
+)
+
+var errDown = task.Errorf(task.EUNAVAILABLE, "Cannot connect to the Docker daemon")
+
+// A worker without a durable store rebuilds its tasks from the runtime's containers, even when a
+// new task is submitted before it has recovered.
+func TestRebuildFromLabelsDespiteEarlySubmit(t *testing.T) {
+	rt := workertest.New()
+	first := startWorker(t, rt, Config{})
+	spec := newTask()
+	spec.RestartCount = 3
+	run := runTask(t, first, spec)
+
+	w := New(rt, Config{Logger: testLogger(t), RebuildFromRuntime: true})
+	early := newTask()
+	submit(t, w, eventFor(early)) // before Run: the rebuild must still happen
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	got := waitTask(t, w, spec, "rebuilt and running", func(t task.Task) bool { return t.State == task.Running })
+	if got.ContainerID != run.ContainerID || got.RestartCount != 3 || got.Image != spec.Image {
+		t.Errorf("rebuilt task: container %s RestartCount %d image %s, want %s 3 %s", got.ContainerID, got.RestartCount, got.Image, run.ContainerID, spec.Image)
+	}
+	waitState(t, w, early.ID, task.Running)
+	if n := len(rt.Starts()); n != 2 {
+		t.Errorf("starts: got %d, want 2 (the first task's, then the early one's; the rebuilt one is not restarted)", n)
+	}
+}
+
+// Operations of a task that wait for the runtime keep their order: a newer restart event is not
+// overtaken by an older one that was parked.
+func TestParkedOperationsKeepTheirOrder(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{PingInterval: 20 * time.Millisecond})
+	spec := newTask()
+	runTask(t, w, spec)
+
+	rt.SetErrs(errDown, errDown)
+	older := spec
+	older.Env = []string{"V=old"}
+	submit(t, w, eventFor(older))
+	waitFor(t, waitTimeout, func() bool { return w.unconfirmed() != "" }, "the worker to notice the runtime is down")
+	newer := spec
+	newer.Env = []string{"V=new"}
+	submit(t, w, eventFor(newer))
+	rt.SetErrs(nil, nil)
+
+	got := waitTask(t, w, spec, "running the newer spec", func(t task.Task) bool {
+		return t.State == task.Running && slices.Equal(t.Env, []string{"V=new"}) && w.QueueLen() == 0
+	})
+	starts := rt.Starts()
+	if last := starts[len(starts)-1]; !slices.Equal(last.Env, []string{"V=new"}) {
+		t.Errorf("last start: Env %v, want [V=new]", last.Env)
+	}
+	if got.Unconfirmed != "" {
+		t.Errorf("Unconfirmed after the runtime came back: %q", got.Unconfirmed)
+	}
+}
+
+// A restart goes ahead when the old container cannot be removed for a reason other than the
+// runtime being away; the old container is left to the orphan reaper.
+func TestRestartDespiteRemoveFailure(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter, OrphanGrace: time.Hour})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartAlways
+	spec.Restart = &task.RestartSpec{Delay: dur(10 * time.Millisecond)}
+	run := runTask(t, w, spec)
+	rt.SetErrs(nil, task.Errorf(task.EINTERNAL, "unable to remove filesystem: device or resource busy"))
+	rt.Exit(run.ContainerID, 1, false)
+	got := waitTask(t, w, spec, "restarted", func(t task.Task) bool { return t.State == task.Running && t.RestartCount == 1 })
+	if got.ContainerID == run.ContainerID {
+		t.Error("the restart kept the old container")
+	}
+}
+
+// A stop accepted while a restart is pending wins: the task does not start again.
+func TestStopBeatsPendingRestart(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartAlways
+	spec.Restart = &task.RestartSpec{Delay: dur(5 * time.Millisecond)}
+	run := runTask(t, w, spec)
+	rt.SetErrs(errDown, errDown) // the stop waits for the runtime …
+	if err := w.Stop(spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	rt.SetErrs(nil, nil)
+	rt.Exit(run.ContainerID, 1, false) // … while the container ends and its restart comes due
+	got := waitTask(t, w, spec, "ended", func(t task.Task) bool { return t.State.Terminal() || t.State == task.Failed })
+	if n := len(rt.Starts()); n != 1 {
+		t.Errorf("starts: got %d, want 1 (no restart after the stop)", n)
+	}
+	if !strings.Contains(strings.Join(recordTypes(got), ","), task.RecordNotRestarting) && got.State != task.Completed {
+		t.Errorf("got state %v records %v", got.State, recordTypes(got))
+	}
+}
