@@ -436,7 +436,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 	d.waitState(t, tk.ID, task.Running, 30*time.Second)
 	ended := make(chan error, 2)
 	for _, path := range []string{"/events", "/tasks/" + tk.ID.String() + "/logs?follow=true"} {
-		resp, err := http.Get(d.url + path) // no client timeout: only the worker ends it
+		resp, err := client.Get(d.url + path) // its 30 s timeout is far beyond the test's wait
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s: %v", path, err)
 		}
