@@ -234,6 +234,7 @@ func (w *Worker) markRunning(ctx context.Context, log *slog.Logger, l *live, id 
 		if hasOwnCheck(*t) {
 			t.HealthStatus = task.HealthStarting
 		}
+		t.AddRecord(t.StartTime, task.RecordStarted, "container %s", shortID(c.ID))
 		return nil
 	})
 	if err != nil {
@@ -295,7 +296,9 @@ func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep) {
 			p := *step.Pull
 			t.Pull = &p
 		}
-		if step.Type != "" {
+		// Started is recorded with the change to Running (markRunning), so that the record and
+		// the state it reports come together.
+		if step.Type != "" && step.Type != task.RecordStarted {
 			t.AddRecord(w.now(), step.Type, "%s", step.Message)
 		}
 		return nil
