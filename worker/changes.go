@@ -17,7 +17,7 @@ const subscriberBuffer = 512
 type hub struct {
 	mu   sync.Mutex
 	seq  uint64
-	ring []task.Change // the last changeBacklog changes, oldest first
+	ring []task.Change // the latest changes, oldest first: at least the last changeBacklog
 	subs map[chan task.Change]struct{}
 }
 
@@ -33,7 +33,8 @@ func (h *hub) publish(changes []task.Change) {
 		h.seq++
 		c.Seq = h.seq
 		h.ring = append(h.ring, c)
-		if len(h.ring) > changeBacklog {
+		if len(h.ring) >= 2*changeBacklog {
+			// Trimmed in batches: one copy per changeBacklog changes, not one per change.
 			h.ring = append(h.ring[:0:0], h.ring[len(h.ring)-changeBacklog:]...)
 		}
 		for ch := range h.subs {
@@ -60,7 +61,11 @@ func (w *Worker) Changes(after uint64) ([]task.Change, <-chan task.Change, func(
 	if after > h.seq {
 		after = 0
 	}
-	for _, c := range h.ring {
+	kept := h.ring
+	if len(kept) > changeBacklog {
+		kept = kept[len(kept)-changeBacklog:]
+	}
+	for _, c := range kept {
 		if c.Seq > after {
 			backlog = append(backlog, c)
 		}

@@ -272,7 +272,7 @@ func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 		return &parkedError{op: op{kind: opAdopt, taskID: id, containerID: containerID}, err: err}
 	}
 	if err != nil || !c.Running {
-		return w.check(ctx, opCtx, log, l, id, containerID, "start-up")
+		return w.check(ctx, opCtx, log, l, id, containerID, "start-up", nil)
 	}
 	t, err = w.modify(id, func(t *task.Task) error {
 		t.HostPorts = c.HostPorts
@@ -496,7 +496,7 @@ func (w *Worker) removeContainer(ctx context.Context, log *slog.Logger, t task.T
 
 // check finds out what became of the task's container containerID and records it: an exit, or
 // the container's disappearance. It ignores containers that are no longer the task's.
-func (w *Worker) check(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, containerID, reason string) error {
+func (w *Worker) check(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, containerID, reason string, died *task.ContainerEvent) error {
 	t, _ := w.store.Get(id)
 	if containerID == "" || t.ContainerID != containerID {
 		return nil
@@ -525,9 +525,19 @@ func (w *Worker) check(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 		})
 		return err
 	}
-	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
-	c, err := w.rt.Inspect(ictx, containerID)
-	cancel()
+	var c task.Container
+	var err error
+	if died != nil && died.ExitCode != 128+9 {
+		// The die event says how the container ended. Inspecting it now would wait for the
+		// Engine's exit clean-up, which holds the container's lock for tens of milliseconds. An
+		// OOM kill comes as an oom event before the die event; exit code 137 (SIGKILL) inspects
+		// anyway, for the Engine's OOMKilled flag in case the oom event was missed.
+		c = task.Container{ID: containerID, ExitCode: died.ExitCode, FinishedAt: died.Time}
+	} else {
+		ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
+		c, err = w.rt.Inspect(ictx, containerID)
+		cancel()
+	}
 	switch {
 	case task.ErrorCode(err) == task.ENOTFOUND:
 		log.Warn("task's container removed outside cube", "container", shortID(containerID))

@@ -24,7 +24,9 @@ func (w *Worker) watch(ctx context.Context, since time.Time) {
 				since = ev.Time
 			}
 			switch ev.Kind {
-			case task.ContainerDied, task.ContainerOOM, task.ContainerDestroyed:
+			case task.ContainerDied:
+				w.enqueue(op{kind: opCheck, taskID: ev.TaskID, containerID: ev.ContainerID, reason: string(ev.Kind), died: &ev})
+			case task.ContainerOOM, task.ContainerDestroyed:
 				w.enqueue(op{kind: opCheck, taskID: ev.TaskID, containerID: ev.ContainerID, reason: string(ev.Kind)})
 			case task.ContainerHealth:
 				w.enqueue(op{kind: opHealth, taskID: ev.TaskID, containerID: ev.ContainerID, health: ev.Health})

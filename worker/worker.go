@@ -168,13 +168,14 @@ const (
 type op struct {
 	kind        opKind
 	taskID      uuid.UUID
-	event       task.Event         // opStart
-	containerID string             // opCheck, opHealth
-	reason      string             // opCheck: what prompted it, for logs
-	gen         int                // opRestart: which back-off it ends
-	health      string             // opHealth: the status
-	result      *task.HealthResult // opHealth: the check's result; nil for the runtime's own checks
-	seq         uint64             // the stored order this op carries out, 0 for none
+	event       task.Event           // opStart
+	containerID string               // opCheck, opHealth
+	reason      string               // opCheck: what prompted it, for logs
+	gen         int                  // opRestart: which back-off it ends
+	health      string               // opHealth: the status
+	result      *task.HealthResult   // opHealth: the check's result; nil for the runtime's own checks
+	seq         uint64               // the stored order this op carries out, 0 for none
+	died        *task.ContainerEvent // opCheck: the die event that prompted it, if one did
 }
 
 // New returns a Worker that runs tasks through rt.
@@ -427,12 +428,15 @@ func (w *Worker) roomInQueue() error {
 }
 
 // makeRoom makes room for one more task when the store holds maxTasks, by forgetting the tasks
-// that ended longest ago, and fails with ECONFLICT when none has ended. Callers hold w.mu.
+// that ended longest ago, and fails with ECONFLICT when none has ended. It forgets a tenth of
+// the maximum at once, so that a worker at its limit does not go through every task on every
+// submission. Callers hold w.mu.
 func (w *Worker) makeRoom() error {
 	n := w.store.Len()
 	if n < w.maxTasks {
 		return nil
 	}
+	target := w.maxTasks - max(1, w.maxTasks/10)
 	var gone []uuid.UUID
 	busy := make(map[uuid.UUID]bool)
 	for _, o := range w.store.Orders() {
@@ -442,7 +446,7 @@ func (w *Worker) makeRoom() error {
 		busy[id] = true
 	}
 	for _, t := range w.store.List() {
-		if n < w.maxTasks {
+		if n <= target {
 			break
 		}
 		if l := w.live[t.ID]; (t.State == task.Completed || t.State == task.Failed) && t.ContainerID == "" &&
@@ -643,7 +647,7 @@ func (w *Worker) apply(ctx context.Context, o op) {
 	case opStop:
 		err = w.stop(opCtx, log, l, o.taskID, o.seq)
 	case opCheck:
-		err = w.check(ctx, opCtx, log, l, o.taskID, o.containerID, o.reason)
+		err = w.check(ctx, opCtx, log, l, o.taskID, o.containerID, o.reason, o.died)
 	case opRestart:
 		err = w.restartDue(ctx, opCtx, log, l, o.taskID, o.gen)
 	case opHealth:
