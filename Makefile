@@ -33,8 +33,9 @@ fuzz: ## run each fuzzer for FUZZTIME (default 30s); a failing input lands in te
 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-bench: ## run the Go benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: build images ## cube against the raw Docker SDK (cube-bench; BENCHFLAGS=-quick), then the Go benchmarks
+	$(GO) run ./cmd/cube-bench $(BENCHFLAGS)
+	$(GO) test -run '^$$' -bench . -benchmem ./task/ ./worker/ ./api/
 
 check: ## gofmt, go vet, go mod tidy unchanged, and the package import arrows
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -1,0 +1,395 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Task states as the API serializes them.
+const (
+	statePending = iota
+	stateScheduled
+	stateRunning
+	stateCompleted
+	stateFailed
+)
+
+// requestTimeout bounds one request to the worker.
+const requestTimeout = 10 * time.Second
+
+// workerProc is a `cube worker` subprocess and a client of its API.
+type workerProc struct {
+	name    string
+	url     string
+	cmd     *exec.Cmd
+	logf    *os.File
+	done    chan struct{} // closed when the process has exited; exitErr says how
+	http    *http.Client
+	once    sync.Once
+	stopErr error
+
+	exitErr error
+}
+
+// startWorker runs `cube worker` on 127.0.0.1 with a free port and the given name, and waits
+// until it answers /readyz.
+func startWorker(ctx context.Context, bin, name string, concurrency int, logPath string) (*workerProc, error) {
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("the cube binary: %w (build it with make build)", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "worker", "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--name", name, "--concurrency", strconv.Itoa(concurrency))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Its own process group, so that a Ctrl-C at the terminal reaches cube-bench alone, which
+	// then stops the worker in order; and SIGTERM should cube-bench die without cleaning up.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	w := &workerProc{
+		name: name,
+		url:  "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		cmd:  cmd,
+		logf: logf,
+		done: make(chan struct{}),
+		http: &http.Client{Transport: &http.Transport{
+			MaxIdleConns:        256,
+			MaxIdleConnsPerHost: 256,
+			IdleConnTimeout:     30 * time.Second,
+		}},
+	}
+	go func() {
+		w.exitErr = cmd.Wait()
+		close(w.done)
+	}()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := w.do(rctx, http.MethodGet, "/readyz", nil, http.StatusOK, nil)
+		cancel()
+		if err == nil {
+			return w, nil
+		}
+		select {
+		case <-w.done:
+			return nil, fmt.Errorf("cube worker exited at start: %v; its log: %s", w.exitErr, logPath)
+		case <-ctx.Done():
+			w.stop()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			w.stop()
+			return nil, fmt.Errorf("cube worker not ready within 20s: %v; its log: %s", err, logPath)
+		}
+	}
+}
+
+// stop sends the worker SIGTERM, waits for it to exit (killing it after 30 s) and returns how it
+// exited. It is safe to call more than once.
+func (w *workerProc) stop() error {
+	w.once.Do(func() {
+		defer w.logf.Close()
+		defer w.http.CloseIdleConnections()
+		_ = w.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-w.done:
+			w.stopErr = w.exitErr
+		case <-time.After(30 * time.Second):
+			_ = w.cmd.Process.Kill()
+			<-w.done
+			w.stopErr = errors.New("cube worker did not exit within 30s of SIGTERM; killed")
+		}
+	})
+	return w.stopErr
+}
+
+func (w *workerProc) pid() int { return w.cmd.Process.Pid }
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// taskView is the part of the API's task the benchmarks read.
+type taskView struct {
+	ID          string
+	ContainerID string
+	State       int
+	Error       string
+}
+
+// taskSpec is what a benchmark asks the worker to run.
+type taskSpec struct {
+	Name         string              `json:",omitempty"`
+	Image        string              `json:",omitempty"`
+	ExposedPorts map[string]struct{} `json:",omitempty"`
+	Cmd          []string            `json:",omitempty"`
+}
+
+// eventBody returns a POST /tasks body that starts a new task with the spec, and the task's ID.
+func eventBody(spec taskSpec) ([]byte, string) {
+	id := uuid.NewString()
+	type taskBody struct {
+		ID    string
+		State int
+		taskSpec
+	}
+	body, err := json.Marshal(struct {
+		ID        string
+		State     int
+		Timestamp string
+		Task      taskBody
+	}{uuid.NewString(), stateScheduled, "", taskBody{id, stateScheduled, spec}})
+	if err != nil {
+		panic(err) // the types above always encode
+	}
+	return body, id
+}
+
+// do sends one request and decodes the answer into out when out is not nil. An answer with
+// another status than want is an error that quotes the body.
+func (w *workerProc) do(ctx context.Context, method, path string, body []byte, want int, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, w.url+path, r)
+	if err != nil {
+		return err
+	}
+	resp, err := w.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("%s %s: got %d, want %d: %s", method, path, resp.StatusCode, want, strings.TrimSpace(string(msg)))
+	}
+	if out == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		return err
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s %s: decode the answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// submit starts a new task with the spec and returns its ID.
+func (w *workerProc) submit(ctx context.Context, spec taskSpec) (string, error) {
+	body, id := eventBody(spec)
+	return id, w.do(ctx, http.MethodPost, "/tasks", body, http.StatusCreated, nil)
+}
+
+func (w *workerProc) get(ctx context.Context, id string) (taskView, error) {
+	var t taskView
+	err := w.do(ctx, http.MethodGet, "/tasks/"+id, nil, http.StatusOK, &t)
+	return t, err
+}
+
+func (w *workerProc) list(ctx context.Context) ([]taskView, error) {
+	var ts []taskView
+	err := w.do(ctx, http.MethodGet, "/tasks", nil, http.StatusOK, &ts)
+	return ts, err
+}
+
+// listBytes returns the size of GET /tasks's answer.
+func (w *workerProc) listBytes(ctx context.Context) (int, error) {
+	var raw json.RawMessage
+	err := w.do(ctx, http.MethodGet, "/tasks", nil, http.StatusOK, &raw)
+	return len(raw), err
+}
+
+func (w *workerProc) delete(ctx context.Context, id string) error {
+	return w.do(ctx, http.MethodDelete, "/tasks/"+id, nil, http.StatusNoContent, nil)
+}
+
+// slowPoll is how often waitState polls before its gate opens: enough to notice a task that
+// fails early, little enough not to slow the Engine down.
+const slowPoll = 50 * time.Millisecond
+
+// waitState polls GET /tasks/{id} until the task's state is want, and returns the task and the
+// moment the answer that showed it arrived. It polls every interval once gate is closed (at
+// once when gate is nil) and every slowPoll before. A task that ends Failed when want is not
+// Failed is an error.
+func (w *workerProc) waitState(ctx context.Context, id string, want int, gate <-chan struct{}, interval, timeout time.Duration) (taskView, time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		t, err := w.get(ctx, id)
+		seen := time.Now()
+		if err != nil {
+			return t, seen, err
+		}
+		if t.State == want {
+			return t, seen, nil
+		}
+		if t.State == stateFailed || (t.State == stateCompleted && want != stateCompleted) {
+			return t, seen, fmt.Errorf("task %s ended in state %d: %s", id, t.State, t.Error)
+		}
+		if seen.After(deadline) {
+			return t, seen, fmt.Errorf("task %s still in state %d after %v", id, t.State, timeout)
+		}
+		wait := interval
+		if gate != nil {
+			select {
+			case <-gate:
+				gate = nil // open: every interval from now on
+			default:
+				wait = slowPoll
+			}
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return t, seen, ctx.Err()
+		case <-gate: // a nil gate never fires
+			timer.Stop()
+			gate = nil
+		case <-timer.C:
+		}
+	}
+}
+
+// procStatus reads the worker's resident set (VmRSS) and its peak (VmHWM), in bytes.
+func procStatus(pid int) (rss, hwm int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		f := strings.Fields(v) // "12345 kB"
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, 0, fmt.Errorf("/proc/%d/status: %s: unexpected %q", pid, k, v)
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, 0, err
+		}
+		if k == "VmRSS" {
+			rss = n << 10
+		} else {
+			hwm = n << 10
+		}
+	}
+	if rss == 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	}
+	return rss, hwm, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every Linux architecture
+// Go supports.
+const clockTicks = 100
+
+// procCPU returns the CPU time the worker has used, user plus system (utime+stime).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, field 2, is in parentheses and may hold spaces: split after it.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3, state; utime and stime are fields 14 and 15
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// procExecTime returns the CPU time the worker's threads have used, to the nanosecond: the sum
+// of se.sum_exec_runtime (in ms) over /proc/PID/task/*/sched, which kernels built with
+// CONFIG_SCHED_DEBUG have. Threads that exited are not counted.
+func procExecTime(pid int) (time.Duration, error) {
+	paths, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/sched", pid))
+	if err != nil || len(paths) == 0 {
+		return 0, fmt.Errorf("no /proc/%d/task/*/sched", pid)
+	}
+	var sum time.Duration
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread exited
+		}
+		found := false
+		for line := range strings.SplitSeq(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok || strings.TrimSpace(k) != "se.sum_exec_runtime" {
+				continue
+			}
+			ms, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %w", p, err)
+			}
+			sum += time.Duration(ms * float64(time.Millisecond))
+			found = true
+			break
+		}
+		if !found {
+			return 0, fmt.Errorf("%s: no se.sum_exec_runtime", p)
+		}
+	}
+	return sum, nil
+}
+
+// sleepCtx waits for d, or returns ctx's error when it is done first.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
