@@ -82,7 +82,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	list := s.w.List()
 	for i := range list {
-		list[i] = list[i].Redacted()
+		list[i].RegistryAuth = nil // the list is the worker's copy: redact it in place
 	}
 	s.encode(w, r, http.StatusOK, list)
 }
