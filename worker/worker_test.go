@@ -469,7 +469,9 @@ func TestStop(t *testing.T) {
 		t.Errorf("running containers: got %v, want none", running)
 	}
 
-	// Stopping a Completed task does nothing.
+	// Stopping a Completed task does nothing. (The runtime's die and destroy events of the first
+	// stop pass through the task's lane first.)
+	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 0 }, "the first stop's events to be applied")
 	if err := w.Stop(spec.ID); err != nil {
 		t.Errorf("Stop of a Completed task: got %v, want nil", err)
 	}
