@@ -17,10 +17,9 @@ import (
 
 	"github.com/cube-orchestrator/cube/api"
 	apiclient "github.com/cube-orchestrator/cube/api/client"
+	"github.com/cube-orchestrator/cube/internal/metrics"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/google/uuid"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // getText GETs path and returns the status, the Content-Type and the body.
@@ -312,32 +311,9 @@ func (d *daemon) scrape(t *testing.T) map[string]float64 {
 	if code != http.StatusOK || !strings.HasPrefix(ct, "text/plain") {
 		t.Fatalf("GET /metrics: got %d %s, want 200 text/plain", code, ct)
 	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(strings.NewReader(body))
+	out, err := metrics.Flatten(strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("GET /metrics: not the Prometheus text format: %v", err)
-	}
-	out := map[string]float64{}
-	for name, f := range families {
-		for _, m := range f.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			key := name
-			if len(labels) > 0 {
-				key += "{" + strings.Join(labels, ",") + "}"
-			}
-			switch {
-			case m.Counter != nil:
-				out[key] = m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				out[key] = m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				out[key+"_count"] = float64(m.GetHistogram().GetSampleCount())
-				out[key+"_sum"] = m.GetHistogram().GetSampleSum()
-			}
-		}
+		t.Fatalf("GET /metrics: %v", err)
 	}
 	return out
 }
