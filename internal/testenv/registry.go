@@ -130,6 +130,8 @@ func (r *Registry) Push(tb testing.TB, src, ref string) string {
 		tb.Fatalf("testenv: push %s: %v", full, err)
 	}
 	r.RemoveLocal(tb, full)
+	// Whatever pulls it during the test, the image goes when the test ends.
+	tb.Cleanup(func() { r.RemoveLocal(tb, full) })
 	return full
 }
 
@@ -139,7 +141,7 @@ func (r *Registry) RemoveLocal(tb testing.TB, ref string) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := Docker(tb).ImageRemove(ctx, ref, image.RemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
+	if _, err := Docker(tb).ImageRemove(ctx, ref, image.RemoveOptions{Force: true, PruneChildren: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		tb.Fatalf("testenv: remove local image %s: %v", ref, err)
 	}
 }

@@ -60,6 +60,7 @@ func uniqueImage(t *testing.T) string {
 	blob := make([]byte, 256<<10)
 	rand.Read(blob)
 	testenv.BuildDockerfile(t, tag, "FROM "+testenv.EchoImage+"\nCOPY blob /blob\n", map[string][]byte{"blob": blob})
+	t.Cleanup(func() { (&testenv.Registry{}).RemoveLocal(t, tag) })
 	return tag
 }
 
