@@ -184,17 +184,22 @@ func (d *dockerEnv) list(ctx context.Context, label string) ([]string, error) {
 
 // removeAll force-removes the containers, a few at a time.
 func (d *dockerEnv) removeAll(ctx context.Context, ids []string) error {
+	return eachLimited(ids, 8, func(id string) error { return d.remove(ctx, id) })
+}
+
+// eachLimited runs fn for every id, at most limit at once, and returns every error joined.
+func eachLimited(ids []string, limit int, fn func(id string) error) error {
 	var (
 		mu   sync.Mutex
 		errs []error
 		wg   sync.WaitGroup
-		sem  = make(chan struct{}, 8)
+		sem  = make(chan struct{}, limit)
 	)
 	for _, id := range ids {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := d.remove(ctx, id); err != nil {
+			if err := fn(id); err != nil {
 				mu.Lock()
 				errs = append(errs, err)
 				mu.Unlock()

@@ -268,47 +268,28 @@ func (b *bench) exitPhase(ctx context.Context) error {
 // deleteTasks deletes the tasks through the API, concurrently, and waits until each one's
 // container is destroyed.
 func (b *bench) deleteTasks(ctx context.Context, ids []string) error {
-	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, 16)
-	)
-	for _, id := range ids {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			err := func() error {
-				t, err := b.worker.get(ctx, id)
-				if err != nil {
-					return err
-				}
-				if err := b.worker.delete(ctx, id); err != nil {
-					return err
-				}
-				if t.ContainerID == "" {
-					return nil
-				}
-				if t.State == stateRunning {
-					_, err = b.events.wait(ctx, t.ContainerID, events.ActionDestroy, 2*time.Minute)
-					return err
-				}
-				// DELETE of a task that has ended may leave its container (it does at commit
-				// 2295cbd); remove it, so that the next phase starts from a clean Engine.
-				if _, err := b.events.wait(ctx, t.ContainerID, events.ActionDestroy, 3*time.Second); err == nil {
-					return nil
-				}
-				return b.docker.remove(ctx, t.ContainerID)
-			}()
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return eachLimited(ids, 16, func(id string) error {
+		t, err := b.worker.get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if err := b.worker.delete(ctx, id); err != nil {
+			return err
+		}
+		if t.ContainerID == "" {
+			return nil
+		}
+		if t.State == stateRunning {
+			_, err = b.events.wait(ctx, t.ContainerID, events.ActionDestroy, 2*time.Minute)
+			return err
+		}
+		// A DELETE of a task that has ended removes the container it kept for its logs; should
+		// it not within 3 s, remove it here, so that the next phase starts from a clean Engine.
+		if _, err := b.events.wait(ctx, t.ContainerID, events.ActionDestroy, 3*time.Second); err == nil {
+			return nil
+		}
+		return b.docker.remove(ctx, t.ContainerID)
+	})
 }
 
 // submitAll posts one task per spec, n at once when parallel is n, and returns their IDs in the
