@@ -13,10 +13,10 @@ FUZZTIME ?= 30s
 # The fuzzers, as package:FuzzName.
 FUZZERS := ./api:FuzzDecodeEvent ./api:FuzzRouteTaskID ./task:FuzzBindPolicy
 
-.PHONY: help build run test fuzz bench check images image clean
+.PHONY: help build run test test-deps fuzz bench check images image clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build the static cube binary into bin/cube
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cube ./cmd/cube
@@ -24,8 +24,26 @@ build: ## build the static cube binary into bin/cube
 run: build images ## build, then run the worker in the foreground on 127.0.0.1:5556
 	./bin/cube worker
 
-test: ## run the whole suite with -race against the real Docker Engine
+test: test-deps ## run the whole suite with -race against the real Docker Engine
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# What the suite needs beyond Go and make: a Docker Engine that answers, and Debian's
+# docker-registry for the pull tests, installed here with apt-get when it is missing and we are
+# root (otherwise one line says how to get it).
+test-deps: ## check the Docker Engine and install docker-registry if missing (the suite's needs)
+	@command -v $(GO) >/dev/null || { echo "make test: Go is not on PATH (install Go 1.26 or later; /usr/local/go/bin?)" >&2; exit 1; }
+	@command -v docker >/dev/null || { echo "make test: the docker CLI is missing: install Docker Engine 20.10 or later" >&2; exit 1; }
+	@timeout 20 docker info >/dev/null 2>&1 || { echo "make test: no Docker Engine answers (start dockerd, or set DOCKER_HOST)" >&2; exit 1; }
+	@if ! command -v docker-registry >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make test: installing Debian's docker-registry for the pull tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    { apt-get update -qq && apt-get install -y -qq --no-install-recommends docker-registry >/dev/null; } || \
+	      { echo "make test: apt-get install docker-registry failed" >&2; exit 1; }; \
+	  else \
+	    echo "make test: the pull tests need Debian's docker-registry: sudo apt-get install docker-registry" >&2; exit 1; \
+	  fi; \
+	fi
 
 fuzz: ## run each fuzzer for FUZZTIME (default 30s); a failing input lands in testdata/fuzz
 	@set -e; for f in $(FUZZERS); do \

@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -48,32 +47,20 @@ func testLogger(tb testing.TB) *slog.Logger {
 
 // harness is the API over a running worker on a fake runtime.
 type harness struct {
-	rt *workertest.Runtime
-	w  *worker.Worker
-	h  http.Handler
+	rt   *workertest.Runtime
+	w    *worker.Worker
+	h    http.Handler
+	auth string // the Authorization header the harness's own reads (waitState) send, if any
 }
 
-// newHarness starts a worker on a fake runtime and serves it, with its metrics; the worker stops
-// when the test ends.
+// newHarness starts a worker on a fake runtime, waits until it is ready, and serves it, with its
+// metrics; the worker stops when the test ends.
 func newHarness(tb testing.TB) *harness {
 	tb.Helper()
 	rt := workertest.New()
 	log := testLogger(tb)
 	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("Run: got %v, want nil", err)
-			}
-		case <-time.After(waitTimeout):
-			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
-		}
-	})
+	workertest.Start(tb, w, waitTimeout)
 	m := metrics.New(metrics.Options{Logger: log})
 	m.Track(w)
 	return &harness{rt: rt, w: w, h: New(w, Options{Logger: log, Metrics: m.Handler(), Observe: m.ObserveHTTP})}
@@ -184,7 +171,7 @@ func (h *harness) waitState(tb testing.TB, id uuid.UUID, want task.State) task.T
 	tb.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
-		rec := h.do(tb, http.MethodGet, "/tasks/"+id.String(), "")
+		rec := h.doAuth(tb, http.MethodGet, "/tasks/"+id.String(), "", h.auth)
 		wantStatus(tb, rec, http.StatusOK)
 		got := decodeTask(tb, rec.Body.Bytes())
 		if got.State == want {

@@ -49,7 +49,12 @@ func TestAuth(t *testing.T) {
 	// A task to read and delete, made with the full-access token.
 	rec := h.doAuth(t, http.MethodPost, "/tasks", newEvent().json(t), full)
 	wantStatus(t, rec, http.StatusCreated)
-	id := decodeTask(t, rec.Body.Bytes()).ID.String()
+	created := decodeTask(t, rec.Body.Bytes())
+	id := created.ID.String()
+	// The 201 comes before the start: wait for it, so that the count below is what the refused
+	// requests left.
+	h.auth = full
+	h.waitState(t, created.ID, task.Running)
 
 	tests := []struct {
 		name          string

@@ -60,28 +60,15 @@ func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// startWorker runs a worker on rt until the test ends: its cleanup cancels Run and waits for it
-// to return. A cleanup registered after startWorker runs before the worker stops.
+// startWorker runs a worker on rt until the test ends and waits until it is ready (see
+// workertest.Start). A cleanup registered after startWorker runs before the worker stops.
 func startWorker(tb testing.TB, rt Runtime, cfg Config) *Worker {
 	tb.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(tb)
 	}
 	w := New(rt, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("Run: got %v, want nil", err)
-			}
-		case <-time.After(waitTimeout):
-			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
-		}
-	})
+	workertest.Start(tb, w, waitTimeout)
 	return w
 }
 

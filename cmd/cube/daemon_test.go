@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,8 +34,8 @@ type daemon struct {
 	once   sync.Once
 }
 
-// startDaemon runs `cube worker` with args until the test ends. Its containers carry a worker
-// name unique to the test, and are all removed when the test ends.
+// startDaemon runs `cube worker` with args until the test ends, and waits until it is ready.
+// Its containers carry a worker name unique to the test, and are all removed when the test ends.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	testenv.BuildEchoImage(t)
@@ -55,7 +56,25 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 		d.stop(t)
 		testenv.RemoveLabelled(t, docker.LabelWorker+"="+d.name)
 	})
+	// A worker serving TLS is waited for by its test, which has the client that can reach it.
+	if !slices.Contains(args, "--tls-cert") {
+		testenv.WaitReady(t, client, d.url, tokenArg(t, args), 30*time.Second)
+	}
 	return d
+}
+
+// tokenArg returns the full-access token that args give the worker with --token-file, or "".
+func tokenArg(t *testing.T, args []string) string {
+	t.Helper()
+	i := slices.Index(args, "--token-file")
+	if i < 0 || i+1 >= len(args) {
+		return ""
+	}
+	b, err := os.ReadFile(args[i+1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // stop shuts the daemon down as SIGTERM would and waits for it. It is safe to call twice.

@@ -89,13 +89,7 @@ func startProc(t *testing.T, name, dockerHost string, args ...string) *proc {
 // waitReady waits until /readyz answers 200: the worker recovered its state.
 func (d *daemon) waitReady(t *testing.T, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for d.do(t, http.MethodGet, "/readyz", nil, nil) != http.StatusOK {
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz not 200 within %v", within)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.WaitReady(t, client, d.url, d.token, within)
 }
 
 // kill ends the process with SIGKILL, as a crash would, and waits for it.

@@ -19,7 +19,7 @@ import (
 // runs tasks.
 func TestWorkerImage(t *testing.T) {
 	testenv.BuildEchoImage(t)
-	const tag = "cube-worker:test"
+	tag := testenv.TestImage("cube-worker")
 	testenv.BuildImage(t, tag, "Dockerfile", "./cmd/cube", "bin/cube")
 
 	socket := "/var/run/docker.sock"
@@ -60,9 +60,8 @@ func TestWorkerImage(t *testing.T) {
 	if body := testenv.GetWithin(t, d.url+"/healthz", 30*time.Second); !strings.Contains(body, "ok") {
 		t.Fatalf("healthz: got %q", body)
 	}
-	if code := d.do(t, http.MethodGet, "/readyz", nil, nil); code != http.StatusOK {
-		t.Fatalf("readyz of the containerized worker: got %d, want 200 (can it reach the Docker socket?)", code)
-	}
+	// Ready once it has recovered its tasks and reached the Engine through the mounted socket.
+	d.waitReady(t, 30*time.Second)
 	tk := echoTask("--listen", ":7777")
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
 	d.submit(t, tk)

@@ -271,7 +271,7 @@ func TestUnhealthyWithoutPolicyKeepsRunning(t *testing.T) {
 // An image's own HEALTHCHECK, which Docker runs, restarts the task the same way.
 func TestImageHealthcheck(t *testing.T) {
 	testenv.BuildEchoImage(t)
-	const tag = "cube-echo-healthcheck:test"
+	tag := testenv.TestImage("cube-echo-healthcheck")
 	testenv.BuildDockerfile(t, tag, "FROM "+testenv.EchoImage+"\n"+
 		`HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD ["/echo", "--check", "http://127.0.0.1:7777/health"]`+"\n", nil)
 	d := startDaemon(t)

@@ -13,6 +13,10 @@ import (
 // must stop completely, and every worker, stream and health check with it.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if err := testenv.RemoveImages(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	client.CloseIdleConnections()
 	testenv.CloseIdle()
 	if code == 0 {

@@ -52,8 +52,7 @@ func startWorker(tb testing.TB, m *Metrics, rt worker.Runtime) *worker.Worker {
 	m.Track(w)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); w.Run(ctx) }()
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		if err := m.Run(ctx); err != nil {
@@ -61,6 +60,7 @@ func startWorker(tb testing.TB, m *Metrics, rt worker.Runtime) *worker.Worker {
 		}
 	}()
 	tb.Cleanup(func() { cancel(); wg.Wait() })
+	workertest.Start(tb, w, waitTimeout)
 	return w
 }
 

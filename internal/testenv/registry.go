@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Registry is a real image registry (Debian's docker-registry package) serving on 127.0.0.1,
@@ -30,9 +31,9 @@ type Registry struct {
 }
 
 // StartRegistry starts a registry with its storage in a temporary folder, with htpasswd basic
-// auth when withAuth is set, and stops it when the test ends. It fails the test when
-// docker-registry (or, with auth, htpasswd) is not installed: `apt-get install docker-registry
-// apache2-utils`.
+// auth (a bcrypt hash, which the registry requires) when withAuth is set, and stops it when the
+// test ends. It fails the test when docker-registry is not installed (`make test` installs it:
+// `apt-get install docker-registry`).
 func StartRegistry(tb testing.TB, withAuth bool) *Registry {
 	tb.Helper()
 	bin, err := exec.LookPath("docker-registry")
@@ -45,11 +46,12 @@ func StartRegistry(tb testing.TB, withAuth bool) *Registry {
 	auth := ""
 	if withAuth {
 		reg.Username, reg.Password = "cube", "s3cret-"+strconv.Itoa(os.Getpid())
-		out, err := exec.Command("htpasswd", "-Bbn", reg.Username, reg.Password).Output()
+		hash, err := bcrypt.GenerateFromPassword([]byte(reg.Password), bcrypt.DefaultCost)
 		if err != nil {
-			tb.Fatalf("testenv: htpasswd (apt-get install apache2-utils): %v", err)
+			tb.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "htpasswd"), out, 0o600); err != nil {
+		line := reg.Username + ":" + string(hash) + "\n" // the htpasswd file format, bcrypt as `htpasswd -B`
+		if err := os.WriteFile(filepath.Join(dir, "htpasswd"), []byte(line), 0o600); err != nil {
 			tb.Fatal(err)
 		}
 		auth = fmt.Sprintf("auth:\n  htpasswd:\n    realm: cube-test\n    path: %s\n", filepath.Join(dir, "htpasswd"))

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,11 +32,26 @@ import (
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 )
 
-// EchoImage is the tag of the test image built from examples/echo.
-const EchoImage = "cube-echo:latest"
+// ImageLabel marks every image the tests build, with the test process's run ID as its value:
+// `docker images --filter label=cube.test.image` finds what a killed test run left behind.
+const ImageLabel = "cube.test.image"
+
+// runID tells this test process's images from those of the other test processes (one per
+// package) that `go test ./...` runs at the same time.
+var runID = fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+
+// EchoImage is the tag of the test image built from examples/echo. It is this test process's
+// own (never cube-echo:latest, which `make images` builds for people), so that tests touch no
+// image they did not make, and RemoveImages removes it when the process ends.
+var EchoImage = "cube-echo:test-" + runID
+
+// TestImage returns a tag for an image a test builds (name "cube-worker" gives
+// "cube-worker:test-<run ID>"): this process's own, removed by RemoveImages.
+func TestImage(name string) string { return name + ":test-" + runID }
 
 const (
 	pingTimeout  = 5 * time.Second
@@ -105,6 +121,7 @@ func BuildImage(tb testing.TB, tag, dockerfile, pkg, binPath string) {
 }
 
 func buildImage(tag, dockerfilePath, pkg, binPath string) error {
+	built.add(tag)
 	cli, err := dockerClient()
 	if err != nil {
 		return err
@@ -163,18 +180,62 @@ func buildImage(tag, dockerfilePath, pkg, binPath string) error {
 
 	ctx, cancel = context.WithTimeout(context.Background(), imageBuild)
 	defer cancel()
-	resp, err := cli.ImageBuild(ctx, &buildCtx, build.ImageBuildOptions{
-		Tags:        []string{tag},
-		Dockerfile:  "Dockerfile",
-		Remove:      true,
-		ForceRemove: true,
-		Version:     build.BuilderV1,
-	})
+	resp, err := cli.ImageBuild(ctx, &buildCtx, buildOptions(tag))
 	if err != nil {
 		return fmt.Errorf("image build: %w", err)
 	}
 	defer resp.Body.Close()
 	return readBuildOutput(resp.Body)
+}
+
+// buildOptions builds tag with the classic builder, labelled with ImageLabel. It uses no build
+// cache: a cached step would share intermediate images with another test process's build, and
+// that process's RemoveImages could delete them while this build still needs them.
+func buildOptions(tag string) build.ImageBuildOptions {
+	return build.ImageBuildOptions{
+		Tags: []string{tag}, Dockerfile: "Dockerfile", Remove: true, ForceRemove: true, NoCache: true,
+		Version: build.BuilderV1, Labels: map[string]string{ImageLabel: runID},
+	}
+}
+
+// built is every tag this process built or began to build.
+var built tags
+
+type tags struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (t *tags) add(tag string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !slices.Contains(t.list, tag) {
+		t.list = append(t.list, tag)
+	}
+}
+
+// RemoveImages removes every image this test process built, with the intermediate images of
+// their builds, and returns the first error. TestMain calls it after m.Run, when no test uses
+// the images any more. Images that are gone already are fine.
+func RemoveImages() error {
+	cli, err := dockerClient()
+	built.mu.Lock()
+	list := slices.Clone(built.list)
+	built.mu.Unlock()
+	if err != nil || len(list) == 0 {
+		return nil // nothing was built: there is nothing to remove
+	}
+	var first error
+	slices.Reverse(list) // an image built FROM another goes first
+	for _, tag := range list {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		_, err := cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true})
+		cancel()
+		if err != nil && !cerrdefs.IsNotFound(err) && first == nil {
+			first = fmt.Errorf("testenv: removing image %s: %w", tag, err)
+		}
+	}
+	return first
 }
 
 // buildMessage is the part of a build stream message (jsonmessage) we use.
@@ -300,9 +361,8 @@ func BuildDockerfile(tb testing.TB, tag, dockerfile string, files map[string][]b
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), imageBuild)
 	defer cancel()
-	resp, err := cli.ImageBuild(ctx, &buildCtx, build.ImageBuildOptions{
-		Tags: []string{tag}, Dockerfile: "Dockerfile", Remove: true, ForceRemove: true, Version: build.BuilderV1,
-	})
+	built.add(tag)
+	resp, err := cli.ImageBuild(ctx, &buildCtx, buildOptions(tag))
 	if err != nil {
 		tb.Fatalf("testenv: build %s: %v", tag, err)
 	}
@@ -344,4 +404,46 @@ func GetWithin(tb testing.TB, url string, within time.Duration) string {
 	}
 	tb.Fatalf("GET %s: no 200 within %v: %v", url, within, last)
 	return ""
+}
+
+// WaitReady polls base+"/readyz" (base is "http://host:port" or "https://…") with c, or a plain
+// client when c is nil, sending token as a bearer token when it is not empty, until the worker
+// answers 200: it has recovered its tasks and the Docker Engine answers. It fails the test with
+// the last answer when that does not happen within the given time. Every harness that starts a
+// worker waits with it before the test goes on.
+func WaitReady(tb testing.TB, c *http.Client, base, token string, within time.Duration) {
+	tb.Helper()
+	if c == nil {
+		c = &http.Client{}
+	}
+	deadline := time.Now().Add(within)
+	var last string
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+		if err != nil {
+			cancel()
+			tb.Fatalf("testenv: readyz of %s: %v", base, err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := c.Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				cancel()
+				return
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		} else {
+			last = err.Error()
+		}
+		cancel()
+		if time.Now().After(deadline) {
+			tb.Fatalf("testenv: the worker at %s was not ready within %v; /readyz last answered: %s", base, within, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

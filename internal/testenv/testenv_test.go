@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,16 @@ import (
 )
 
 const testLabel = "cube.testenv"
+
+// TestMain removes the images the tests built, as every package's TestMain that builds any does.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := RemoveImages(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
+	os.Exit(code)
+}
 
 // newLabel returns a "key=value" label unique to this test run and removes
 // all containers carrying it when the test ends.

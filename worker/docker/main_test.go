@@ -13,6 +13,10 @@ import (
 // exec sessions must all end.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if err := testenv.RemoveImages(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
+	}
 	testenv.CloseIdle()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {

@@ -1,6 +1,8 @@
 // Package workertest provides a fake worker.Runtime for fast tests of the layers above the
 // runtime: the worker loop and the HTTP API. It keeps containers in memory and emits the same
-// container events a real Engine would, when a test makes a container exit or vanish.
+// container events a real Engine would, when a test makes a container exit or vanish. Start runs
+// a worker for one test and waits until it is ready: every harness that runs a worker in-process
+// uses it.
 package workertest
 
 import (
