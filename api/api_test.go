@@ -59,7 +59,7 @@ func newHarness(tb testing.TB) *harness {
 	tb.Helper()
 	rt := workertest.New()
 	log := testLogger(tb)
-	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log})
+	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log, PingInterval: 10 * time.Millisecond})
 	workertest.Start(tb, w, waitTimeout)
 	m := metrics.New(metrics.Options{Logger: log})
 	m.Track(w)
@@ -545,15 +545,30 @@ func TestHealth(t *testing.T) {
 		t.Errorf("GET /readyz: got %s, want {\"Status\":\"ready\"}", got)
 	}
 
-	// The Docker adapter reports an Engine that does not answer as an EUNAVAILABLE error.
-	h.rt.PingErr = task.Errorf(task.EUNAVAILABLE, "ping docker: Cannot connect to the Docker daemon")
-	wantError(t, h.do(t, http.MethodGet, "/readyz", ""), http.StatusServiceUnavailable,
+	// The Docker adapter reports an Engine that does not answer as an EUNAVAILABLE error; the
+	// worker's next ping sees it.
+	h.rt.SetPingErr(task.Errorf(task.EUNAVAILABLE, "ping docker: Cannot connect to the Docker daemon"))
+	wantError(t, h.readyzUntil(t, http.StatusServiceUnavailable), http.StatusServiceUnavailable,
 		"the container runtime does not answer", "Cannot connect to the Docker daemon")
 	// Liveness does not depend on the runtime.
 	wantStatus(t, h.do(t, http.MethodGet, "/healthz", ""), http.StatusOK)
 
-	h.rt.PingErr = nil
-	wantStatus(t, h.do(t, http.MethodGet, "/readyz", ""), http.StatusOK)
+	h.rt.SetPingErr(nil)
+	wantStatus(t, h.readyzUntil(t, http.StatusOK), http.StatusOK)
+}
+
+// readyzUntil polls GET /readyz until it answers status (the worker pings its runtime every
+// 10 ms in the harness), and returns the last answer.
+func (h *harness) readyzUntil(tb testing.TB, status int) *httptest.ResponseRecorder {
+	tb.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		rec := h.doAuth(tb, http.MethodGet, "/readyz", "", h.auth)
+		if rec.Code == status || time.Now().After(deadline) {
+			return rec
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 func TestRecoverer(t *testing.T) {

@@ -170,8 +170,8 @@ func TestAuthenticatorCheck(t *testing.T) {
 
 func TestRetryAfterOnUnavailable(t *testing.T) {
 	h := newHarness(t)
-	h.rt.PingErr = task.Errorf(task.EUNAVAILABLE, "ping docker: no answer")
-	rec := h.do(t, http.MethodGet, "/readyz", "")
+	h.rt.SetPingErr(task.Errorf(task.EUNAVAILABLE, "ping docker: no answer"))
+	rec := h.readyzUntil(t, http.StatusServiceUnavailable)
 	wantError(t, rec, http.StatusServiceUnavailable)
 	if got := rec.Header().Get("Retry-After"); got != "1" {
 		t.Errorf("Retry-After on a 503: got %q, want 1", got)

@@ -108,8 +108,9 @@ func TestOpenAPI(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.name == "readyz, runtime down" {
-				h.rt.PingErr = task.Errorf(task.EUNAVAILABLE, "ping docker: Cannot connect to the Docker daemon")
-				defer func() { h.rt.PingErr = nil }()
+				h.rt.SetPingErr(task.Errorf(task.EUNAVAILABLE, "ping docker: Cannot connect to the Docker daemon"))
+				defer h.rt.SetPingErr(nil)
+				h.readyzUntil(t, http.StatusServiceUnavailable)
 			}
 			path := strings.NewReplacer("{id}", running.String(), "{done}", done.String()).Replace(tt.path)
 			checkContract(t, doc, router, h.h, tt, path)

@@ -74,7 +74,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 		if ctx.Err() == nil {
 			w.log.Warn("reconcile: cannot list containers", "err", err)
 			w.mu.Lock()
-			w.markDownLocked(err.Error())
+			w.markDownLocked(err)
 			w.mu.Unlock()
 		}
 		return

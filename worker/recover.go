@@ -10,6 +10,9 @@ import (
 	"github.com/google/uuid"
 )
 
+// pingTimeout is the least time a ping of the runtime has to answer.
+const pingTimeout = 5 * time.Second
+
 // park keeps o to carry out again when the runtime answers, and notes that it does not.
 func (w *Worker) park(log *slog.Logger, o op, err error) {
 	log.Warn("operation waits for the container runtime", "err", err)
@@ -24,29 +27,29 @@ func (w *Worker) park(log *slog.Logger, o op, err error) {
 		l.ops = nil
 	}
 	if w.runCtx != nil && w.runCtx.Err() == nil {
-		w.markDownLocked(err.Error())
+		w.markDownLocked(err)
 	}
 }
 
 // markDownLocked notes that the runtime does not answer, and why. Callers hold w.mu.
-func (w *Worker) markDownLocked(reason string) {
-	if w.downReason == "" {
+func (w *Worker) markDownLocked(err error) {
+	if w.downErr == nil {
 		w.downSince = w.now()
-		w.log.Warn("the container runtime does not answer; tasks keep their last known state", "reason", reason)
+		w.log.Warn("the container runtime does not answer; tasks keep their last known state", "reason", err)
 	}
-	w.downReason = reason
+	w.downErr = err
 }
 
 // markUp notes that the runtime answers again. Coming back from an outage, the worker carries
 // out what it parked, follows the runtime's events afresh and reconciles.
 func (w *Worker) markUp() {
 	w.mu.Lock()
-	if w.downReason == "" {
+	if w.downErr == nil {
 		w.mu.Unlock()
 		return
 	}
 	w.log.Info("the container runtime answers again", "down_for", w.now().Sub(w.downSince).Round(time.Millisecond))
-	w.downReason = ""
+	w.downErr = nil
 	parked := w.parked
 	w.parked = nil
 	clear(w.parkedTasks)
@@ -64,15 +67,16 @@ func (w *Worker) markUp() {
 func (w *Worker) unconfirmed() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.downReason == "" {
+	if w.downErr == nil {
 		return ""
 	}
 	return fmt.Sprintf("the container runtime has not answered since %s (%s); this is the last known state",
-		w.downSince.UTC().Format(time.RFC3339), w.downReason)
+		w.downSince.UTC().Format(time.RFC3339), w.downErr)
 }
 
 // pingLoop asks the runtime whether it answers every pingInterval, so that an outage, and the
-// end of one, is noticed even when nothing else calls the runtime.
+// end of one, is noticed even when nothing else calls the runtime. A ping has pingTimeout to
+// answer: an Engine that is only slow, on a loaded machine, is not taken for one that is gone.
 func (w *Worker) pingLoop(ctx context.Context) {
 	defer w.wg.Done()
 	t := time.NewTicker(w.pingInterval)
@@ -83,7 +87,7 @@ func (w *Worker) pingLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		pctx, cancel := context.WithTimeout(ctx, w.pingInterval)
+		pctx, cancel := context.WithTimeout(ctx, max(w.pingInterval, pingTimeout))
 		err := w.rt.Ping(pctx)
 		cancel()
 		if ctx.Err() != nil {
@@ -91,7 +95,7 @@ func (w *Worker) pingLoop(ctx context.Context) {
 		}
 		if err != nil {
 			w.mu.Lock()
-			w.markDownLocked(err.Error())
+			w.markDownLocked(err)
 			w.mu.Unlock()
 			continue
 		}
@@ -117,7 +121,7 @@ func (w *Worker) recoverState(ctx context.Context) {
 			break
 		}
 		w.mu.Lock()
-		w.markDownLocked(err.Error())
+		w.markDownLocked(err)
 		w.mu.Unlock()
 		if !sleep(ctx, backoff) {
 			return

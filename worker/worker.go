@@ -86,7 +86,7 @@ type Config struct {
 	RebuildFromRuntime bool
 	KeepOrphans        bool          // report containers with no task behind them, but do not remove them
 	OrphanGrace        time.Duration // how long a container is an orphan before it is removed; default 1m
-	PingInterval       time.Duration // how often to ask whether the runtime answers; default 2s
+	PingInterval       time.Duration // how often to ask whether the runtime answers; default 2s (each ask may take 5s)
 }
 
 // Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
@@ -131,7 +131,7 @@ type Worker struct {
 
 	parked      []op                 // operations waiting for the runtime to answer, in order
 	parkedTasks map[uuid.UUID]bool   // tasks with parked operations
-	downReason  string               // why the runtime is thought not to answer; "" when it does
+	downErr     error                // why the runtime is thought not to answer; nil when it does
 	downSince   time.Time            // since when
 	watchCancel context.CancelFunc   // ends the current event subscription
 	orphans     map[string]time.Time // containers with no task behind them, and since when
@@ -493,14 +493,17 @@ func (w *Worker) List() []task.Task {
 }
 
 // Ready returns nil when the worker has recovered its state at start and the runtime answers,
-// and otherwise an EUNAVAILABLE error saying why.
+// and otherwise an EUNAVAILABLE error saying why (wrapping the runtime's error). It answers from
+// what the worker last saw of the runtime, its ping every PingInterval and every call it made,
+// and so costs no runtime call: a readiness probe cannot load the Engine.
 func (w *Worker) Ready(ctx context.Context) error {
 	if !w.recovered.Load() {
 		return task.Errorf(task.EUNAVAILABLE, "the worker is still recovering its tasks from the container runtime")
 	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if err := w.rt.Ping(ctx); err != nil {
+	w.mu.Lock()
+	err := w.downErr
+	w.mu.Unlock()
+	if err != nil {
 		return task.Wrap(task.EUNAVAILABLE, err, "the container runtime does not answer")
 	}
 	return nil

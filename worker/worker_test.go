@@ -771,7 +771,7 @@ func TestReconcileAfterStreamBreaks(t *testing.T) {
 
 func TestReady(t *testing.T) {
 	rt := workertest.New()
-	w := New(rt, Config{Logger: testLogger(t)})
+	w := New(rt, Config{Logger: testLogger(t), PingInterval: 10 * time.Millisecond})
 	if err := w.Ready(context.Background()); task.ErrorCode(err) != task.EUNAVAILABLE || !strings.Contains(err.Error(), "recovering") {
 		t.Errorf("Ready before Run has recovered the tasks: got %v, want EUNAVAILABLE saying it is recovering", err)
 	}
@@ -780,7 +780,10 @@ func TestReady(t *testing.T) {
 	go func() { done <- w.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	waitFor(t, waitTimeout, func() bool { return w.Ready(context.Background()) == nil }, "Ready once recovered")
-	rt.PingErr = errors.New("Cannot connect to the Docker daemon")
+	pingErr := errors.New("Cannot connect to the Docker daemon")
+	rt.SetPingErr(pingErr)
+	// Ready answers from the worker's pings: the next one sees it.
+	waitFor(t, waitTimeout, func() bool { return w.Ready(context.Background()) != nil }, "Ready to fail once the runtime does not answer")
 	err := w.Ready(context.Background())
 	if code := task.ErrorCode(err); code != task.EUNAVAILABLE {
 		t.Fatalf("Ready with a runtime that does not answer: got %v, want a %q error", err, task.EUNAVAILABLE)
@@ -788,7 +791,7 @@ func TestReady(t *testing.T) {
 	if !strings.Contains(err.Error(), "Cannot connect to the Docker daemon") {
 		t.Errorf("Ready error: got %q, want it to hold the cause", err)
 	}
-	if !errors.Is(err, rt.PingErr) {
+	if !errors.Is(err, pingErr) {
 		t.Errorf("Ready error: got %v, want it to wrap the cause", err)
 	}
 }

@@ -45,24 +45,11 @@ func newHarnessWith(tb testing.TB, opts api.Options) *harness {
 	tb.Helper()
 	rt := workertest.New()
 	log := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log, PingInterval: 10 * time.Millisecond})
+	workertest.Start(tb, w, waitTimeout)
 	opts.Logger = log
 	srv := httptest.NewServer(api.New(w, opts))
-	tb.Cleanup(func() {
-		srv.Close()
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("Run: got %v, want nil", err)
-			}
-		case <-time.After(waitTimeout):
-			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
-		}
-	})
+	tb.Cleanup(srv.Close)
 	c, err := client.New(srv.URL, client.WithHTTPClient(srv.Client()))
 	if err != nil {
 		tb.Fatal(err)
@@ -240,8 +227,12 @@ func TestErrorKinds(t *testing.T) {
 	if err := c.Ready(ctx(t)); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
-	h.rt.PingErr = task.Errorf(task.EUNAVAILABLE, "ping docker: Cannot connect to the Docker daemon")
-	wantError(t, c.Ready(ctx(t)), http.StatusServiceUnavailable, task.EUNAVAILABLE,
+	h.rt.SetPingErr(task.Errorf(task.EUNAVAILABLE, "ping docker: Cannot connect to the Docker daemon"))
+	err = c.Ready(ctx(t))
+	for deadline := time.Now().Add(waitTimeout); err == nil && time.Now().Before(deadline); err = c.Ready(ctx(t)) {
+		time.Sleep(2 * time.Millisecond) // until the worker's next ping
+	}
+	wantError(t, err, http.StatusServiceUnavailable, task.EUNAVAILABLE,
 		"the container runtime does not answer", "Cannot connect to the Docker daemon")
 	if err := c.Healthz(ctx(t)); err != nil {
 		t.Errorf("Healthz with the runtime down: got %v, want nil", err)

@@ -34,7 +34,7 @@ type Runtime struct {
 	// StartHook, when set, runs at the start of every Start; an error it returns fails the start.
 	// It may block, to hold a start under way.
 	StartHook func(ctx context.Context, t task.Task) error
-	// PingErr, when set, is what Ping returns.
+	// PingErr, when set, is what Ping returns. Set it with SetPingErr once a worker runs.
 	PingErr error
 	// InspectErr, when set, is what Inspect returns.
 	InspectErr error
@@ -220,6 +220,13 @@ func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.Conta
 			fn(ev)
 		}
 	}
+}
+
+// SetPingErr sets PingErr, safely while a worker pings.
+func (r *Runtime) SetPingErr(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.PingErr = err
 }
 
 // Ping returns PingErr.
