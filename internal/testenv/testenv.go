@@ -214,28 +214,44 @@ func (t *tags) add(tag string) {
 	}
 }
 
-// RemoveImages removes every image this test process built, with the intermediate images of
-// their builds, and returns the first error. TestMain calls it after m.Run, when no test uses
-// the images any more. Images that are gone already are fine.
+// RemoveImages removes every image this test process built, the ones an image built again
+// under the same tag left untagged too, with the intermediate images of their builds, and
+// returns the first error. TestMain calls it after m.Run, when no test uses the images any more.
+// Images that are gone already are fine.
 func RemoveImages() error {
-	cli, err := dockerClient()
 	built.mu.Lock()
-	list := slices.Clone(built.list)
+	n := len(built.list)
 	built.mu.Unlock()
-	if err != nil || len(list) == 0 {
+	if n == 0 {
 		return nil // nothing was built: there is nothing to remove
 	}
-	var first error
-	slices.Reverse(list) // an image built FROM another goes first
-	for _, tag := range list {
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		_, err := cli.ImageRemove(ctx, tag, image.RemoveOptions{Force: true, PruneChildren: true})
-		cancel()
-		if err != nil && !cerrdefs.IsNotFound(err) && first == nil {
-			first = fmt.Errorf("testenv: removing image %s: %w", tag, err)
+	cli, err := dockerClient()
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var last error
+	// An image built FROM another of ours is its child and must go first; the newest first
+	// gets there in one pass, and a second pass takes what a conflict held back.
+	for range 2 {
+		list, err := cli.ImageList(ctx, image.ListOptions{Filters: filters.NewArgs(filters.Arg("label", ImageLabel+"="+runID))})
+		if err != nil {
+			return fmt.Errorf("testenv: listing this run's images: %w", err)
+		}
+		if len(list) == 0 {
+			return nil
+		}
+		slices.SortFunc(list, func(a, b image.Summary) int { return int(b.Created - a.Created) })
+		last = nil
+		for _, img := range list {
+			_, err := cli.ImageRemove(ctx, img.ID, image.RemoveOptions{Force: true, PruneChildren: true})
+			if err != nil && !cerrdefs.IsNotFound(err) {
+				last = fmt.Errorf("testenv: removing image %.19s %v: %w", img.ID, img.RepoTags, err)
+			}
 		}
 	}
-	return first
+	return last
 }
 
 // buildMessage is the part of a build stream message (jsonmessage) we use.
