@@ -21,6 +21,11 @@
 //	--exit N               exit code when the program ends by itself (default 0)
 //	--alloc SIZE           allocate and touch SIZE bytes ("512k", "64m", "1g"), keep running
 //	--busy                 keep one CPU core busy (a spinning loop), keep running
+//	--oom SIZE             run a child that allocates SIZE (--alloc); when it dies of a signal
+//	                       (the OOM killer, in a container whose memory limit is below SIZE),
+//	                       wait a second and exit with 128+signal. The pause keeps the
+//	                       container's cgroup alive until the Engine has seen the OOM kill:
+//	                       a container whose PID 1 is killed at once sometimes loses it.
 //	--check URL            only GET URL and exit 0 on a 2xx answer, 1 otherwise
 //	                       (for HEALTHCHECK / exec health checks in a shell-less image)
 //
@@ -39,6 +44,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -62,6 +68,7 @@ type config struct {
 	sleep          time.Duration
 	exitCode       int
 	alloc          int64
+	oom            string
 	busy           bool
 	check          string
 	unhealthyAfter time.Duration
@@ -89,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.sleep, "sleep", 0, "exit after `DUR` (counted from start)")
 	fs.IntVar(&c.exitCode, "exit", 0, "exit `CODE` when the program ends by itself")
 	fs.StringVar(&alloc, "alloc", "", "allocate and touch `SIZE` bytes of memory (e.g. 64m), then keep running")
+	fs.StringVar(&c.oom, "oom", "", "run a child that allocates `SIZE`; exit 128+signal a second after it is killed")
 	fs.BoolVar(&c.busy, "busy", false, "keep one CPU core busy until the program ends")
 	fs.StringVar(&c.check, "check", "", "GET `URL` and exit 0 on 2xx, 1 otherwise")
 	fs.DurationVar(&c.unhealthyAfter, "unhealthy-after", 0, "/health answers 500 once `DUR` has passed")
@@ -103,6 +111,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			c.printSet = true
 		}
 	})
+	if c.oom != "" {
+		if _, err := parseSize(c.oom); err != nil {
+			return nil, fmt.Errorf("%w: --oom: %v", errUsage, err)
+		}
+	}
 	if alloc != "" {
 		n, err := parseSize(alloc)
 		if err != nil {
@@ -231,6 +244,30 @@ func check(url string, stderr io.Writer) int {
 	return 0
 }
 
+// oomChild runs this program again with --alloc size and waits for it. A child killed by a
+// signal makes it wait a second, then return 128+signal, the exit code of a program killed so.
+func oomChild(size string, stdout, stderr io.Writer) int {
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "echo: --oom: %v\n", err)
+		return 1
+	}
+	cmd := exec.Command(self, "--alloc", size)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		fmt.Fprintf(stderr, "echo: --oom: the child ended: %v\n", err)
+		return 1
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		fmt.Fprintf(stderr, "echo: --oom: the child was killed by %v\n", ws.Signal())
+		time.Sleep(time.Second)
+		return 128 + int(ws.Signal())
+	}
+	return ee.ExitCode()
+}
+
 // ballast keeps the --alloc memory reachable for the life of the process.
 var ballast []byte
 
@@ -303,6 +340,9 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	}
 	if c.check != "" {
 		return check(c.check, stderr)
+	}
+	if c.oom != "" {
+		return oomChild(c.oom, stdout, stderr)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -91,6 +91,7 @@ func TestParseFlags(t *testing.T) {
 		{"--exit", "256"},
 		{"--exit", "-1"},
 		{"--alloc", "lots"},
+		{"--oom", "lots"},
 		{"--sleep", "-1s"},
 		{"--sleep", "5"},
 	} {
