@@ -21,11 +21,11 @@
 //	--exit N               exit code when the program ends by itself (default 0)
 //	--alloc SIZE           allocate and touch SIZE bytes ("512k", "64m", "1g"), keep running
 //	--busy                 keep one CPU core busy (a spinning loop), keep running
-//	--oom SIZE             run a child that allocates SIZE (--alloc); when it dies of a signal
-//	                       (the OOM killer, in a container whose memory limit is below SIZE),
-//	                       wait a second and exit with 128+signal. The pause keeps the
-//	                       container's cgroup alive until the Engine has seen the OOM kill:
-//	                       a container whose PID 1 is killed at once sometimes loses it.
+//	--oom SIZE             after a second, run a child that allocates SIZE (--alloc); when it
+//	                       dies of a signal (the OOM killer, in a container whose memory limit
+//	                       is below SIZE), wait a second and exit with 128+signal. The pauses
+//	                       let the Engine see the OOM kill: one within moments of the start,
+//	                       or of a container whose PID 1 dies at once, is sometimes lost.
 //	--check URL            only GET URL and exit 0 on a 2xx answer, 1 otherwise
 //	                       (for HEALTHCHECK / exec health checks in a shell-less image)
 //
@@ -244,9 +244,11 @@ func check(url string, stderr io.Writer) int {
 	return 0
 }
 
-// oomChild runs this program again with --alloc size and waits for it. A child killed by a
-// signal makes it wait a second, then return 128+signal, the exit code of a program killed so.
+// oomChild waits a second, then runs this program again with --alloc size and waits for it. A
+// child killed by a signal makes it wait a second, then return 128+signal, the exit code of a
+// program killed so.
 func oomChild(size string, stdout, stderr io.Writer) int {
+	time.Sleep(time.Second)
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "echo: --oom: %v\n", err)
