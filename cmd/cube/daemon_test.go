@@ -204,8 +204,8 @@ func TestStartRunsALabelledContainerWithPublishedPorts(t *testing.T) {
 	tk := echoTask("--listen", ":7777")
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
 	got := d.submit(t, tk)
-	if got.ID != tk.ID || got.State != task.Pending {
-		t.Fatalf("POST answer: got ID %s state %v, want %s Pending", got.ID, got.State, tk.ID)
+	if got.ID != tk.ID || got.State != task.Scheduled {
+		t.Fatalf("POST answer: got ID %s state %v, want %s Scheduled", got.ID, got.State, tk.ID)
 	}
 	run := d.waitState(t, tk.ID, task.Running, 30*time.Second)
 	if run.ContainerID == "" || run.StartTime.IsZero() {
