@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
@@ -161,4 +163,65 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return -1
+}
+
+// A worker that starts while Docker does not answer serves at once, and claims its name when
+// Docker answers, before it runs anything: it exits naming the holder when the name is taken,
+// and runs what it accepted meanwhile when the name is free.
+func TestNameClaimedWhenDockerAnswers(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	name := "cube-late-" + uuid.NewString()[:8]
+	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+	first := startProc(t, name, "")
+	first.waitReady(t, 30*time.Second)
+	tk := echoTask("--listen", ":7777")
+	first.submit(t, tk)
+	run := first.waitState(t, tk.ID, task.Running, time.Minute)
+
+	// The name is taken: the late worker exits 1, naming the first, having run nothing.
+	proxy := faultproxy.Start(t, faultproxy.Options{Mode: faultproxy.Down})
+	late := startProc(t, name, proxy.DockerHost())
+	if code := late.do(t, http.MethodGet, "/readyz", nil, nil); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before the name is claimed: got %d, want 503", code)
+	}
+	if err := proxy.Set(faultproxy.Pass); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-late.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the late worker did not exit within 30s of Docker answering:\n%s", late.logs)
+	}
+	if code := late.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit code: got %d, want 1", code)
+	}
+	want := fmt.Sprintf("cube: worker name %q is in use on this Docker Engine", name)
+	if msg := lastLine(late.logs.String()); !strings.HasPrefix(msg, want) || !strings.Contains(msg, fmt.Sprintf("by pid %d", first.cmd.Process.Pid)) {
+		t.Errorf("got %q, want %q… by pid %d", msg, want, first.cmd.Process.Pid)
+	}
+	if strings.Contains(late.logs.String(), "worker started") {
+		t.Errorf("the late worker ran before it had its name:\n%s", late.logs)
+	}
+	if got := first.get(t, tk.ID); got.State != task.Running || got.ContainerID != run.ContainerID {
+		t.Errorf("the first worker's task: got %v in %s, want Running in %s", got.State, got.ContainerID, run.ContainerID)
+	}
+
+	// The name is free: the late worker accepts a task while Docker is away, then claims the
+	// name, takes up the first worker's task and runs the new one.
+	first.kill(t)
+	proxy2 := faultproxy.Start(t, faultproxy.Options{Mode: faultproxy.Down})
+	next := startProc(t, name, proxy2.DockerHost())
+	queued := echoTask("--listen", ":7777")
+	if got := next.submit(t, queued); got.State != task.Scheduled {
+		t.Errorf("accepted while Docker is away: got %v, want Scheduled", got.State)
+	}
+	if err := proxy2.Set(faultproxy.Pass); err != nil {
+		t.Fatal(err)
+	}
+	next.waitReady(t, 30*time.Second)
+	next.waitState(t, queued.ID, task.Running, time.Minute)
+	if got := next.waitState(t, tk.ID, task.Running, 30*time.Second); got.ContainerID != run.ContainerID {
+		t.Errorf("the first worker's task: in %s, want taken up in %s", got.ContainerID, run.ContainerID)
+	}
+	next.waitLog(t, "worker name claimed on this Docker Engine", 10*time.Second)
 }
