@@ -39,7 +39,7 @@ type Holder struct {
 
 // HeldError says that another process holds the name.
 type HeldError struct {
-	Holder        // as its lock file says; PID 0 when it could not be read
+	Holder   // as its lock file says; PID 0 when it could not be read
 	Name     string
 	EngineID string
 	Path     string // the lock file
