@@ -150,7 +150,8 @@ func (w *Worker) findStarted(ctx context.Context, id uuid.UUID, eventID string) 
 }
 
 // launch starts a container for a Scheduled task. The task ends Running, or, when the start
-// fails, Failed or back in Scheduled waiting to restart, as its policy says. When the runtime
+// fails, Failed or back in Scheduled waiting to restart, as its policy says; a task with a stop
+// accepted is not started, and the stop ends it. When the runtime
 // does not answer, the task waits in Scheduled and the launch is parked: a runtime that is away
 // fails no task. seq is the stored order the launch completes, if any.
 func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, seq uint64) error {
@@ -164,6 +165,12 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		// Shutting down: the task stays Scheduled (its order stored, if any) and starts when
 		// the worker runs again.
 		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: ctx.Err()}
+	}
+	if w.isStopping(id) {
+		// Deleted before it could start: the stop, queued behind, ends it without a container.
+		<-w.startSlots
+		log.Info("start skipped: a stop of the task is accepted")
+		return nil
 	}
 	sctx, cancel := context.WithTimeout(opCtx, w.startTimeout)
 	c, err := w.rt.Start(sctx, t, func(step task.StartStep) { w.progress(log, id, step) })

@@ -392,6 +392,31 @@ func TestStopEndsUnendedTasksCompleted(t *testing.T) {
 			t.Errorf("containers left: %+v", rt.Containers())
 		}
 	})
+	// Deleted while its start waits for a start slot, a task is never started.
+	t.Run("Scheduled waiting to start", func(t *testing.T) {
+		rt, w, g := gatedWorker(t, Config{Concurrency: 1})
+		busy := newTask()
+		submit(t, w, eventFor(busy))
+		waitFor(t, waitTimeout, func() bool { entered, _, _ := g.counts(); return entered == 1 }, "the first start to take the only slot")
+		spec := newTask()
+		if got := submit(t, w, eventFor(spec)); got.State != task.Scheduled {
+			t.Fatalf("submitted: got %v, want Scheduled", got.State)
+		}
+		if err := w.Stop(spec.ID); err != nil {
+			t.Fatal(err)
+		}
+		g.release()
+		got := waitState(t, w, spec.ID, task.Completed)
+		if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request before it started" {
+			t.Errorf("Stopped records: got %+v in %v", rs, recordTypes(got))
+		}
+		waitState(t, w, busy.ID, task.Running)
+		for _, st := range rt.Starts() {
+			if st.ID == spec.ID {
+				t.Errorf("the deleted task was started")
+			}
+		}
+	})
 	// A task can be Pending or Scheduled without a container only until its start is applied:
 	// stored so, with its stop accepted before the worker runs, the stop is applied first.
 	for _, state := range []task.State{task.Pending, task.Scheduled} {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
@@ -135,4 +136,41 @@ func TestAdmissionCannotOverflow(t *testing.T) {
 	small.Memory = 64 << 20
 	d.submit(t, small)
 	d.waitState(t, small.ID, task.Running, time.Minute)
+}
+
+// A task accepted while Docker is down waits Scheduled; a DELETE then ends it Completed once
+// Docker answers, and it never gets a container.
+func TestDeleteScheduledTaskNeverStartsIt(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	name := "cube-stop-sched-" + uuid.NewString()[:8]
+	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+	proxy := faultproxy.Start(t, faultproxy.Options{})
+	p := startProc(t, name, proxy.DockerHost())
+	p.waitReady(t, 30*time.Second)
+	if err := proxy.Set(faultproxy.Down); err != nil {
+		t.Fatal(err)
+	}
+	tk := echoTask("--print", "ran", "--exit", "0")
+	if got := p.submit(t, tk); got.State != task.Scheduled {
+		t.Fatalf("POST: got %v, want Scheduled", got.State)
+	}
+	p.waitTask(t, tk.ID, 30*time.Second, "its start waiting for Docker", func(t task.Task) bool {
+		return t.State == task.Scheduled && strings.Contains(t.Error, "waiting for the container runtime")
+	})
+	if code := p.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE: got %d, want 204", code)
+	}
+	if err := proxy.Set(faultproxy.Pass); err != nil {
+		t.Fatal(err)
+	}
+	got := p.waitState(t, tk.ID, task.Completed, time.Minute)
+	if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request before it started" {
+		t.Errorf("Stopped records: got %+v in %v", rs, recordTypes(got))
+	}
+	if n := len(records(got, task.RecordCreated)) + len(records(got, task.RecordStarted)); n != 0 || got.ContainerID != "" {
+		t.Errorf("records %v, container %q: want neither created nor started", recordTypes(got), got.ContainerID)
+	}
+	if cs := containersOf(t, name); len(cs) != 0 {
+		t.Errorf("containers: got %d, want none", len(cs))
+	}
 }
