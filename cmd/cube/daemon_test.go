@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -437,7 +438,8 @@ func TestPortInUseIsAnError(t *testing.T) {
 	}
 	defer ln.Close()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	err = run(context.Background(), []string{"worker", "--port", port, "--name", "busy"}, func(string) string { return "" }, io.Discard, io.Discard)
+	// A name of its own: the worker claims it on the Engine before it listens.
+	err = run(context.Background(), []string{"worker", "--port", port, "--name", "busy-" + uuid.NewString()[:8]}, func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("got %v, want an 'address already in use' error", err)
 	}
@@ -450,11 +452,17 @@ func TestEnvironmentFallbacks(t *testing.T) {
 	}
 	defer ln.Close()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	env := map[string]string{"CUBE_WORKER_HOST": "127.0.0.1", "CUBE_WORKER_PORT": port, "CUBE_WORKER_NAME": "from-env"}
+	name := "from-env-" + uuid.NewString()[:8] // a name of its own: the worker claims it on the Engine
+	lockDir := t.TempDir()
+	env := map[string]string{"CUBE_WORKER_HOST": "127.0.0.1", "CUBE_WORKER_PORT": port, "CUBE_WORKER_NAME": name, "CUBE_LOCK_DIR": lockDir}
 	// The port from the environment is taken, so the daemon fails naming it: proof it was used.
 	err = run(context.Background(), []string{"worker"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:"+port) {
 		t.Fatalf("got %v, want a listen error on 127.0.0.1:%s", err, port)
+	}
+	// The name was claimed in CUBE_LOCK_DIR first.
+	if locks, _ := filepath.Glob(filepath.Join(lockDir, "worker-*.lock")); len(locks) != 1 {
+		t.Errorf("lock files in CUBE_LOCK_DIR: got %v, want one", locks)
 	}
 	env["CUBE_WORKER_PORT"] = "not-a-port"
 	err = run(context.Background(), []string{"worker"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
@@ -469,7 +477,7 @@ func TestEnvironmentFallbacks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("--port 0 with a bad CUBE_WORKER_PORT: %v", err)
 	}
-	if !strings.Contains(logs.String(), "worker=from-env") {
+	if !strings.Contains(logs.String(), "worker="+name) {
 		t.Errorf("log: got %q, want the name from CUBE_WORKER_NAME", firstLine(logs.String()))
 	}
 }
