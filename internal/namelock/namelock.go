@@ -1,8 +1,8 @@
 // Package namelock lets one worker at a time use a name on a Docker Engine. A worker holds an
 // exclusive flock(2) on a file named for the Engine's ID and the worker's name, in a lock
 // directory every worker on the host shares. The kernel releases the lock when the process ends,
-// however it ends (kill -9 included), so a stale lock never blocks a restart; the file itself
-// stays, and says who held it last.
+// however it ends (kill -9 included), so a stale lock never blocks a restart. Release removes the
+// file; one left by a process that died is taken over by the next worker with the name.
 //
 // It covers workers on one host that share the lock directory: processes of the same user, or
 // of root, and workers in containers that mount the host's lock directory. It does not cover
@@ -94,19 +94,31 @@ func Acquire(dir, engineID, name string, now time.Time) (*Lock, error) {
 		return nil, fmt.Errorf("worker name lock: %w", err)
 	}
 	path := Path(dir, engineID, name)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("worker name lock: %w", err)
-	}
-	held, err := tryLock(f)
-	if err != nil {
+	var f *os.File
+	for {
+		var err error
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("worker name lock: %w", err)
+		}
+		held, err := tryLock(f)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("worker name lock %s: %w", path, err)
+		}
+		if held {
+			h := readHolder(f)
+			f.Close()
+			return nil, &HeldError{Holder: h, Name: name, EngineID: engineID, Path: path}
+		}
+		// A holder that released the name removed the file between this open and this lock:
+		// the lock is on a file no one else can find. Try again with the file at path now.
+		if opened, err1 := f.Stat(); err1 == nil {
+			if current, err2 := os.Stat(path); err2 == nil && os.SameFile(opened, current) {
+				break
+			}
+		}
 		f.Close()
-		return nil, fmt.Errorf("worker name lock %s: %w", path, err)
-	}
-	if held {
-		h := readHolder(f)
-		f.Close()
-		return nil, &HeldError{Holder: h, Name: name, EngineID: engineID, Path: path}
 	}
 	host, _ := os.Hostname()
 	b, _ := json.Marshal(Holder{PID: os.Getpid(), Since: now, Name: name, EngineID: engineID, Host: host})
@@ -141,13 +153,22 @@ func readHolder(f *os.File) Holder {
 // Path returns the lock file.
 func (l *Lock) Path() string { return l.path }
 
-// Release gives the name up. The file stays: removing it would let a process that opened it
-// before the removal lock a file no one else can find.
+// Release gives the name up and removes the lock file. (A process that dies without Release
+// leaves the file; the next Acquire takes it over.)
 func (l *Lock) Release() error {
 	if l == nil || l.f == nil {
 		return nil
 	}
-	err := unlock(l.f)
+	// Removed while still locked, so that no one locks the file after it is gone: whoever
+	// opened it before then finds, once it has the lock, that the file at the path is not the
+	// one it locked, and tries again.
+	err := os.Remove(l.path)
+	if errors.Is(err, os.ErrNotExist) {
+		err = nil // removed by hand: nothing to clean up
+	}
+	if uerr := unlock(l.f); err == nil {
+		err = uerr
+	}
 	if cerr := l.f.Close(); err == nil {
 		err = cerr
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -46,9 +48,12 @@ func TestAcquireExcludesTheSameNameOnTheSameEngine(t *testing.T) {
 		l.Release()
 	}
 
-	// Once released, the name can be taken again, and the file says by whom.
+	// Once released, the file is gone, the name can be taken again, and the file says by whom.
 	if err := first.Release(); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(first.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("lock file after Release: %v, want it removed", err)
 	}
 	again, err := Acquire(dir, "ENGINE:A", "web-1", since.Add(time.Hour))
 	if err != nil {
@@ -104,4 +109,43 @@ func TestDefaultDir(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
 		}
 	}
+}
+
+// Processes (here goroutines, each with files of its own) that take and give up one name as fast
+// as they can never hold it at once, although Release removes the file others may have open.
+func TestAcquireReleaseRace(t *testing.T) {
+	dir := t.TempDir()
+	var holders, taken atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 200 {
+				l, err := Acquire(dir, "ENGINE", "web", time.Now())
+				var held *HeldError
+				if errors.As(err, &held) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n := holders.Add(1); n != 1 {
+					t.Errorf("%d holders of one name at once", n)
+				}
+				taken.Add(1)
+				time.Sleep(200 * time.Microsecond) // held a while, so that a second holder would overlap
+				holders.Add(-1)
+				if err := l.Release(); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if taken.Load() == 0 {
+		t.Fatal("no Acquire succeeded")
+	}
+	t.Logf("taken %d times", taken.Load())
 }
