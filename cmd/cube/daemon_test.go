@@ -452,7 +452,7 @@ func TestEnvironmentFallbacks(t *testing.T) {
 	}
 	defer ln.Close()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	name := "from-env-" + uuid.NewString()[:8] // a name of its own: the worker claims it on the Engine
+	name := "from-env-" + uuid.NewString()[:8]     // a name of its own: the worker claims it on the Engine
 	lockDir := filepath.Join(t.TempDir(), "locks") // made by the worker when it claims its name
 	env := map[string]string{"CUBE_WORKER_HOST": "127.0.0.1", "CUBE_WORKER_PORT": port, "CUBE_WORKER_NAME": name, "CUBE_LOCK_DIR": lockDir}
 	// The port from the environment is taken, so the daemon fails naming it: proof it was used.
