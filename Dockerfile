@@ -3,7 +3,9 @@
 # Run it with the host's Docker socket mounted and a token (it listens on every address of its
 # container, which the worker refuses to do without authentication):
 #   docker run -d -e CUBE_TOKEN="$(cat cube-token)" -v /var/run/docker.sock:/var/run/docker.sock \
-#     -p 127.0.0.1:5556:5556 cube-worker
+#     -v /run/cube:/run/cube -p 127.0.0.1:5556:5556 cube-worker
+# (/run/cube holds the lock that keeps one worker per name on the Engine; mounted, it is shared
+# with the host's other workers.)
 FROM scratch
 COPY bin/cube /cube
 EXPOSE 5556

@@ -236,8 +236,8 @@ func TestTaskLifecycle(t *testing.T) {
 
 	e := newEvent()
 	created := h.post(t, e)
-	if created.ID.String() != e.taskID() || created.State != task.Pending || created.Image != "cube-echo:latest" {
-		t.Errorf("POST /tasks: got ID %s state %v image %q, want ID %s Pending cube-echo:latest",
+	if created.ID.String() != e.taskID() || created.State != task.Scheduled || created.Image != "cube-echo:latest" {
+		t.Errorf("POST /tasks: got ID %s state %v image %q, want ID %s Scheduled cube-echo:latest",
 			created.ID, created.State, created.Image, e.taskID())
 	}
 

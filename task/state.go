@@ -15,6 +15,13 @@
 //	                │
 //	                └──▶ Scheduled (restart)
 //
+//	Pending, Scheduled ──▶ Completed   (stopped before it ran, or while it waited to restart)
+//
+// A task the worker accepts starts in Scheduled; Pending is a state a manager may hold a task in
+// before it sends it. Completed and Failed are the ends of a run ([State.Ended]): a stop ends a
+// task that has not ended Completed, and leaves one that has ended as it is. Only Completed is
+// terminal; a Failed task may be restarted.
+//
 // States are serialized as integers (0 Pending … 4 Failed), as the book's Cube manager expects.
 package task
 
@@ -48,10 +55,14 @@ func (s State) Valid() bool { return s >= Pending && s <= Failed }
 // Terminal reports whether no transition leaves s.
 func (s State) Terminal() bool { return len(transitions[s]) == 0 }
 
+// Ended reports whether a task in state s has ended its run, Completed or Failed: it claims no
+// resources, a stop leaves its state as it is, and only a restart event can start it again.
+func (s State) Ended() bool { return s == Completed || s == Failed }
+
 // transitions is the whole state machine: the states each state may move to.
 var transitions = map[State][]State{
-	Pending:   {Scheduled},
-	Scheduled: {Scheduled, Running, Failed},
+	Pending:   {Scheduled, Completed},
+	Scheduled: {Scheduled, Running, Completed, Failed},
 	Running:   {Running, Completed, Failed, Scheduled},
 	Completed: {},
 	Failed:    {Scheduled},

@@ -9,8 +9,10 @@ func TestValidTransition(t *testing.T) {
 	// Every pair of states, spelled out, so that a change to the table shows up here.
 	allowed := map[[2]State]bool{
 		{Pending, Scheduled}:   true,
+		{Pending, Completed}:   true, // stopped before it was scheduled
 		{Scheduled, Scheduled}: true,
 		{Scheduled, Running}:   true,
+		{Scheduled, Completed}: true, // stopped before it ran, or while it waited to restart
 		{Scheduled, Failed}:    true,
 		{Running, Running}:     true,
 		{Running, Completed}:   true,
@@ -51,6 +53,30 @@ func TestStateTerminal(t *testing.T) {
 	}
 	if !Completed.Terminal() {
 		t.Error("Completed.Terminal() = false, want true")
+	}
+}
+
+func TestStateEnded(t *testing.T) {
+	tests := []struct {
+		s    State
+		want bool
+	}{
+		{Pending, false}, {Scheduled, false}, {Running, false}, {Completed, true}, {Failed, true}, {7, false}, {-1, false},
+	}
+	for _, tt := range tests {
+		if got := tt.s.Ended(); got != tt.want {
+			t.Errorf("%v.Ended() = %v, want %v", tt.s, got, tt.want)
+		}
+	}
+}
+
+// A stop ends every task that has not ended Completed: the table allows that move from each
+// such state, so the worker's stop never needs a way around it.
+func TestStopEndsCompleted(t *testing.T) {
+	for _, s := range []State{Pending, Scheduled, Running} {
+		if !ValidTransition(s, Completed) {
+			t.Errorf("ValidTransition(%v, Completed) = false: a stop could not end the task", s)
+		}
 	}
 }
 

@@ -161,6 +161,7 @@ const (
 	RecordNotRestarting = "NotRestarting"
 	RecordKilling       = "Killing"
 	RecordKilled        = "Killed"
+	RecordStopped       = "Stopped" // a stop ended the task Completed
 	RecordFailed        = "Failed"
 )
 

@@ -3,6 +3,7 @@ package task
 import (
 	"encoding/json"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -44,6 +45,9 @@ func TestValidate(t *testing.T) {
 		{"name too long", func(t *Task) { t.Name = strings.Repeat("a", 129) }, "Task.Name"},
 		{"negative cpu", func(t *Task) { t.Cpu = -1 }, "Task.Cpu"},
 		{"tiny cpu", func(t *Task) { t.Cpu = 0.001 }, "Task.Cpu"},
+		{"NaN cpu", func(t *Task) { t.Cpu = math.NaN() }, "Task.Cpu"},
+		{"infinite cpu", func(t *Task) { t.Cpu = math.Inf(1) }, "Task.Cpu"},
+		{"huge cpu", func(t *Task) { t.Cpu = 1e300 }, "Task.Cpu: must be at most 1e+09 cores"},
 		{"negative memory", func(t *Task) { t.Memory = -1 }, "Task.Memory"},
 		{"tiny memory", func(t *Task) { t.Memory = 1024 }, "Task.Memory"},
 		{"negative disk", func(t *Task) { t.Disk = -5 }, "Task.Disk"},

@@ -20,6 +20,10 @@ const (
 // MinMemory is the smallest memory limit the Docker Engine accepts.
 const MinMemory = 6 << 20
 
+// MaxCpu is the most cores a task may ask for: far beyond any machine, and small enough that
+// the Docker Engine's NanoCPUs (an int64 of 1e-9 cores) holds it.
+const MaxCpu = 1e9
+
 // maxNameLen bounds a task name so that the container name derived from it stays readable.
 const maxNameLen = 128
 
@@ -61,6 +65,9 @@ func (t Task) Validate() error {
 	}
 	if t.Cpu > 0 && t.Cpu < 0.01 {
 		return invalid("Cpu", "must be 0 (no limit) or at least 0.01 cores, got %v", t.Cpu)
+	}
+	if t.Cpu > MaxCpu {
+		return invalid("Cpu", "must be at most %g cores, got %v", float64(MaxCpu), t.Cpu)
 	}
 	if t.Memory < 0 {
 		return invalid("Memory", "must not be negative, got %d", t.Memory)

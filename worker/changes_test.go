@@ -24,12 +24,12 @@ func TestChangesTellATasksLifeAndResume(t *testing.T) {
 
 	var got []task.Change
 	deadline := time.After(waitTimeout)
-	for len(got) < 6 {
+	for len(got) < 5 {
 		select {
 		case c := <-ch:
 			got = append(got, c)
 		case <-deadline:
-			t.Fatalf("changes: got %v, want 6", got)
+			t.Fatalf("changes: got %v, want 5", got)
 		}
 	}
 	var types []string
@@ -39,30 +39,32 @@ func TestChangesTellATasksLifeAndResume(t *testing.T) {
 			t.Errorf("change %d: %+v, want Seq %d of task %s with a time", i, c, i+1, spec.ID)
 		}
 	}
-	if want := "Received,State,Created,Started,Exited,Failed"; strings.Join(types, ",") != want {
+	if want := "Received,Created,Started,Exited,Failed"; strings.Join(types, ",") != want {
 		t.Errorf("types: got %v, want %s", types, want)
 	}
-	if got[1].State != task.Scheduled || got[3].State != task.Running {
-		t.Errorf("state changes: %+v and %+v, want Scheduled then Running (with Started)", got[1], got[3])
+	// Accepted is Scheduled: the Received record comes with it, and no change of state follows
+	// until Started.
+	if got[0].State != task.Scheduled || got[1].State != task.Scheduled || got[2].State != task.Running {
+		t.Errorf("states: %+v, %+v and %+v, want Scheduled (Received), Scheduled (Created), then Running (Started)", got[0], got[1], got[2])
 	}
-	if last := got[5]; last.State != task.Failed || last.Message != "exited with code 3" {
+	if last := got[4]; last.State != task.Failed || last.Message != "exited with code 3" {
 		t.Errorf("last change: %+v, want Failed with the reason", last)
 	}
 	// A subscriber that reconnects after Seq 2 gets what it missed, nothing more.
 	backlog, _, cancel2 := w.Changes(2)
 	defer cancel2()
-	if len(backlog) != 4 || backlog[0].Seq != 3 || backlog[3].Seq != 6 {
-		t.Errorf("backlog after 2: %+v, want Seq 3 to 6", backlog)
+	if len(backlog) != 3 || backlog[0].Seq != 3 || backlog[2].Seq != 5 {
+		t.Errorf("backlog after 2: %+v, want Seq 3 to 5", backlog)
 	}
 	// After a worker restart the client's Seq is ahead: it gets everything kept.
-	if backlog, _, cancel3 := w.Changes(99); len(backlog) != 6 {
-		t.Errorf("backlog after an unknown Seq: %d changes, want all 6", len(backlog))
+	if backlog, _, cancel3 := w.Changes(99); len(backlog) != 5 {
+		t.Errorf("backlog after an unknown Seq: %d changes, want all 5", len(backlog))
 		cancel3()
 	} else {
 		cancel3()
 	}
-	if w.LastChange() != 6 {
-		t.Errorf("LastChange: %d, want 6", w.LastChange())
+	if w.LastChange() != 5 {
+		t.Errorf("LastChange: %d, want 5", w.LastChange())
 	}
 }
 

@@ -108,7 +108,7 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, o 
 		if err := transition(&next, task.Scheduled); err != nil {
 			return err
 		}
-		if t.State != task.Pending {
+		if t.LastEvent != "" { // a restart: a new task's Received record came with its submission
 			next.AddRecord(w.now(), task.RecordReceived, "restart requested by event %s", ev.ID)
 		}
 		*t = next
@@ -150,7 +150,8 @@ func (w *Worker) findStarted(ctx context.Context, id uuid.UUID, eventID string) 
 }
 
 // launch starts a container for a Scheduled task. The task ends Running, or, when the start
-// fails, Failed or back in Scheduled waiting to restart, as its policy says. When the runtime
+// fails, Failed or back in Scheduled waiting to restart, as its policy says; a task with a stop
+// accepted is not started, and the stop ends it. When the runtime
 // does not answer, the task waits in Scheduled and the launch is parked: a runtime that is away
 // fails no task. seq is the stored order the launch completes, if any.
 func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, seq uint64) error {
@@ -164,6 +165,12 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		// Shutting down: the task stays Scheduled (its order stored, if any) and starts when
 		// the worker runs again.
 		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: ctx.Err()}
+	}
+	if w.isStopping(id) {
+		// Deleted before it could start: the stop, queued behind, ends it without a container.
+		<-w.startSlots
+		log.Info("start skipped: a stop of the task is accepted")
+		return nil
 	}
 	sctx, cancel := context.WithTimeout(opCtx, w.startTimeout)
 	c, err := w.rt.Start(sctx, t, func(step task.StartStep) { w.progress(log, id, step) })
@@ -311,9 +318,10 @@ func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep) {
 	}
 }
 
-// ended records that the task's run ended with o (reason says why, for a failure) and applies
-// the restart policy: the task goes back to Scheduled with a back-off timer, or ends Completed
-// or Failed. It changes t, which the caller stores.
+// ended records that the task's run ended with o (reason says how) and applies the restart
+// policy: the task goes back to Scheduled with a back-off timer, or ends Completed or Failed. A
+// task with a stop accepted and not yet applied ends Completed. It changes t, which the caller
+// stores.
 func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcome, reason string) error {
 	l.cancelProbe()
 	spec := task.RestartSpec{}
@@ -324,11 +332,18 @@ func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcom
 	if !o.StartFailed && !t.StartTime.IsZero() && t.FinishTime.Sub(t.StartTime) >= spec.ResetAfter.D() {
 		t.RestartStreak = 0 // a long, good run: the back-off starts over
 	}
-	d := task.NextRestart(t.RestartPolicy, spec, o, t.RestartStreak, w.rand())
-	if d.Restart && w.isStopping(t.ID) {
-		d = task.RestartDecision{Reason: "a stop was requested"}
-	}
 	now := w.now()
+	if w.isStopping(t.ID) {
+		// The run ended before a stop accepted while it ran was applied: the stop decides, and a
+		// stopped task ends Completed, never to restart. Its records keep how the run ended.
+		if err := transition(t, task.Completed); err != nil {
+			return err
+		}
+		t.Error = ""
+		t.AddRecord(now, task.RecordStopped, "stopped by request; the run had already ended (%s)", reason)
+		return nil
+	}
+	d := task.NextRestart(t.RestartPolicy, spec, o, t.RestartStreak, w.rand())
 	if d.Restart {
 		if err := transition(t, task.Scheduled); err != nil {
 			return err
@@ -423,9 +438,9 @@ func (w *Worker) isStopping(id uuid.UUID) bool {
 	return w.stopping[id]
 }
 
-// stop stops and removes the task's container. A Running task ends Completed; a task waiting to
-// restart ends Failed (Completed may only follow Running); a task that already ended keeps its
-// state. Either way it never restarts.
+// stop stops and removes the task's container. A task that has not ended (Pending, Scheduled
+// before its start or waiting in back-off to restart, Running) ends Completed, with a Stopped
+// record saying so; a task that already ended keeps its state. Either way it never restarts.
 func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, seq uint64) (err error) {
 	defer func() {
 		var parked *parkedError
@@ -436,6 +451,7 @@ func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.
 		delete(w.stopping, id)
 		w.mu.Unlock()
 	}()
+	backingOff := l.timer != nil
 	l.cancelRestart()
 	l.cancelProbe()
 	t, _ := w.store.Get(id)
@@ -457,27 +473,35 @@ func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.
 			t.AddRecord(now, task.RecordKilled, "container stopped and removed")
 		}
 		t.ContainerID = ""
-		switch t.State {
-		case task.Running:
-			if err := transition(t, task.Completed); err != nil {
-				return err
-			}
-			t.FinishTime = now
-			t.Error = ""
-		case task.Scheduled, task.Pending:
-			if err := transition(t, task.Failed); err != nil {
-				return err
-			}
-			t.FinishTime = now
-			t.Error = joinReason(t.Error, "stopped by request before it could run again")
-			t.AddRecord(now, task.RecordFailed, "stopped by request")
+		if t.State.Ended() {
+			return nil
 		}
+		was := stoppedWhile(*t, backingOff)
+		if err := transition(t, task.Completed); err != nil {
+			return err
+		}
+		t.FinishTime = now
+		t.Error = ""
+		t.AddRecord(now, task.RecordStopped, "stopped by request %s", was)
 		return nil
 	})
 	if err == nil {
 		log.Info("task stopped")
 	}
 	return err
+}
+
+// stoppedWhile says what a task that has not ended was doing when a stop ended it.
+func stoppedWhile(t task.Task, backingOff bool) string {
+	switch {
+	case t.State == task.Running:
+		return "while it ran"
+	case backingOff:
+		return "while it waited to restart"
+	case t.RestartCount > 0 || !t.StartTime.IsZero():
+		return "before it could restart"
+	}
+	return "before it started"
 }
 
 // removeContainer stops a container, giving it the task's grace period, and removes it.

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -124,9 +125,13 @@ func TestStopDuringBackoffNeverRestarts(t *testing.T) {
 	if err := w.Stop(spec.ID); err != nil {
 		t.Fatal(err)
 	}
-	got := waitState(t, w, spec.ID, task.Failed)
-	if !strings.Contains(got.Error, "stopped by request") || got.ContainerID != "" {
-		t.Errorf("got Error %q ContainerID %q, want stopped by request and no container", got.Error, got.ContainerID)
+	// Stopped, the task ends Completed, so that a manager that restarts Failed tasks leaves it be.
+	got := waitState(t, w, spec.ID, task.Completed)
+	if got.Error != "" || got.ContainerID != "" || got.FinishTime.IsZero() {
+		t.Errorf("got Error %q ContainerID %q FinishTime %v, want no error, no container, a finish time", got.Error, got.ContainerID, got.FinishTime)
+	}
+	if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request while it waited to restart" {
+		t.Errorf("Stopped records: got %+v in %v, want one saying it waited to restart", rs, recordTypes(got))
 	}
 	w.mu.Lock()
 	l := w.live[spec.ID]
@@ -137,10 +142,10 @@ func TestStopDuringBackoffNeverRestarts(t *testing.T) {
 	if n := len(rt.Starts()); n != 1 {
 		t.Errorf("starts: got %d, want 1", n)
 	}
-	// A restart event for the stopped task is still allowed: Failed → Scheduled.
-	again := eventFor(spec)
-	submit(t, w, again)
-	waitTask(t, w, spec, "running again", func(t task.Task) bool { return t.State == task.Running })
+	// Completed is the end: a restart event for the stopped task is refused.
+	if _, err := w.Submit(eventFor(spec)); task.ErrorCode(err) != task.ECONFLICT {
+		t.Errorf("restart event for a stopped task: got %v, want ECONFLICT", err)
+	}
 }
 
 func TestStartFailureRestartsByPolicy(t *testing.T) {
@@ -348,5 +353,160 @@ func TestEarlyOOMEvent(t *testing.T) {
 	got := waitState(t, w, spec.ID, task.Failed)
 	if got.Error != "OOMKilled" {
 		t.Errorf("got %q, want OOMKilled", got.Error)
+	}
+}
+
+func records(t task.Task, typ string) []task.Record {
+	var out []task.Record
+	for _, r := range t.Events {
+		if r.Type == typ {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// A stop ends every task that has not ended Completed, with a Stopped record saying what it was
+// doing; none of them starts again.
+func TestStopEndsUnendedTasksCompleted(t *testing.T) {
+	t.Run("Running", func(t *testing.T) {
+		rt := workertest.New()
+		w := startWorker(t, rt, Config{})
+		spec := newTask()
+		spec.RestartPolicy = task.RestartAlways
+		run := runTask(t, w, spec)
+		if err := w.Stop(spec.ID); err != nil {
+			t.Fatal(err)
+		}
+		got := waitState(t, w, spec.ID, task.Completed)
+		if got.ContainerID != "" || got.Error != "" || got.FinishTime.IsZero() {
+			t.Errorf("got ContainerID %q Error %q FinishTime %v, want no container, no error, a finish time", got.ContainerID, got.Error, got.FinishTime)
+		}
+		if want := []string{task.RecordKilling, task.RecordKilled, task.RecordStopped}; !slices.Equal(recordTypes(got)[len(got.Events)-3:], want) {
+			t.Errorf("records: got %v, want them to end %v", recordTypes(got), want)
+		}
+		if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request while it ran" {
+			t.Errorf("Stopped records: got %+v", rs)
+		}
+		if slices.Contains(rt.Running(), run.ContainerID) || len(rt.Containers()) != 0 {
+			t.Errorf("containers left: %+v", rt.Containers())
+		}
+	})
+	// Deleted while its start waits for a start slot, a task is never started.
+	t.Run("Scheduled waiting to start", func(t *testing.T) {
+		rt, w, g := gatedWorker(t, Config{Concurrency: 1})
+		busy := newTask()
+		submit(t, w, eventFor(busy))
+		waitFor(t, waitTimeout, func() bool { entered, _, _ := g.counts(); return entered == 1 }, "the first start to take the only slot")
+		spec := newTask()
+		if got := submit(t, w, eventFor(spec)); got.State != task.Scheduled {
+			t.Fatalf("submitted: got %v, want Scheduled", got.State)
+		}
+		if err := w.Stop(spec.ID); err != nil {
+			t.Fatal(err)
+		}
+		g.release()
+		got := waitState(t, w, spec.ID, task.Completed)
+		if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request before it started" {
+			t.Errorf("Stopped records: got %+v in %v", rs, recordTypes(got))
+		}
+		waitState(t, w, busy.ID, task.Running)
+		for _, st := range rt.Starts() {
+			if st.ID == spec.ID {
+				t.Errorf("the deleted task was started")
+			}
+		}
+	})
+	// A task can be Pending or Scheduled without a container only until its start is applied:
+	// stored so, with its stop accepted before the worker runs, the stop is applied first.
+	for _, state := range []task.State{task.Pending, task.Scheduled} {
+		t.Run(state.String(), func(t *testing.T) {
+			rt := workertest.New()
+			store := &MemoryStore{}
+			spec := newTask()
+			spec.State = state
+			store.Put(spec)
+			w := New(rt, Config{Store: store, Logger: testLogger(t)})
+			if err := w.Stop(spec.ID); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- w.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+			got := waitState(t, w, spec.ID, task.Completed)
+			if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request before it started" {
+				t.Errorf("Stopped records: got %+v in %v", rs, recordTypes(got))
+			}
+			waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 0 }, "an empty queue")
+			if n := len(rt.Starts()); n != 0 {
+				t.Errorf("starts: got %d, want 0", n)
+			}
+		})
+	}
+}
+
+// A stop of a task that has ended removes its container and leaves its state as it is.
+func TestStopKeepsEndedState(t *testing.T) {
+	for _, tt := range []struct {
+		exit  int
+		state task.State
+		error string
+	}{
+		{0, task.Completed, ""},
+		{3, task.Failed, "exited with code 3"},
+	} {
+		t.Run(tt.state.String(), func(t *testing.T) {
+			rt := workertest.New()
+			w := startWorker(t, rt, Config{})
+			spec := newTask()
+			run := runTask(t, w, spec)
+			rt.Exit(run.ContainerID, tt.exit, false)
+			ended := waitState(t, w, spec.ID, tt.state)
+			if ended.ContainerID == "" {
+				t.Fatal("the ended task's container was not kept for its logs")
+			}
+			if err := w.Stop(spec.ID); err != nil {
+				t.Fatal(err)
+			}
+			got := waitTask(t, w, spec, "container removed", func(t task.Task) bool { return t.ContainerID == "" })
+			if got.State != tt.state || got.Error != tt.error || got.ExitCode != tt.exit || !got.FinishTime.Equal(ended.FinishTime) {
+				t.Errorf("got %v Error %q ExitCode %d FinishTime %v, want %v %q %d %v as it ended",
+					got.State, got.Error, got.ExitCode, got.FinishTime, tt.state, tt.error, tt.exit, ended.FinishTime)
+			}
+			if n := countRecords(got, task.RecordStopped); n != 0 {
+				t.Errorf("records: got %v, want no Stopped record for a task that had ended", recordTypes(got))
+			}
+			if len(rt.Containers()) != 0 {
+				t.Errorf("containers left: %+v", rt.Containers())
+			}
+		})
+	}
+}
+
+// A run that ends by itself while a stop of it is accepted but not yet applied does not
+// restart: the stop decides, and the task ends Completed with how the run ended in its records.
+func TestExitWhileStoppingEndsCompleted(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartOnFailure
+	spec.Restart = &task.RestartSpec{Delay: dur(time.Millisecond)}
+	run := runTask(t, w, spec)
+	// What Stop notes before its operation is applied; the operation itself is not queued, so
+	// that the exit is handled first.
+	w.mu.Lock()
+	w.stopping[spec.ID] = true
+	w.mu.Unlock()
+	rt.Exit(run.ContainerID, 1, false)
+	got := waitState(t, w, spec.ID, task.Completed)
+	if got.ExitCode != 1 || got.Error != "" {
+		t.Errorf("got ExitCode %d Error %q, want 1 and no error", got.ExitCode, got.Error)
+	}
+	if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request; the run had already ended (exited with code 1)" {
+		t.Errorf("Stopped records: got %+v in %v", rs, recordTypes(got))
+	}
+	if n := countRecords(got, task.RecordRestarting); n != 0 || len(rt.Starts()) != 1 {
+		t.Errorf("restarts: %d records, %d starts; want none after the first start", n, len(rt.Starts()))
 	}
 }

@@ -269,7 +269,7 @@ func New(rt Runtime, cfg Config) *Worker {
 // Name returns the worker's name.
 func (w *Worker) Name() string { return w.name }
 
-// Submit accepts a task event. A new task ID creates the task, in state Pending, and queues its
+// Submit accepts a task event. A new task ID creates the task, in state Scheduled, and queues its
 // start; a known task ID with a new event ID queues a restart with the event's spec and
 // RestartCount; an event ID already accepted changes nothing. It returns the task as it is stored
 // now. It fails with EINVALID for a bad spec, EFORBIDDEN for host access the worker's policy does
@@ -334,7 +334,7 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 			return task.Task{}, err
 		}
 		cur = specOf(ev.Task)
-		cur.State = task.Pending
+		cur.State = task.Scheduled // as the book's worker answers: its manager keeps the answer as its copy
 		cur.AddRecord(w.now(), task.RecordReceived, "")
 		created = &cur
 	}
@@ -377,42 +377,6 @@ func (w *Worker) Stop(id uuid.UUID) error {
 	w.signal()
 	w.log.Info("task stop accepted", "task", id)
 	return nil
-}
-
-// fits returns ECONFLICT when t's Cpu or Memory does not fit in what the tasks that have not
-// ended, other than t itself, leave of the worker's capacity. Callers hold w.mu.
-func (w *Worker) fits(t task.Task) error {
-	if (w.capacity.CPU <= 0 || t.Cpu == 0) && (w.capacity.Memory <= 0 || t.Memory == 0) {
-		return nil
-	}
-	var cpu float64
-	var mem int64
-	for _, o := range w.store.List() {
-		if o.ID == t.ID || o.State == task.Completed || o.State == task.Failed {
-			continue
-		}
-		cpu += o.Cpu
-		mem += o.Memory
-	}
-	if w.capacity.CPU > 0 && t.Cpu > 0 && cpu+t.Cpu > w.capacity.CPU+1e-9 {
-		return task.Errorf(task.ECONFLICT, "Task.Cpu: %g cores do not fit: tasks claim %g of the worker's %g cores, %g are free",
-			t.Cpu, cpu, w.capacity.CPU, max(0, w.capacity.CPU-cpu))
-	}
-	if w.capacity.Memory > 0 && t.Memory > 0 && mem+t.Memory > w.capacity.Memory {
-		return task.Errorf(task.ECONFLICT, "Task.Memory: %s does not fit: tasks claim %s of the worker's %s, %s are free",
-			bytesString(t.Memory), bytesString(mem), bytesString(w.capacity.Memory), bytesString(max(0, w.capacity.Memory-mem)))
-	}
-	return nil
-}
-
-func bytesString(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // roomInQueue returns EUNAVAILABLE when the queue holds maxQueue operations. Callers hold w.mu.

@@ -130,8 +130,8 @@ func TestTaskLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	if started.ID == uuid.Nil || started.State != task.Pending || started.Name != "web" {
-		t.Errorf("Start: got ID %s state %v name %q, want a new ID, Pending, web", started.ID, started.State, started.Name)
+	if started.ID == uuid.Nil || started.State != task.Scheduled || started.Name != "web" {
+		t.Errorf("Start: got ID %s state %v name %q, want a new ID, Scheduled, web", started.ID, started.State, started.Name)
 	}
 	run := h.waitState(t, started.ID, task.Running)
 	if len(run.HostPorts["7777/tcp"]) != 1 {

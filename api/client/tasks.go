@@ -25,7 +25,7 @@ func (c *Client) Submit(ctx context.Context, ev task.Event) (task.Task, error) {
 }
 
 // Start submits t in a new event, with a new event ID, asking for it to run, and returns the task
-// as the worker stored it (Pending, for a new task). A t without an ID gets a new one; a t with
+// as the worker stored it (Scheduled, for a new task). A t without an ID gets a new one; a t with
 // the ID of a known task restarts that task with t's spec. It fails as Submit does.
 func (c *Client) Start(ctx context.Context, t task.Task) (task.Task, error) {
 	if t.ID == uuid.Nil {

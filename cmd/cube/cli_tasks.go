@@ -174,7 +174,7 @@ func (cc *clientConfig) newStopCmd(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stop ID...",
 		Short: "Stop tasks: their containers are stopped and removed, the tasks end Completed",
-		Long:  "Stop tasks: their containers are stopped and removed, and the tasks end Completed. It prints\nthe ID of each task the worker accepted the stop for.\n" + idHelp,
+		Long:  "Stop tasks: their containers are stopped and removed, and the tasks end Completed (one that\nhad already ended, Completed or Failed, keeps its state); none restarts. It prints the ID of\neach task the worker accepted the stop for.\n" + idHelp,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cc.client()

@@ -187,7 +187,7 @@ func TestCLIEndToEnd(t *testing.T) {
 			t.Fatalf("cube events --after 0: %v", err)
 		}
 		// The Started record comes with the change to Running, the health check starting.
-		for _, re := range []string{`  web  ` + prefix + `  Received  Pending\n`, `  web  ` + prefix + `  Started  Running starting  container [0-9a-f]{12}\n`,
+		for _, re := range []string{`  web  ` + prefix + `  Received  Scheduled\n`, `  web  ` + prefix + `  Started  Running starting  container [0-9a-f]{12}\n`,
 			`  broken  [0-9a-f]{8}  Failed  Failed  image pull failed`} {
 			if !regexp.MustCompile(re).MatchString(out) {
 				t.Errorf("cube events --after 0: got\n%s\nwant a line matching %q", out, re)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/internal/namelock"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
@@ -85,6 +86,8 @@ unless an --allow-* flag grants that kind.`,
 	f.Float64Var(&cfg.reserveCPU, "reserve-cpu", 0, "cores kept for the host: tasks may claim the machine's CPUs less these")
 	f.StringVar(&cfg.reserveMemory, "reserve-memory", "0", "memory kept for the host (e.g. 512m, 2g): tasks may claim the machine's memory less this")
 	f.StringVar(&cfg.dataDir, "data-dir", envOr(getenv, "CUBE_DATA_DIR", ""), "keep tasks and accepted events in DIR/cube.db (bbolt); without it state is in memory and rebuilt from container labels [CUBE_DATA_DIR]")
+	f.StringVar(&cfg.lockDir, "lock-dir", envOr(getenv, "CUBE_LOCK_DIR", namelock.DefaultDir(getenv, os.Geteuid())),
+		"directory of the locks that keep two workers from using one name on one Docker Engine; every worker on the host must use the same [CUBE_LOCK_DIR]")
 	f.BoolVar(&cfg.reapOrphans, "reap-orphans", true, "remove labelled containers with no task behind them after --orphan-grace; false only reports them")
 	f.DurationVar(&cfg.orphanGrace, "orphan-grace", time.Minute, "how long a container may be an orphan before it is removed")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -130,6 +133,9 @@ unless an --allow-* flag grants that kind.`,
 		}
 		if n, err := units.RAMInBytes(cfg.reserveMemory); err != nil || n < 0 {
 			return fmt.Errorf("--reserve-memory %q: want a size such as 512m or 2g", cfg.reserveMemory)
+		}
+		if cfg.lockDir == "" {
+			return fmt.Errorf("--lock-dir must not be empty")
 		}
 		if cfg.name == "" {
 			return fmt.Errorf("--name is empty and the hostname is unknown; give the worker a name")

@@ -29,6 +29,7 @@ type workerConfig struct {
 	logLevel    string
 
 	dataDir                  string
+	lockDir                  string // where the worker name's lock lives (namelock)
 	reapOrphans              bool
 	orphanGrace              time.Duration
 	reserveCPU               float64
@@ -68,11 +69,22 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		return err
 	}
 	defer rt.Close()
+	// The name is claimed on the Engine before anything touches its containers: a second worker
+	// with this name fails here. When the Engine does not answer yet, the worker serves, and
+	// claims the name (or fails) once it does, before it runs.
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if err := rt.Ping(pctx); err != nil {
-		log.Warn("docker does not answer yet; /readyz reports it until it does", "err", err)
-	}
+	lock, err := claimName(pctx, rt, cfg, log)
 	cancel()
+	var unknown errEngineUnknown
+	claimLater := errors.As(err, &unknown)
+	switch {
+	case claimLater:
+		log.Warn("docker does not answer yet; /readyz reports it until it does", "err", err)
+	case err != nil:
+		return err
+	}
+	claim := &nameClaim{lock: lock}
+	defer claim.release()
 
 	capacity, err := machineCapacity(cfg)
 	if err != nil {
@@ -139,7 +151,23 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	metricsDone := make(chan error, 1)
 	go func() { metricsDone <- m.Run(wctx) }()
 	workerDone := make(chan error, 1)
-	go func() { workerDone <- w.Run(wctx) }()
+	claimFailed := make(chan error, 1)
+	go func() {
+		if claimLater {
+			l, err := claimNameWhenUp(wctx, rt, cfg, log)
+			if err != nil {
+				if wctx.Err() == nil {
+					claimFailed <- err
+				}
+				workerDone <- nil
+				return
+			}
+			claim.set(l)
+		}
+		err := w.Run(wctx)
+		claim.release() // after Run: nothing touches the containers any more
+		workerDone <- err
+	}()
 	serveDone := make(chan error, 1)
 	go func() {
 		if sec.tls != nil {
@@ -157,11 +185,13 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		log.Warn("INSECURE: the API is open to anyone who reaches " + ln.Addr().String() + ", and lets them run containers as root on this machine (--insecure)")
 	}
 
-	var serveErr error
+	var serveErr, claimErr error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down; containers keep running")
 	case serveErr = <-serveDone:
+	case claimErr = <-claimFailed:
+		log.Error("shutting down: the worker cannot run under its name", "err", claimErr)
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
@@ -179,6 +209,9 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	}
 	if err := <-metricsDone; err != nil { // it returns as soon as wctx is done
 		return err
+	}
+	if claimErr != nil {
+		return claimErr
 	}
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", serveErr)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -223,8 +224,8 @@ func TestStartRunsALabelledContainerWithPublishedPorts(t *testing.T) {
 	tk := echoTask("--listen", ":7777")
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
 	got := d.submit(t, tk)
-	if got.ID != tk.ID || got.State != task.Pending {
-		t.Fatalf("POST answer: got ID %s state %v, want %s Pending", got.ID, got.State, tk.ID)
+	if got.ID != tk.ID || got.State != task.Scheduled {
+		t.Fatalf("POST answer: got ID %s state %v, want %s Scheduled", got.ID, got.State, tk.ID)
 	}
 	run := d.waitState(t, tk.ID, task.Running, 30*time.Second)
 	if run.ContainerID == "" || run.StartTime.IsZero() {
@@ -456,7 +457,8 @@ func TestPortInUseIsAnError(t *testing.T) {
 	}
 	defer ln.Close()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	err = run(context.Background(), []string{"worker", "--port", port, "--name", "busy"}, func(string) string { return "" }, io.Discard, io.Discard)
+	// A name of its own: the worker claims it on the Engine before it listens.
+	err = run(context.Background(), []string{"worker", "--port", port, "--name", "busy-" + uuid.NewString()[:8]}, func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("got %v, want an 'address already in use' error", err)
 	}
@@ -469,11 +471,20 @@ func TestEnvironmentFallbacks(t *testing.T) {
 	}
 	defer ln.Close()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-	env := map[string]string{"CUBE_WORKER_HOST": "127.0.0.1", "CUBE_WORKER_PORT": port, "CUBE_WORKER_NAME": "from-env"}
+	name := "from-env-" + uuid.NewString()[:8]     // a name of its own: the worker claims it on the Engine
+	lockDir := filepath.Join(t.TempDir(), "locks") // made by the worker when it claims its name
+	env := map[string]string{"CUBE_WORKER_HOST": "127.0.0.1", "CUBE_WORKER_PORT": port, "CUBE_WORKER_NAME": name, "CUBE_LOCK_DIR": lockDir}
 	// The port from the environment is taken, so the daemon fails naming it: proof it was used.
 	err = run(context.Background(), []string{"worker"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:"+port) {
 		t.Fatalf("got %v, want a listen error on 127.0.0.1:%s", err, port)
+	}
+	// The name was claimed in CUBE_LOCK_DIR first (and given up again: the lock file is gone).
+	if fi, err := os.Stat(lockDir); err != nil || !fi.IsDir() {
+		t.Errorf("CUBE_LOCK_DIR %s: %v, want the directory the worker made for its lock", lockDir, err)
+	}
+	if locks, _ := filepath.Glob(filepath.Join(lockDir, "*")); len(locks) != 0 {
+		t.Errorf("files left in CUBE_LOCK_DIR: %v, want none once the worker has returned", locks)
 	}
 	env["CUBE_WORKER_PORT"] = "not-a-port"
 	err = run(context.Background(), []string{"worker"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
@@ -488,7 +499,7 @@ func TestEnvironmentFallbacks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("--port 0 with a bad CUBE_WORKER_PORT: %v", err)
 	}
-	if !strings.Contains(logs.String(), "worker=from-env") {
+	if !strings.Contains(logs.String(), "worker="+name) {
 		t.Errorf("log: got %q, want the name from CUBE_WORKER_NAME", firstLine(logs.String()))
 	}
 }

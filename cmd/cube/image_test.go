@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ func TestWorkerImage(t *testing.T) {
 		socket = strings.TrimPrefix(h, "unix://")
 	}
 	name := "cube-image-test-" + uuid.NewString()[:8]
+	lockDir := t.TempDir() // the host's lock directory, mounted in as the container's /run/cube
 	cli := testenv.Docker(t)
 	ctx := testenv.Ctx(t, 2*time.Minute)
 	created, err := cli.ContainerCreate(ctx,
@@ -39,7 +41,7 @@ func TestWorkerImage(t *testing.T) {
 			Labels:       map[string]string{"cube.test": name},
 		},
 		&container.HostConfig{
-			Binds:        []string{socket + ":/var/run/docker.sock"},
+			Binds:        []string{socket + ":/var/run/docker.sock", lockDir + ":/run/cube"},
 			PortBindings: nat.PortMap{"5556/tcp": {{HostIP: "127.0.0.1"}}},
 		}, nil, nil, name)
 	if err != nil {
@@ -62,6 +64,16 @@ func TestWorkerImage(t *testing.T) {
 	}
 	// Ready once it has recovered its tasks and reached the Engine through the mounted socket.
 	d.waitReady(t, 30*time.Second)
+	// With the lock directory shared, a worker on the host cannot take the containerized
+	// worker's name.
+	bin, err := cubeBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(testenv.Ctx(t, time.Minute), bin, "worker", "--port", "0", "--name", name, "--lock-dir", lockDir).CombinedOutput()
+	if msg := lastLine(string(out)); err == nil || !strings.Contains(msg, "worker name \""+name+"\" is in use on this Docker Engine") {
+		t.Errorf("a host worker with the containerized worker's name: got %v, %q; want it refused", err, msg)
+	}
 	tk := echoTask("--listen", ":7777")
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
 	d.submit(t, tk)

@@ -158,26 +158,32 @@ func TestRestartPolicies(t *testing.T) {
 	}
 }
 
-// A task deleted during its back-off never comes back.
+// A task deleted during its back-off ends Completed (a manager restarts Failed tasks, not
+// Completed ones) and never comes back.
 func TestDeleteDuringBackoff(t *testing.T) {
 	d := startDaemon(t)
-	tk := echoTask("--exit", "2")
-	tk.RestartPolicy = task.RestartAlways
-	tk.Restart = &task.RestartSpec{Delay: ms(time.Second)}
+	tk := echoTask("--exit", "1")
+	tk.RestartPolicy = task.RestartOnFailure
+	tk.Restart = &task.RestartSpec{Delay: ms(2 * time.Second)}
 	d.submit(t, tk)
-	d.waitTask(t, tk.ID, 30*time.Second, "waiting to restart", func(t task.Task) bool { return t.State == task.Scheduled && t.ExitCode == 2 })
+	d.waitTask(t, tk.ID, 30*time.Second, "waiting to restart", func(t task.Task) bool {
+		return t.State == task.Scheduled && t.ExitCode == 1 && len(records(t, task.RecordRestarting)) == 1
+	})
 	if code := d.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE: got %d, want 204", code)
 	}
-	got := d.waitState(t, tk.ID, task.Failed, 10*time.Second)
-	if !strings.Contains(got.Error, "stopped by request") {
-		t.Errorf("Error: got %q, want it to say it was stopped", got.Error)
+	got := d.waitState(t, tk.ID, task.Completed, 10*time.Second)
+	if got.Error != "" || got.ContainerID != "" || got.FinishTime.IsZero() {
+		t.Errorf("got Error %q ContainerID %q FinishTime %v, want no error, no container, a finish time", got.Error, got.ContainerID, got.FinishTime)
+	}
+	if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request while it waited to restart" {
+		t.Errorf("Stopped records: got %+v in %v, want one saying it waited to restart", rs, recordTypes(got))
 	}
 	// Watch past the back-off: the task stays stopped and no container comes back.
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
-		if cur := d.get(t, tk.ID); cur.State != task.Failed || len(records(cur, task.RecordStarted)) != 1 {
-			t.Fatalf("after the back-off: got state %v and records %v, want still Failed, started once", cur.State, recordTypes(cur))
+		if cur := d.get(t, tk.ID); cur.State != task.Completed || len(records(cur, task.RecordStarted)) != 1 {
+			t.Fatalf("after the back-off: got state %v and records %v, want still Completed, started once", cur.State, recordTypes(cur))
 		}
 		if n := len(testenv.Containers(t, docker.LabelWorker+"="+d.name)); n != 0 {
 			t.Fatalf("containers after the delete: got %d, want 0", n)
@@ -368,7 +374,7 @@ func TestRecordsOfARun(t *testing.T) {
 	d.waitState(t, tk.ID, task.Running, 30*time.Second)
 	d.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil)
 	got := d.waitState(t, tk.ID, task.Completed, 30*time.Second)
-	want := []string{task.RecordReceived, task.RecordCreated, task.RecordStarted, task.RecordKilling, task.RecordKilled}
+	want := []string{task.RecordReceived, task.RecordCreated, task.RecordStarted, task.RecordKilling, task.RecordKilled, task.RecordStopped}
 	if strings.Join(recordTypes(got), ",") != strings.Join(want, ",") {
 		t.Errorf("records: got %v, want %v", recordTypes(got), want)
 	}

@@ -241,7 +241,7 @@ func TestEventStreamEndToEnd(t *testing.T) {
 	d.submit(t, failing)
 	evs := collect(t, s, func(ev apiclient.Event) bool { return ev.Type == task.RecordFailed })
 	consecutive(t, evs, 0)
-	want := []string{"Received:Pending", "State:Scheduled", "Created:Scheduled", "Started:Running", "Exited:Failed", "Failed:Failed"}
+	want := []string{"Received:Scheduled", "Created:Scheduled", "Started:Running", "Exited:Failed", "Failed:Failed"}
 	if got := types(evs); !slices.Equal(got, want) {
 		t.Errorf("a failing task's life: got %v, want %v", got, want)
 	}
@@ -269,7 +269,7 @@ func TestEventStreamEndToEnd(t *testing.T) {
 	defer s.Close()
 	missed := collect(t, s, func(ev apiclient.Event) bool { return ev.State == task.Completed })
 	consecutive(t, missed, seen)
-	if got, want := types(missed), []string{"Received:Pending", "State:Scheduled", "Created:Scheduled", "Started:Running", "Exited:Completed"}; !slices.Equal(got, want) {
+	if got, want := types(missed), []string{"Received:Scheduled", "Created:Scheduled", "Started:Running", "Exited:Completed"}; !slices.Equal(got, want) {
 		t.Errorf("the missed task's life: got %v, want %v", got, want)
 	}
 	third := echoTask("--listen", ":7777")

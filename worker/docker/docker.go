@@ -104,6 +104,21 @@ func (r *Runtime) Ping(ctx context.Context) error {
 	return nil
 }
 
+// EngineID returns the Engine's ID (docker info's ID), which no two Engines share, or an
+// EUNAVAILABLE error when the Engine does not answer.
+func (r *Runtime) EngineID(ctx context.Context) (string, error) {
+	ctx, cancel := r.call(ctx)
+	defer cancel()
+	info, err := r.cli.Info(ctx)
+	if err != nil {
+		return "", convert(err, "docker info")
+	}
+	if info.ID == "" {
+		return "", errors.New("docker info: the Engine reports no ID")
+	}
+	return info.ID, nil
+}
+
 // Start makes sure the task's image is present as its PullPolicy says, then creates and starts
 // its container and returns it with its published ports and address. A container that was
 // created but could not be started is removed. progress, if not nil, hears of each step.

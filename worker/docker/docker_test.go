@@ -264,6 +264,25 @@ func TestUnreachableEngineIsUnavailable(t *testing.T) {
 	if _, err := rt.Start(ctx(t), echoTask(), nil); task.ErrorCode(err) != task.EUNAVAILABLE {
 		t.Errorf("Start: got %v (%s), want EUNAVAILABLE", err, task.ErrorCode(err))
 	}
+	if id, err := rt.EngineID(ctx(t)); task.ErrorCode(err) != task.EUNAVAILABLE {
+		t.Errorf("EngineID: got %q, %v (%s), want EUNAVAILABLE", id, err, task.ErrorCode(err))
+	}
+}
+
+// EngineID is the ID docker info reports, the same through any client of the Engine.
+func TestEngineID(t *testing.T) {
+	rt, _ := newRuntime(t)
+	id, err := rt.EngineID(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := testenv.Docker(t).Info(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id == "" || id != info.ID {
+		t.Errorf("EngineID: got %q, want docker info's %q", id, info.ID)
+	}
 }
 
 func TestConcurrentStartsOfOneImage(t *testing.T) {
