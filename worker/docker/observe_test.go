@@ -134,17 +134,25 @@ func TestStatsOfABusyContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	s, err := rt.Stats(ctx(t), c.ID)
-	if err != nil {
-		t.Fatal(err)
+	// A spinning loop keeps one core busy, an idle container uses next to none; a loaded
+	// machine gives the spin less than a core, and not always the same: sample (each sample
+	// spans about a second) until it shows the spin, or the deadline passes.
+	var s task.ContainerStats
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		start := time.Now()
+		s, err = rt.Stats(ctx(t), c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("sample in %v: %+v", time.Since(start).Round(time.Millisecond), s)
+		if s.CPUPercent >= 10 || time.Now().After(deadline) {
+			break
+		}
 	}
-	t.Logf("sample in %v: %+v", time.Since(start).Round(time.Millisecond), s)
 	if s.ContainerID != c.ID || time.Since(s.Time) > time.Minute {
 		t.Errorf("sample: got container %s at %v, want %s now", s.ContainerID, s.Time, c.ID)
 	}
-	// A spinning loop keeps one core busy; a loaded machine may give it less.
-	if s.CPUPercent < 20 || s.CPUPercent > 150 {
+	if s.CPUPercent < 10 || s.CPUPercent > 150 {
 		t.Errorf("CPUPercent: got %.1f, want about 100 (one core busy)", s.CPUPercent)
 	}
 	if s.MemoryUsage < 16<<20 || s.MemoryLimit != 64<<20 {
