@@ -158,12 +158,19 @@ func (p *Pin) Release() error {
 	return err
 }
 
+// The errors Pin returns, wrapped, for a device and for a path that changed while it was
+// being pinned.
+var (
+	ErrDevice  = errors.New("is a device, which is mapped with Devices, not bound")
+	ErrChanged = errors.New("changed while it was being checked")
+)
+
 // Pin opens the host path hostPath, following its links, and calls check with the path the
 // opened object really has on the host (from the kernel, not from the links as read before).
 // When check returns nil, Pin mounts the object at a new path of its own and returns the Pin;
 // otherwise it returns check's error. It fails, too, when hostPath does not exist (an error
-// for which errors.Is(err, fs.ErrNotExist) holds), names a device (devices are mapped with a
-// task's Devices, not bound), or is moved or removed while it is being pinned.
+// for which errors.Is(err, fs.ErrNotExist) holds), names a device (ErrDevice), or is moved or
+// removed while it is being pinned (ErrChanged).
 func (pn *Pinner) Pin(hostPath string, check func(real string) error) (*Pin, error) {
 	fd, err := unix.Open(hostPath, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -182,11 +189,11 @@ func (pn *Pinner) Pin(hostPath string, check func(real string) error) (*Pin, err
 	// The kernel's name for the object is a path as it was; make sure the object is still
 	// there (not removed, not moved meanwhile) before the check trusts the name.
 	if err := unix.Lstat(real, &named); err != nil || named.Dev != opened.Dev || named.Ino != opened.Ino {
-		return nil, fmt.Errorf("host path %q changed while it was being checked", hostPath)
+		return nil, fmt.Errorf("host path %q %w", hostPath, ErrChanged)
 	}
 	mode := opened.Mode & unix.S_IFMT
 	if mode == unix.S_IFCHR || mode == unix.S_IFBLK {
-		return nil, fmt.Errorf("host path %q is a device, which is mapped with Devices, not bound", hostPath)
+		return nil, fmt.Errorf("host path %q %w", hostPath, ErrDevice)
 	}
 	if err := check(real); err != nil {
 		return nil, err
