@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/internal/hostpath"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
@@ -22,6 +25,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/google/uuid"
+	"golang.org/x/sys/unix"
 )
 
 // linkEchoImage builds the echo image of this tree under a tag of the test's own, so that its
@@ -348,4 +352,90 @@ func createEvents(t *testing.T, worker string, since time.Time) int {
 			return n
 		}
 	}
+}
+
+// A worker killed with SIGKILL while it holds a pin (its Docker hangs on the create) leaves the
+// pin mounted; the next worker replays the start, pins afresh, and removes what the dead one
+// left. The container sees the source.
+func TestKilledWhileHoldingAPin(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	root := hostTree(t)
+	name := "cube-pin-" + uuid.NewString()[:8]
+	t.Cleanup(func() { testenv.RemoveLabelled(t, "cube.worker="+name) })
+	dir := t.TempDir()
+	proxy := faultproxy.Start(t, faultproxy.Options{})
+	p := startProc(t, name, proxy.DockerHost(), "--data-dir", dir, "--allow-bind-mounts", root+"/allowed")
+	p.waitReady(t, 30*time.Second)
+	pid := p.cmd.Process.Pid
+	t.Cleanup(func() { removePinsOf(t, pid) })
+	if err := proxy.Set(faultproxy.Hang); err != nil {
+		t.Fatal(err)
+	}
+	tk := echoTask("--sleep", "5m")
+	tk.Binds = []string{root + "/allowed/data:/data:ro"}
+	p.submit(t, tk)
+	var held []string
+	deadline := time.Now().Add(30 * time.Second)
+	for len(held) == 0 {
+		held = pinsOf(t, pid)
+		if time.Now().After(deadline) {
+			t.Fatal("the worker held no pin within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.kill(t)
+	proxy.Close() // what the hung Docker was asked never reaches the real one
+	if !mounted(t, held[0]) {
+		t.Fatalf("the killed worker's pin %s: not mounted, want it left behind", held[0])
+	}
+
+	p = startProc(t, name, "", "--data-dir", dir, "--allow-bind-mounts", root+"/allowed")
+	run := p.waitState(t, tk.ID, task.Running, time.Minute)
+	if names := containerSees(t, run.ContainerID, "/data"); !slices.Equal(names, []string{"inside"}) {
+		t.Errorf("the container's /data: got %v, want [inside]", names)
+	}
+	if left := pinsOf(t, pid); len(left) != 0 || mounted(t, held[0]) {
+		t.Errorf("the killed worker's pins after the next start: %v (mounted %v), want them removed", left, mounted(t, held[0]))
+	}
+}
+
+// pinsOf returns the pins the worker process pid holds.
+func pinsOf(t *testing.T, pid int) []string {
+	t.Helper()
+	dirs, _ := filepath.Glob(fmt.Sprintf("%s/%d-*", hostpath.DefaultDir, pid))
+	var pins []string
+	for _, d := range dirs {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			pins = append(pins, d+"/"+e.Name())
+		}
+	}
+	return pins
+}
+
+// removePinsOf detaches and removes what the worker process pid left in the pin directory.
+func removePinsOf(t *testing.T, pid int) {
+	for _, p := range pinsOf(t, pid) {
+		unix.Unmount(p, unix.MNT_DETACH)
+		os.Remove(p)
+	}
+	dirs, _ := filepath.Glob(fmt.Sprintf("%s/%d-*", hostpath.DefaultDir, pid))
+	for _, d := range dirs {
+		os.Remove(d)
+	}
+}
+
+// mounted reports whether something is mounted at path, by /proc/self/mountinfo.
+func mounted(t *testing.T, path string) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == path {
+			return true
+		}
+	}
+	return false
 }
