@@ -81,21 +81,21 @@ func (d *daemon) wantForbidden(t *testing.T, tk task.Task, field string, parts .
 }
 
 // The two-task attack: task A, with a writable bind under the allowed prefix, makes a link in
-// it to the host's /etc; task B asks to bind that link. B is refused with 403 naming the bind,
-// and never starts.
+// it to the host's /var/run; task B asks to bind that link, or the Docker socket through it. B
+// is refused with 403 naming the bind, and never starts.
 func TestBindThroughALinkATaskMade(t *testing.T) {
 	img := linkEchoImage(t)
 	root := hostTree(t)
 	d := startDaemon(t, "--allow-bind-mounts", root+"/allowed")
 
-	a := echoTask("--symlink", "/etc:/work/etc", "--sleep", "5m")
+	a := echoTask("--symlink", "/var/run:/work/run", "--sleep", "5m")
 	a.Image = img
 	a.Binds = []string{root + "/allowed/work:/work"}
 	d.submit(t, a)
 	d.waitState(t, a.ID, task.Running, 30*time.Second)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if target, err := os.Readlink(root + "/allowed/work/etc"); err == nil && target == "/etc" {
+		if target, err := os.Readlink(root + "/allowed/work/run"); err == nil && target == "/var/run" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -104,21 +104,25 @@ func TestBindThroughALinkATaskMade(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	for _, bind := range []string{"/allowed/work/etc:/hostetc:ro", "/allowed/work/etc/passwd:/passwd:ro"} {
-		b := echoTask("--ls", "/hostetc")
+	varRun, err := filepath.EvalSymlinks("/var/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bind := range []string{"/allowed/work/run:/hostrun:ro", "/allowed/work/run/docker.sock:/var/run/docker.sock"} {
+		b := echoTask("--ls", "/hostrun")
 		b.Image = img
 		b.Binds = []string{root + bind}
-		d.wantForbidden(t, b, "Task.Binds[0]", "leads to", `"/etc`)
+		d.wantForbidden(t, b, "Task.Binds[0]", "leads to", `"`+varRun)
 	}
 	// A's own bind is fine, and through it the link is only a link: inside B's container it
-	// leads to B's own /etc, not the host's.
+	// leads to B's own /var/run, not the host's.
 	b := echoTask("--ls", "/work")
 	b.Image = img
 	b.Binds = []string{root + "/allowed/work:/work:ro"}
 	d.submit(t, b)
 	d.waitState(t, b.ID, task.Completed, 30*time.Second)
-	if got := d.taskLogs(t, b.ID, "tail=all"); got != "etc\n" {
-		t.Errorf("B's listing of /work: got %q, want just the link, etc", got)
+	if got := d.taskLogs(t, b.ID, "tail=all"); got != "run\n" {
+		t.Errorf("B's listing of /work: got %q, want just the link, run", got)
 	}
 	if n := len(containersOf(t, d.name)); n != 2 {
 		t.Errorf("containers: got %d, want A's and the allowed B's", n)
@@ -438,4 +442,46 @@ func mounted(t *testing.T, path string) bool {
 		}
 	}
 	return false
+}
+
+// Each allowance, revoked across a crash between accepting a start and applying it: the worker
+// that replays the start does not make the container.
+func TestAllowanceRevokedBeforeReplay(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	prefix := t.TempDir()
+	for _, tt := range []struct {
+		flag []string
+		ask  func(*task.Task)
+	}{
+		{[]string{"--allow-privileged"}, func(t *task.Task) { t.Privileged = true }},
+		{[]string{"--allow-host-network"}, func(t *task.Task) { t.NetworkMode = "host" }},
+		{[]string{"--allow-host-pid"}, func(t *task.Task) { t.PidMode = "host" }},
+		{[]string{"--allow-cap-add"}, func(t *task.Task) { t.CapAdd = []string{"SYS_TIME"} }},
+		{[]string{"--allow-devices"}, func(t *task.Task) { t.Devices = []string{"/dev/null"} }},
+		{[]string{"--allow-bind-mounts", prefix}, func(t *task.Task) { t.Binds = []string{prefix + ":/data"} }},
+	} {
+		t.Run(tt.flag[0], func(t *testing.T) {
+			name := "cube-replay-" + uuid.NewString()[:8]
+			t.Cleanup(func() { testenv.RemoveLabelled(t, "cube.worker="+name) })
+			dir := t.TempDir()
+			// The first worker's Docker hangs: it accepts the start and can apply nothing.
+			proxy := faultproxy.Start(t, faultproxy.Options{Mode: faultproxy.Hang})
+			p := startProc(t, name, proxy.DockerHost(), append([]string{"--data-dir", dir}, tt.flag...)...)
+			tk := echoTask("--sleep", "5m")
+			tt.ask(&tk)
+			p.submit(t, tk)
+			p.kill(t)
+			proxy.Close()
+
+			restarted := time.Now()
+			p = startProc(t, name, "", "--data-dir", dir)
+			got := p.waitState(t, tk.ID, task.Failed, 30*time.Second)
+			if !strings.Contains(got.Error, tt.flag[0]) || !strings.Contains(got.Error, "not started") {
+				t.Errorf("Error: got %q, want it to say the task was not started and name %s", got.Error, tt.flag[0])
+			}
+			if n := createEvents(t, name, restarted); n != 0 {
+				t.Errorf("containers created by the replay: %d, want none", n)
+			}
+		})
+	}
 }
