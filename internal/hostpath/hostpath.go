@@ -77,6 +77,9 @@ func NewPinner(base string) (*Pinner, error) {
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return nil, fmt.Errorf("pin directory: %w", err)
 	}
+	if err := os.Chmod(base, 0o700); err != nil {
+		return nil, fmt.Errorf("pin directory: %w", err)
+	}
 	if r, err := filepath.EvalSymlinks(base); err != nil || r != base {
 		return nil, fmt.Errorf("pin directory %s: must be a real directory, not reached through a symbolic link (resolves to %q, %v)", base, r, err)
 	}
