@@ -90,6 +90,16 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, o 
 		log.Warn("restart event dropped: the task has ended", "event", ev.ID, "state", old.State)
 		return nil
 	}
+	if err := w.policy.Check(ev.Task); err != nil && old.State == task.Running && old.ContainerID != "" {
+		// A restart accepted before the worker restarted with less allowed: the container
+		// running now is left to run, rather than removed for a start that cannot happen.
+		w.modify(id, func(t *task.Task) error {
+			t.AddRecord(w.now(), task.RecordNotRestarting, "restart event %s not applied, the running container is left to run: %v", ev.ID, err)
+			return nil
+		})
+		log.Warn("restart event not applied: the host access it asks for is not allowed", "event", ev.ID, "err", err)
+		return nil
+	}
 	l.cancelRestart()
 	l.cancelProbe()
 	if old.ContainerID != "" {

@@ -192,3 +192,32 @@ func TestForbiddenStartIsNotRetried(t *testing.T) {
 		t.Errorf("got Error %q RestartCount %d, want the refusal and no restart", got.Error, got.RestartCount)
 	}
 }
+
+// A restart event accepted with an allowance and replayed by a worker without it is not applied:
+// the task's running container is left to run, and a record says why.
+func TestRevokedAllowanceLeavesTheRunningContainer(t *testing.T) {
+	rt := workertest.New()
+	store := &MemoryStore{}
+	granted := task.Policy{AllowPrivileged: true}
+	first, stopFirst := runUntilStopped(t, rt, Config{Store: store, Policy: granted})
+	spec := newTask()
+	run := runTask(t, first, spec)
+	stopFirst()
+	again := spec
+	again.Privileged = true
+	// Accepted, never applied: the restart order waits in the store.
+	submit(t, New(rt, Config{Store: store, Policy: granted, Logger: testLogger(t)}), eventFor(again))
+
+	w, _ := runUntilStopped(t, rt, Config{Store: store})
+	got := waitTask(t, w, spec, "the restart event refused", func(t task.Task) bool {
+		return hasRecord(t, task.RecordNotRestarting, "--allow-privileged")
+	})
+	waitFor(t, waitTimeout, func() bool { return len(store.Orders()) == 0 }, "the replayed order to be done")
+	got, _ = w.Get(spec.ID)
+	if got.State != task.Running || got.ContainerID != run.ContainerID || got.Privileged || !slices.Contains(rt.Running(), run.ContainerID) {
+		t.Errorf("after the refused restart: %v in %s (Privileged %v), want Running in %s as before", got.State, got.ContainerID, got.Privileged, run.ContainerID)
+	}
+	if n := len(rt.Starts()); n != 1 {
+		t.Errorf("starts: got %d, want 1", n)
+	}
+}
