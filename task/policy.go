@@ -21,6 +21,11 @@ type Policy struct {
 	// matches whole path elements: "/srv/data" allows "/srv/data" and "/srv/data/x", not
 	// "/srv/database". "/" allows every path. Empty allows no bind mount.
 	AllowBindMounts []string
+	// Resolve, when set, returns a host path with every symbolic link on it resolved, as the
+	// host sees it now (the worker sets it to internal/hostpath.Resolve). Bind sources and the
+	// prefixes are then compared resolved, so that a link under a prefix cannot lead out of
+	// it. Nil compares the paths as written.
+	Resolve func(hostPath string) (string, error)
 }
 
 // Check checks the host access t asks for against p. It first checks the syntax of the
@@ -30,8 +35,9 @@ type Policy struct {
 // returns nil when t may run.
 //
 // Bind mounts are checked on their cleaned host path, so ".." cannot climb out of an allowed
-// prefix. Symbolic links are not resolved: an allowed prefix must not hold links that the
-// worker's clients can create.
+// prefix, and, with p.Resolve, on where that path leads on the host, every symbolic link
+// resolved, so that a link cannot lead out either. What is resolved now may change before the
+// container mounts it: the runtime pins each source and checks it again with CheckBindTarget.
 func (p Policy) Check(t Task) error {
 	if err := t.validateHostAccess(); err != nil {
 		return err
@@ -53,24 +59,59 @@ func (p Policy) Check(t Task) error {
 	}
 	for i, s := range t.Binds {
 		b, _ := ParseBind(s) // valid: checked above
-		if len(p.AllowBindMounts) == 0 {
-			return forbidden(fmt.Sprintf("Binds[%d]", i), "bind mounts are not allowed on this worker (start it with --allow-bind-mounts PATH_PREFIX)")
+		target := b.HostPath
+		if p.Resolve != nil && len(p.AllowBindMounts) > 0 {
+			r, err := p.Resolve(b.HostPath)
+			if err != nil {
+				return forbidden(fmt.Sprintf("Binds[%d]", i), "host path %q cannot be resolved on this host: %v", b.HostPath, err)
+			}
+			target = r
 		}
-		if !p.allowsBind(b.HostPath) {
-			return forbidden(fmt.Sprintf("Binds[%d]", i), "host path %q is not under a path this worker allows to mount (%s)",
-				b.HostPath, strings.Join(p.AllowBindMounts, ", "))
+		if err := p.CheckBindTarget(i, b.HostPath, target); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// allowsBind reports whether the cleaned absolute host path lies under one of p's prefixes.
+// CheckBindTarget checks that the host path of t.Binds[i], hostPath, which leads to target on
+// the host (every symbolic link resolved), lies under one of p's prefixes, each resolved with
+// p.Resolve when it is set. It returns an EFORBIDDEN *Error naming the field, or nil. The
+// runtime calls it with the path the kernel gives for the source it has pinned.
+func (p Policy) CheckBindTarget(i int, hostPath, target string) error {
+	field := fmt.Sprintf("Binds[%d]", i)
+	if len(p.AllowBindMounts) == 0 {
+		return forbidden(field, "bind mounts are not allowed on this worker (start it with --allow-bind-mounts PATH_PREFIX)")
+	}
+	if p.allowsBind(target) {
+		return nil
+	}
+	if target != hostPath {
+		return forbidden(field, "host path %q leads to %q on this host, which is not under a path this worker allows to mount (%s)",
+			hostPath, target, strings.Join(p.AllowBindMounts, ", "))
+	}
+	return forbidden(field, "host path %q is not under a path this worker allows to mount (%s)",
+		hostPath, strings.Join(p.AllowBindMounts, ", "))
+}
+
+// allowsBind reports whether the cleaned absolute host path lies under one of p's prefixes,
+// each resolved with p.Resolve when it is set (a prefix that cannot be resolved allows nothing).
 func (p Policy) allowsBind(hostPath string) bool {
+	if !path.IsAbs(hostPath) || path.Clean(hostPath) != hostPath {
+		return false
+	}
 	for _, prefix := range p.AllowBindMounts {
 		if prefix == "" || !path.IsAbs(prefix) {
 			continue // CleanBindPrefix refuses these; never let one match by accident
 		}
 		prefix = path.Clean(prefix)
+		if p.Resolve != nil && prefix != "/" {
+			r, err := p.Resolve(prefix)
+			if err != nil {
+				continue
+			}
+			prefix = r
+		}
 		if prefix == "/" || hostPath == prefix || strings.HasPrefix(hostPath, prefix+"/") {
 			return true
 		}

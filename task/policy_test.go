@@ -1,10 +1,18 @@
 package task
 
 import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cube-orchestrator/cube/internal/hostpath"
+	"golang.org/x/sys/unix"
 )
 
 // allowAll grants every kind of host access, with bind mounts under /srv/data and /var/log.
@@ -99,6 +107,69 @@ func TestPolicyCheckAllowed(t *testing.T) {
 				t.Errorf("Check: got %v, want nil", err)
 			}
 		})
+	}
+}
+
+// With Resolve, a bind source is checked on where its links lead on the host, and a prefix on
+// where it leads.
+func TestPolicyCheckLinks(t *testing.T) {
+	root := linkTree(t, "etc", "/etc")
+	if err := os.Symlink("allowed", root+"/linked"); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		bind, prefix string
+		want         []string // nil: allowed
+	}{
+		{"/allowed/dir:/d", "/allowed", nil},
+		{"/allowed/in:/d", "/allowed", nil},
+		{"/allowed/in/file:/f:ro", "/allowed", nil},
+		{"/allowed/dir/up/in:/d", "/allowed", nil},
+		{"/allowed/in/not-yet:/d", "/allowed", nil},
+		{"/linked/dir:/d", "/allowed", nil},     // the source's own spelling through a link
+		{"/allowed/dir:/d", "/linked", nil},     // the prefix's
+		{"/linked/in/file:/d", "/linked/", nil}, // both
+		{"/allowed/out:/o", "/allowed", []string{"Task.Binds[0]:", "leads to", root + "/outside"}},
+		{"/allowed/out/secret:/o", "/allowed", []string{"Task.Binds[0]:", root + "/outside/secret"}},
+		{"/allowed/etc:/e:ro", "/allowed", []string{"Task.Binds[0]:", `"/etc"`}},
+		{"/allowed/etc/passwd:/e:ro", "/allowed", []string{"Task.Binds[0]:", `"/etc/passwd"`}},
+		{"/allowed/dir/up/out/new:/o", "/allowed", []string{"Task.Binds[0]:", root + "/outside/new"}},
+		{"/allowed/dir/up:/d", "/allowed/dir", []string{"Task.Binds[0]:", root + "/allowed\""}},
+	}
+	for _, tt := range tests {
+		p := Policy{AllowBindMounts: []string{root + tt.prefix}, Resolve: hostpath.Resolve}
+		tk := validTask()
+		tk.Binds = []string{root + tt.bind}
+		err := p.Check(tk)
+		if tt.want == nil {
+			if err != nil {
+				t.Errorf("Check(%s) under %s: got %v, want nil", tt.bind, tt.prefix, err)
+			}
+			continue
+		}
+		if ErrorCode(err) != EFORBIDDEN {
+			t.Errorf("Check(%s) under %s: got %v, want EFORBIDDEN", tt.bind, tt.prefix, err)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("Check(%s) under %s: got %q, want it to contain %q", tt.bind, tt.prefix, err, w)
+			}
+		}
+	}
+	// A dangling link on the way is refused: where it would lead is not known.
+	if err := os.Symlink("/nonexistent-cube-test", root+"/allowed/dangling"); err != nil {
+		t.Fatal(err)
+	}
+	p := Policy{AllowBindMounts: []string{root + "/allowed"}, Resolve: hostpath.Resolve}
+	tk := validTask()
+	tk.Binds = []string{root + "/allowed/dangling/x:/x"}
+	if err := p.Check(tk); ErrorCode(err) != EFORBIDDEN || !strings.Contains(err.Error(), "Task.Binds[0]:") {
+		t.Errorf("Check through a dangling link: got %v, want EFORBIDDEN naming Task.Binds[0]", err)
+	}
+	// The runtime's check of a pinned source names the field too.
+	if err := p.CheckBindTarget(2, "/x", "/etc"); ErrorCode(err) != EFORBIDDEN || !strings.HasPrefix(err.Error(), "Task.Binds[2]: ") {
+		t.Errorf("CheckBindTarget: got %v, want EFORBIDDEN naming Task.Binds[2]", err)
 	}
 }
 
@@ -220,43 +291,163 @@ func TestCleanBindPrefix(t *testing.T) {
 }
 
 // FuzzBindPolicy checks that no bind mount the policy accepts reaches outside its prefix, however
-// the paths are spelled.
+// the paths are spelled, and, on a real directory tree with symbolic links (one of them
+// fuzzed: link names a path under allowed/ and target what it points to), wherever the links
+// lead.
 func FuzzBindPolicy(f *testing.F) {
 	for _, s := range []string{
 		"/srv/data:/data", "/srv/data/../etc:/x", "/srv/data/./a:/a:ro", "/srv//data:/d:rw",
 		"/srv/database:/db", "/srv/data/..:/x", "/srv/data/...:/x", "/srv/data\x00/a:/a", "/:/",
 	} {
-		f.Add(s, "/srv/data")
+		f.Add(s, "/srv/data", "", "")
 	}
-	f.Fuzz(func(t *testing.T, bind, prefix string) {
-		p := Policy{AllowBindMounts: []string{prefix}}
-		tk := Task{Image: "x", Binds: []string{bind}}
-		err := p.Check(tk)
-		switch ErrorCode(err) {
-		case "":
-		case EINVALID, EFORBIDDEN:
-			if !strings.HasPrefix(err.Error(), "Task.Binds[0]: ") {
-				t.Fatalf("Check(%q) under %q: got %q, want an error naming Task.Binds[0]", bind, prefix, err)
-			}
-			return
-		default:
-			t.Fatalf("Check(%q) under %q: got %v, want nil, EINVALID or EFORBIDDEN", bind, prefix, err)
-		}
-		b, err := ParseBind(bind)
-		if err != nil {
-			t.Fatalf("Check accepted %q, which ParseBind refuses: %v", bind, err)
-		}
-		for _, s := range []string{b.HostPath, b.ContainerPath} {
-			if !path.IsAbs(s) || path.Clean(s) != s || slices.Contains(strings.Split(s, "/"), "..") {
-				t.Fatalf("Check accepted %q: path %q is not absolute and clean", bind, s)
-			}
-		}
-		clean := path.Clean(prefix)
-		if !strings.HasPrefix(prefix, "/") {
-			t.Fatalf("Check accepted %q under the relative prefix %q", bind, prefix)
-		}
-		if clean != "/" && b.HostPath != clean && !strings.HasPrefix(b.HostPath, clean+"/") {
-			t.Fatalf("Check accepted %q (host path %q) outside the prefix %q", bind, b.HostPath, prefix)
+	for _, s := range [][4]string{
+		{"/allowed/l:/x", "/allowed", "l", "/etc"},
+		{"/allowed/l/passwd:/x:ro", "/allowed", "l", "/etc"},
+		{"/allowed/l/sub:/x", "/allowed", "l", "dir"},
+		{"/allowed/l:/x", "/allowed", "l", "../outside"},
+		{"/allowed/a/b:/x", "/allowed", "a/b", "../../outside/secret"},
+		{"/allowed/l/x:/x", "/allowed", "l", "/nonexistent-cube/x"},
+		{"/allowed/l/file:/x", "/allowed/l", "l", "dir"},
+		{"/allowed/dir/l/l/l/out:/x", "/allowed/dir", "dir/l", ".."},
+		{"/allowed/in/up:/x", "/allowed/dir", "", ""},
+		{"/outside:/x", "/allowed/l", "l", "../outside"},
+	} {
+		f.Add(s[0], s[1], s[2], s[3])
+	}
+	f.Fuzz(func(t *testing.T, bind, prefix, link, target string) {
+		checkBindAsWritten(t, bind, prefix)
+		if strings.HasPrefix(bind, "/") && strings.HasPrefix(prefix, "/") && !strings.ContainsRune(link+target, 0) {
+			checkBindOnDisk(t, bind, prefix, link, target)
 		}
 	})
+}
+
+// checkBindAsWritten checks a bind against a prefix without resolving links.
+func checkBindAsWritten(t *testing.T, bind, prefix string) {
+	p := Policy{AllowBindMounts: []string{prefix}}
+	tk := Task{Image: "x", Binds: []string{bind}}
+	err := p.Check(tk)
+	switch ErrorCode(err) {
+	case "":
+	case EINVALID, EFORBIDDEN:
+		if !strings.HasPrefix(err.Error(), "Task.Binds[0]: ") {
+			t.Fatalf("Check(%q) under %q: got %q, want an error naming Task.Binds[0]", bind, prefix, err)
+		}
+		return
+	default:
+		t.Fatalf("Check(%q) under %q: got %v, want nil, EINVALID or EFORBIDDEN", bind, prefix, err)
+	}
+	b, err := ParseBind(bind)
+	if err != nil {
+		t.Fatalf("Check accepted %q, which ParseBind refuses: %v", bind, err)
+	}
+	for _, s := range []string{b.HostPath, b.ContainerPath} {
+		if !path.IsAbs(s) || path.Clean(s) != s || slices.Contains(strings.Split(s, "/"), "..") {
+			t.Fatalf("Check accepted %q: path %q is not absolute and clean", bind, s)
+		}
+	}
+	clean := path.Clean(prefix)
+	if !strings.HasPrefix(prefix, "/") {
+		t.Fatalf("Check accepted %q under the relative prefix %q", bind, prefix)
+	}
+	if clean != "/" && b.HostPath != clean && !strings.HasPrefix(b.HostPath, clean+"/") {
+		t.Fatalf("Check accepted %q (host path %q) outside the prefix %q", bind, b.HostPath, prefix)
+	}
+}
+
+// checkBindOnDisk checks a bind, with its paths taken under a new directory tree that holds
+// allowed/dir/file, outside/secret, the links allowed/in -> dir, allowed/out -> ../outside and
+// allowed/dir/up -> .., and the link allowed/LINK -> TARGET, against the prefix, resolving
+// links as the worker does. Whatever Check accepts must lie, by the kernel's account of where
+// the path leads, under where the kernel says the prefix is; and what does lie there, exists
+// and is well formed, Check must accept.
+func checkBindOnDisk(t *testing.T, bind, prefix, link, target string) {
+	root := linkTree(t, link, target)
+	bind, prefix = root+bind, root+prefix
+	p := Policy{AllowBindMounts: []string{prefix}, Resolve: hostpath.Resolve}
+	b, perr := ParseBind(bind)
+	err := p.Check(Task{Image: "x", Binds: []string{bind}})
+	switch ErrorCode(err) {
+	case "":
+		if perr != nil {
+			t.Fatalf("Check accepted %q, which ParseBind refuses: %v", bind, perr)
+		}
+	case EINVALID, EFORBIDDEN:
+		if !strings.HasPrefix(err.Error(), "Task.Binds[0]: ") {
+			t.Fatalf("Check(%q) under %q: got %q, want an error naming Task.Binds[0]", bind, prefix, err)
+		}
+	default:
+		t.Fatalf("Check(%q) under %q: got %v, want nil, EINVALID or EFORBIDDEN", bind, prefix, err)
+	}
+	if perr != nil {
+		return
+	}
+	host, exists := kernelPath(t, b.HostPath)
+	if host == "" {
+		return // a dangling link on the way: the kernel cannot say where it leads
+	}
+	where, _ := kernelPath(t, path.Clean(prefix))
+	under := where != "" && (host == where || strings.HasPrefix(host, where+"/") || where == "/")
+	if err == nil && !under {
+		t.Fatalf("Check accepted %q under %q (link %q -> %q): the kernel says it leads to %q, outside %q", bind, prefix, link, target, host, where)
+	}
+	if err != nil && under && exists {
+		t.Fatalf("Check refused %q under %q (link %q -> %q), which leads to %q under %q: %v", bind, prefix, link, target, host, where, err)
+	}
+}
+
+// linkTree makes the directory tree checkBindOnDisk describes and returns its root, resolved.
+func linkTree(t *testing.T, link, target string) string {
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"allowed/dir", "outside"} {
+		if err := os.MkdirAll(root+"/"+d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, text := range map[string]string{"allowed/dir/file": "in", "outside/secret": "out"} {
+		if err := os.WriteFile(root+"/"+name, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for l, to := range map[string]string{"allowed/in": "dir", "allowed/out": "../outside", "allowed/dir/up": ".."} {
+		if err := os.Symlink(to, root+"/"+l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The fuzzed link, where it can be made: a relative name below allowed/ without "..".
+	if link != "" && target != "" && !path.IsAbs(link) && path.Clean(link) == link &&
+		!slices.Contains(strings.Split(link, "/"), "..") && len(link) < 200 && len(target) < 1000 {
+		at := root + "/allowed/" + link
+		if err := os.MkdirAll(path.Dir(at), 0o755); err == nil {
+			os.Symlink(target, at)
+		}
+	}
+	return root
+}
+
+// kernelPath returns where p leads by the kernel's account: the path of what opening p (its
+// longest existing part, when p does not exist, followed by the rest) reaches, and whether p
+// exists. It returns "" when a dangling link is on the way.
+func kernelPath(t *testing.T, p string) (string, bool) {
+	rest := ""
+	for q := p; ; q = path.Dir(q) {
+		// O_PATH: nothing is really opened (a fuzzed link may lead to any device).
+		fd, err := unix.Open(q, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err == nil {
+			where, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+			unix.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return path.Join(where, rest), rest == ""
+		}
+		if _, lerr := os.Lstat(q); lerr == nil || !errors.Is(err, fs.ErrNotExist) || q == "/" {
+			return "", false // there, but it cannot be opened: a dangling link, or a loop
+		}
+		rest = path.Join(path.Base(q), rest)
+	}
 }

@@ -90,6 +90,16 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, o 
 		log.Warn("restart event dropped: the task has ended", "event", ev.ID, "state", old.State)
 		return nil
 	}
+	if err := w.policy.Check(ev.Task); err != nil && old.State == task.Running && old.ContainerID != "" {
+		// A restart accepted before the worker restarted with less allowed: the container
+		// running now is left to run, rather than removed for a start that cannot happen.
+		w.modify(id, func(t *task.Task) error {
+			t.AddRecord(w.now(), task.RecordNotRestarting, "restart event %s not applied, the running container is left to run: %v", ev.ID, err)
+			return nil
+		})
+		log.Warn("restart event not applied: the host access it asks for is not allowed", "event", ev.ID, "err", err)
+		return nil
+	}
 	l.cancelRestart()
 	l.cancelProbe()
 	if old.ContainerID != "" {
@@ -159,6 +169,12 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 	if !ok || t.State != task.Scheduled {
 		return nil
 	}
+	// Every start comes here: the first, a restart, one after recovery, a replayed one. Each
+	// is checked against the host access the worker allows now, which may be less than when
+	// the task was accepted.
+	if err := w.policy.Check(t); err != nil {
+		return w.refuse(log, l, id, err)
+	}
 	select {
 	case w.startSlots <- struct{}{}:
 	case <-ctx.Done():
@@ -185,6 +201,10 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		})
 		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: err}
 	}
+	if task.ErrorCode(err) == task.EFORBIDDEN {
+		// The runtime found, pinning a bind source, that it now leads out of the allowed paths.
+		return w.refuse(log, l, id, err)
+	}
 	if err != nil {
 		log.Warn("task failed to start", "err", err)
 		_, merr := w.modify(id, func(t *task.Task) error {
@@ -200,6 +220,45 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		return err
 	}
 	return nil
+}
+
+// refuse ends a Scheduled task that the worker's policy does not let start (err says which
+// field, and which flag would allow it): it ends Failed, and is not restarted.
+func (w *Worker) refuse(log *slog.Logger, l *live, id uuid.UUID, err error) error {
+	log.Warn("task not started: the host access it asks for is not allowed", "err", err)
+	l.cancelRestart()
+	l.cancelProbe()
+	_, merr := w.modify(id, func(t *task.Task) error {
+		if err := transition(t, task.Failed); err != nil {
+			return err
+		}
+		now := w.now()
+		t.Pull = nil
+		t.FinishTime = now
+		t.Error = "not started: " + err.Error()
+		if t.RestartPolicy != "" && t.RestartPolicy != task.RestartNo {
+			t.AddRecord(now, task.RecordNotRestarting, "the worker does not allow what the task asks for")
+		}
+		t.AddRecord(now, task.RecordFailed, "%s", t.Error)
+		return nil
+	})
+	return merr
+}
+
+// noteRevoked records on a task whose container is running that the worker's policy no longer
+// allows what the task asks for: the container is left to run, but the task will not be
+// started again.
+func (w *Worker) noteRevoked(log *slog.Logger, t task.Task) {
+	err := w.policy.Check(t)
+	if err == nil {
+		return
+	}
+	log.Warn("task's container runs with host access this worker no longer allows; it is left to run, and will not be started again", "err", err)
+	w.modify(t.ID, func(t *task.Task) error {
+		t.AddRecord(w.now(), task.RecordNotRestarting,
+			"the container keeps running, but the task will not be started again: %v", err)
+		return nil
+	})
 }
 
 // relaunch carries out a launch that waited for the runtime. The first attempt may have made a
@@ -249,6 +308,7 @@ func (w *Worker) markRunning(ctx context.Context, log *slog.Logger, l *live, id 
 	}
 	w.watchHealth(ctx, log, l, t, c)
 	log.Info("task running", "container", shortID(c.ID), "image", t.Image, "restarts", t.RestartCount)
+	w.noteRevoked(log, t) // a container made before the worker restarted with less allowed
 	return nil
 }
 
@@ -293,6 +353,7 @@ func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 	}
 	w.watchHealth(ctx, log, l, t, c)
 	log.Info("took up running container", "container", shortID(c.ID), "restarts", t.RestartCount)
+	w.noteRevoked(log, t)
 	return nil
 }
 

@@ -36,7 +36,8 @@ type Runtime interface {
 	// Start makes sure the task's image is present (as its PullPolicy says), then creates and
 	// starts a container for the task, labelled with task.LabelTaskID, and returns it. It reports
 	// its steps and pull progress to progress, which it never calls after returning. On failure it
-	// leaves no container behind.
+	// leaves no container behind. An EFORBIDDEN error refuses the task as it is (a bind source
+	// that leads out of the allowed paths): the task ends Failed and is not restarted.
 	Start(ctx context.Context, t task.Task, progress func(task.StartStep)) (task.Container, error)
 	// Stop stops the container: its stop signal, then after grace (0: the task's or the
 	// runtime's default) a kill. A container that is already stopped or gone is success.

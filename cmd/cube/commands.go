@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/internal/hostpath"
 	"github.com/cube-orchestrator/cube/internal/namelock"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/docker/go-units"
@@ -145,11 +146,35 @@ unless an --allow-* flag grants that kind.`,
 			if err != nil {
 				return fmt.Errorf("--allow-bind-mounts: %v", err)
 			}
+			if err := outsidePins(clean); err != nil {
+				return err
+			}
 			cfg.policy.AllowBindMounts[i] = clean
 		}
 		return nil
 	}
 	return cmd
+}
+
+// outsidePins refuses a bind prefix other than "/" that holds the directory where bind sources
+// are pinned (as written or resolved): tasks could reach the pins and swap them.
+func outsidePins(prefix string) error {
+	if prefix == "/" {
+		return nil // every path is allowed anyway
+	}
+	for _, p := range []string{prefix, resolvedOr(prefix)} {
+		if hostpath.DefaultDir == p || strings.HasPrefix(hostpath.DefaultDir, p+"/") {
+			return fmt.Errorf("--allow-bind-mounts %s holds %s, where the worker pins bind sources; tasks must not reach it", prefix, hostpath.DefaultDir)
+		}
+	}
+	return nil
+}
+
+func resolvedOr(p string) string {
+	if r, err := hostpath.Resolve(p); err == nil {
+		return r
+	}
+	return p
 }
 
 func envOr(getenv func(string) string, key, def string) string {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	"github.com/cube-orchestrator/cube/internal/hostpath"
 	"github.com/cube-orchestrator/cube/internal/metrics"
 	"github.com/cube-orchestrator/cube/internal/nodestats"
 	"github.com/cube-orchestrator/cube/task"
@@ -64,7 +65,9 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	rt, err := docker.New(docker.Options{Worker: cfg.name})
+	// Bind sources are checked where their links lead on this host, and pinned as they start.
+	cfg.policy.Resolve = hostpath.Resolve
+	rt, err := docker.New(docker.Options{Worker: cfg.name, Policy: cfg.policy})
 	if err != nil {
 		return err
 	}

@@ -192,6 +192,8 @@ func TestWorkerCommandRefuses(t *testing.T) {
 		{[]string{"--host", "0.0.0.0"}, "refusing to serve on 0.0.0.0"},
 		{[]string{"--allow-bind-mounts", "srv/data"}, "--allow-bind-mounts"},
 		{[]string{"--allow-bind-mounts", "/srv/../etc"}, "--allow-bind-mounts"},
+		{[]string{"--allow-bind-mounts", "/srv,/run/"}, "--allow-bind-mounts /run holds /run/cube/pins"},
+		{[]string{"--allow-bind-mounts", "/run/cube"}, "--allow-bind-mounts /run/cube holds"},
 		{[]string{"--tls-cert", "/nonexistent/cert.pem"}, "--tls-cert needs --tls-key"},
 		{[]string{"--token-file", "/nonexistent/token"}, "--token-file"},
 	} {

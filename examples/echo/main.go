@@ -28,6 +28,9 @@
 //	                       or of a container whose PID 1 dies at once, is sometimes lost.
 //	--check URL            only GET URL and exit 0 on a 2xx answer, 1 otherwise
 //	                       (for HEALTHCHECK / exec health checks in a shell-less image)
+//	--symlink TARGET:LINK  make the symbolic link LINK pointing to TARGET (at start)
+//	--ls DIR               print the names in DIR, one a line, sorted (at start, after
+//	                       --symlink); "ls: ERROR" on stderr and exit 1 when DIR cannot be read
 //
 // Without --listen, --tcp, --alloc, --busy and --sleep it exits as soon as the printing
 // is done. With no flags at all it behaves like "--listen :7777".
@@ -72,6 +75,8 @@ type config struct {
 	busy           bool
 	check          string
 	unhealthyAfter time.Duration
+	symlink        string
+	ls             string
 }
 
 // errUsage marks command line errors (exit code 2).
@@ -100,6 +105,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.busy, "busy", false, "keep one CPU core busy until the program ends")
 	fs.StringVar(&c.check, "check", "", "GET `URL` and exit 0 on 2xx, 1 otherwise")
 	fs.DurationVar(&c.unhealthyAfter, "unhealthy-after", 0, "/health answers 500 once `DUR` has passed")
+	fs.StringVar(&c.symlink, "symlink", "", "make the symbolic link LINK pointing to TARGET, given as `TARGET:LINK`")
+	fs.StringVar(&c.ls, "ls", "", "print the names in `DIR`, one a line")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -345,6 +352,23 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	}
 	if c.oom != "" {
 		return oomChild(c.oom, stdout, stderr)
+	}
+	if c.symlink != "" {
+		target, link, _ := strings.Cut(c.symlink, ":")
+		if err := os.Symlink(target, link); err != nil {
+			fmt.Fprintf(stderr, "echo: %v\n", err)
+			return 1
+		}
+	}
+	if c.ls != "" {
+		entries, err := os.ReadDir(c.ls)
+		if err != nil {
+			fmt.Fprintf(stderr, "ls: %v\n", err)
+			return 1
+		}
+		for _, e := range entries {
+			fmt.Fprintln(stdout, e.Name())
+		}
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -401,3 +401,23 @@ func cpuTime(t *testing.T) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+func TestRunSymlinkAndLs(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(dir+"/b", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runEcho(t, nil, "--symlink", "/etc:"+dir+"/a", "--ls", dir, "--print", "done")
+	if code != 0 || stdout != "a\nb\ndone\n" || stderr != "" {
+		t.Errorf("run: got %d, %q, %q; want 0, the names a and b, then done", code, stdout, stderr)
+	}
+	if target, err := os.Readlink(dir + "/a"); err != nil || target != "/etc" {
+		t.Errorf("the link: got %q, %v; want /etc", target, err)
+	}
+	if code, _, stderr := runEcho(t, nil, "--ls", dir+"/missing"); code != 1 || !strings.HasPrefix(stderr, "ls: ") {
+		t.Errorf("ls of a missing directory: got %d, %q; want 1 and an ls: error", code, stderr)
+	}
+	if code, _, _ := runEcho(t, nil, "--symlink", "/etc:"+dir+"/a"); code != 1 {
+		t.Errorf("a link that exists already: got %d, want 1", code)
+	}
+}

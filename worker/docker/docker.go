@@ -23,6 +23,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/cube-orchestrator/cube/internal/hostpath"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
@@ -47,6 +48,13 @@ type Options struct {
 	// label cube.worker, and List and Watch see only that worker's containers, so that several
 	// workers can share one Engine.
 	Worker string
+	// Policy is the host access the worker grants. Start checks each bind source against its
+	// AllowBindMounts once more, on the source it has pinned; the zero Policy refuses every
+	// bind.
+	Policy task.Policy
+	// PinDir is where bind sources are pinned while their container starts; default
+	// /run/cube/pins. It must not lie under a path tasks may bind-mount.
+	PinDir string
 }
 
 // LabelWorker is the container label naming the worker that owns the container.
@@ -59,6 +67,10 @@ type Runtime struct {
 
 	pullMu sync.Mutex
 	pulls  map[string]*pull // pulls under way, by image reference and credentials
+
+	pinOnce sync.Once
+	pins    *hostpath.Pinner // made on the first start with a bind mount
+	pinErr  error
 }
 
 // New connects to the Docker Engine named by the environment (DOCKER_HOST and friends, or the
@@ -92,7 +104,13 @@ func NewWithClient(cli *client.Client, opts Options) *Runtime {
 }
 
 // Close releases the client's connections.
-func (r *Runtime) Close() error { return r.cli.Close() }
+func (r *Runtime) Close() error {
+	r.pinOnce.Do(func() {}) // waits for a pinner being made
+	if r.pins != nil {
+		r.pins.Close()
+	}
+	return r.cli.Close()
+}
 
 // Ping returns nil when the Engine answers, and an EUNAVAILABLE error otherwise.
 func (r *Runtime) Ping(ctx context.Context) error {
@@ -137,6 +155,13 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		cfg.Labels[LabelWorker] = r.opts.Worker
 	}
 	name := containerName(t)
+	release, err := r.pinBinds(t, hostCfg)
+	if err != nil {
+		return task.Container{}, err
+	}
+	// The Engine mounts the sources as it starts the container; the container's own mounts
+	// hold them after that.
+	defer release()
 	if t.PullPolicy == task.PullAlways {
 		if err := r.pullImage(ctx, t, progress); err != nil {
 			return task.Container{}, err
