@@ -8,6 +8,9 @@ LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GO      ?= go
 # The test suite runs against the real Docker Engine; keep it well under CI's limit.
 TEST_TIMEOUT ?= 25m
+# Tests that run in parallel (t.Parallel) at once within a package: the end-to-end tests mostly
+# wait for the Engine, so more than the 2 cores' worth.
+TEST_PARALLEL ?= 4
 # How long `make fuzz` runs each fuzzer.
 FUZZTIME ?= 30s
 # The fuzzers, as package:FuzzName.
@@ -25,7 +28,7 @@ run: build images ## build, then run the worker in the foreground on 127.0.0.1:5
 	./bin/cube worker
 
 test: test-deps ## run the whole suite with -race against the real Docker Engine
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -parallel $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
 
 # What the suite needs beyond Go and make: a Docker Engine that answers, and Debian's
 # docker-registry for the pull tests, installed here with apt-get when it is missing and we are

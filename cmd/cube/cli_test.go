@@ -42,6 +42,7 @@ func (d *daemon) mustCube(t *testing.T, args ...string) string {
 var outcomeRE = regexp.MustCompile(`^task web \(([0-9a-f]{8})\) is Running, ports (\d+)->7777/tcp\n$`)
 
 func TestCLIEndToEnd(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 
 	// cube run --wait: the outcome line, and the task answers on its port.
@@ -208,6 +209,7 @@ func TestCLIEndToEnd(t *testing.T) {
 // TestCLISecuredWorker drives the client commands against a worker that asks for a token and a
 // client certificate over TLS.
 func TestCLISecuredWorker(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := newTestCA(t, "cube test CA")
 	server := ca.issue(t, "cube worker", x509.ExtKeyUsageServerAuth)

@@ -119,6 +119,7 @@ func (f *cliFake) start(t *testing.T, name string) task.Task {
 }
 
 func TestCLIRunFlagsBuildTheTask(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	out, err := f.cube(t, "run", "--name", "web", "-e", "A=1", "-e", "B=two words", "-p", "8080:7777", "-p", ":9000/udp",
 		"--cpu", "0.5", "--memory", "256m", "--restart", "on-failure", "--health-path", "/health",
@@ -164,6 +165,7 @@ func TestCLIRunFlagsBuildTheTask(t *testing.T) {
 }
 
 func TestCLIRunErrors(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	file := filepath.Join(t.TempDir(), "task.json")
 	os.WriteFile(file, []byte(`{"Image": "cube-echo:latest", "Replicas": 3}`), 0o600)
@@ -201,6 +203,7 @@ func TestCLIRunErrors(t *testing.T) {
 }
 
 func TestCLIResolve(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	web := f.start(t, "web")
 	dup1 := f.start(t, "dup")
@@ -262,6 +265,7 @@ func TestCLIResolve(t *testing.T) {
 }
 
 func TestCLILsAndInspect(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	web := f.start(t, "web")
 	out, err := f.cube(t, "ls")
@@ -315,6 +319,7 @@ func TestCLILsAndInspect(t *testing.T) {
 }
 
 func TestCLIWaitShowsPullProgress(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	id := uuid.New()
 	var mu sync.Mutex
@@ -355,6 +360,7 @@ func TestCLIWaitShowsPullProgress(t *testing.T) {
 }
 
 func TestCLIProgressRendering(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	pp := func(done int, b int64) *task.PullProgress {
 		return &task.PullProgress{Layers: 3, LayersDone: done, Bytes: b, BytesTotal: 30 << 20}
@@ -390,6 +396,7 @@ func TestCLIProgressRendering(t *testing.T) {
 // TestCLIContractRoutes drives cube logs, cube stats ID and cube events against handlers that
 // follow the contract of the routes about to land.
 func TestCLIContractRoutes(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	web := f.start(t, "web")
 	var mu sync.Mutex
@@ -480,6 +487,7 @@ func TestCLIContractRoutes(t *testing.T) {
 }
 
 func TestCLINodeStats(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	f.start(t, "web")
 	out, err := f.cube(t, "stats")
@@ -501,6 +509,7 @@ func TestCLINodeStats(t *testing.T) {
 }
 
 func TestCLIWorkerFlagsAndErrors(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	// --worker beats CUBE_WORKER.
 	out, err := cliCube(t, context.Background(), map[string]string{"CUBE_WORKER": "127.0.0.1:1"}, "ls", "-w", f.addr, "-o", "json")
@@ -551,6 +560,7 @@ func TestCLIWorkerFlagsAndErrors(t *testing.T) {
 }
 
 func TestCLILogFormat(t *testing.T) {
+	t.Parallel()
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -576,6 +586,7 @@ func TestCLILogFormat(t *testing.T) {
 }
 
 func TestCLIPorts(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		t        task.Task
 		short    string
@@ -602,6 +613,7 @@ func TestCLIPorts(t *testing.T) {
 }
 
 func TestCLIWaitInterrupted(t *testing.T) {
+	t.Parallel()
 	f := newCLIFake(t)
 	release := make(chan struct{})
 	f.rt.StartHook = func(ctx context.Context, _ task.Task) error {

@@ -220,6 +220,7 @@ func containerGone(t *testing.T, id string) bool {
 }
 
 func TestStartRunsALabelledContainerWithPublishedPorts(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
@@ -275,6 +276,7 @@ func TestStartRunsALabelledContainerWithPublishedPorts(t *testing.T) {
 }
 
 func TestExitCodes(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	ok := echoTask("--print", "done", "--sleep", "200ms", "--exit", "0")
 	bad := echoTask("--print", "oops", "--sleep", "200ms", "--exit", "3")
@@ -292,6 +294,7 @@ func TestExitCodes(t *testing.T) {
 }
 
 func TestMissingImageFails(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask()
 	tk.Image = "cube-test/no-such-image:v1"
@@ -306,6 +309,7 @@ func TestMissingImageFails(t *testing.T) {
 }
 
 func TestContainerRemovedBehindTheWorkersBack(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	d.submit(t, tk)
@@ -333,6 +337,7 @@ func TestContainerRemovedBehindTheWorkersBack(t *testing.T) {
 }
 
 func TestRestartEventStartsANewContainer(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	d.submit(t, tk)
@@ -366,6 +371,7 @@ func TestRestartEventStartsANewContainer(t *testing.T) {
 }
 
 func TestFiftyTasksAtOnce(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	const n = 50
 	tasks := make([]task.Task, n)
@@ -404,6 +410,7 @@ func TestFiftyTasksAtOnce(t *testing.T) {
 }
 
 func TestBadRequestsReachNeitherDockerNorTheStore(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	for _, body := range []string{
 		`{"ID":"not-a-uuid","Task":{"ID":"` + uuid.NewString() + `","Image":"cube-echo:latest"}}`,
@@ -433,6 +440,7 @@ func TestBadRequestsReachNeitherDockerNorTheStore(t *testing.T) {
 }
 
 func TestShutdownLeavesContainersRunning(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	d.submit(t, tk)
@@ -451,6 +459,7 @@ func TestShutdownLeavesContainersRunning(t *testing.T) {
 }
 
 func TestPortInUseIsAnError(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -465,6 +474,7 @@ func TestPortInUseIsAnError(t *testing.T) {
 }
 
 func TestEnvironmentFallbacks(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -505,6 +515,7 @@ func TestEnvironmentFallbacks(t *testing.T) {
 }
 
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"version"}, os.Getenv, &out, io.Discard); err != nil {
 		t.Fatal(err)

@@ -116,6 +116,7 @@ func containersOf(t *testing.T, name string) []container.Summary {
 // The worker is killed with SIGKILL and started again, ten times: each time the same container
 // runs, the task is Running with RestartCount unchanged, and there is no second container.
 func TestKill9Loop(t *testing.T) {
+	t.Parallel()
 	for _, durable := range []bool{false, true} {
 		t.Run(map[bool]string{false: "in memory", true: "data dir"}[durable], func(t *testing.T) {
 			testenv.BuildEchoImage(t)
@@ -167,6 +168,7 @@ func TestKill9Loop(t *testing.T) {
 // Events accepted (201) but not applied when the worker dies are applied exactly once after it
 // starts again. The first worker talks to a Docker that hangs, so it can apply nothing.
 func TestCrashBetweenAcceptAndApply(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-crash-" + uuid.NewString()[:8]
 	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
@@ -230,6 +232,7 @@ func TestCrashBetweenAcceptAndApply(t *testing.T) {
 // A DELETE accepted while Docker hangs, then a crash: after the restart the task is Completed
 // and its container gone.
 func TestDeleteAcceptedThenCrash(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-delete-" + uuid.NewString()[:8]
 	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
@@ -259,6 +262,7 @@ func TestDeleteAcceptedThenCrash(t *testing.T) {
 // A container labelled as the worker's with no task behind it is removed after the grace
 // period, and only reported with --reap-orphans=false.
 func TestOrphans(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	for _, reap := range []bool{true, false} {
 		t.Run(fmt.Sprintf("reap=%v", reap), func(t *testing.T) {
@@ -298,6 +302,7 @@ func TestOrphans(t *testing.T) {
 // Docker hangs for 20 s, then is gone for 20 s, under steady API traffic: task reads never
 // fail, /readyz says 503 during and 200 after, no task is wrongly failed, and all is as before.
 func TestDockerHungThenGone(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-outage-" + uuid.NewString()[:8]
 	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
@@ -407,6 +412,7 @@ func TestDockerHungThenGone(t *testing.T) {
 
 // A second worker on the same data dir fails at start with a clear message.
 func TestTwoWorkersOneDataDir(t *testing.T) {
+	t.Parallel()
 	name := "cube-lock-" + uuid.NewString()[:8]
 	dir := t.TempDir()
 	startProc(t, name, "", "--data-dir", dir)

@@ -22,6 +22,7 @@ import (
 // The worker's allowances reach Docker as asked, and what they do not allow is refused with 403
 // naming the field before anything reaches Docker.
 func TestHostAccessEndToEnd(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.WriteFile(dir+"/marker", []byte("here"), 0o644); err != nil {
 		t.Fatal(err)

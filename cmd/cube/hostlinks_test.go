@@ -65,6 +65,7 @@ func (d *daemon) wantForbidden(t *testing.T, tk task.Task, field string, parts .
 // it to the host's /var/run; task B asks to bind that link, or the Docker socket through it. B
 // is refused with 403 naming the bind, and never starts.
 func TestBindThroughALinkATaskMade(t *testing.T) {
+	t.Parallel()
 	img := testenv.BuildEchoImage(t)
 	root := hostTree(t)
 	d := startDaemon(t, "--allow-bind-mounts", root+"/allowed")
@@ -113,6 +114,7 @@ func TestBindThroughALinkATaskMade(t *testing.T) {
 // Links placed under the prefix beforehand: one leading out is refused, one leading to another
 // place under the prefix is followed; and a prefix that is itself a link allows where it leads.
 func TestBindThroughALinkPlacedBeforehand(t *testing.T) {
+	t.Parallel()
 	img := testenv.BuildEchoImage(t)
 	root := hostTree(t)
 	for link, target := range map[string]string{
@@ -151,6 +153,7 @@ func TestBindThroughALinkPlacedBeforehand(t *testing.T) {
 // A link swapped in and out, as fast as the host can, while tasks that bind the path are
 // accepted and started: each is refused (403, or Failed at its start), or sees the inside. None
 // ever sees the outside.
+// It runs alone (not in parallel): it checks that no worker of this process holds a pin.
 func TestBindWhileALinkIsSwapped(t *testing.T) {
 	img := testenv.BuildEchoImage(t)
 	root := hostTree(t)
@@ -235,6 +238,7 @@ func TestBindWhileALinkIsSwapped(t *testing.T) {
 // task is not started again but ends Failed, naming the flag. A task that was waiting to
 // restart when the worker went down is not started either.
 func TestAllowanceRevokedAcrossRestart(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	prefix := t.TempDir()
 	for _, tt := range []struct {
@@ -343,6 +347,7 @@ func createEvents(t *testing.T, worker string, since time.Time) int {
 // pin mounted; the next worker replays the start, pins afresh, and removes what the dead one
 // left. The container sees the source.
 func TestKilledWhileHoldingAPin(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	root := hostTree(t)
 	name := "cube-pin-" + uuid.NewString()[:8]
@@ -428,6 +433,7 @@ func mounted(t *testing.T, path string) bool {
 // Each allowance, revoked across a crash between accepting a start and applying it: the worker
 // that replays the start does not make the container.
 func TestAllowanceRevokedBeforeReplay(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	prefix := t.TempDir()
 	for _, tt := range []struct {

@@ -19,6 +19,7 @@ import (
 // The Dockerfile's image of the worker, run with the host's Docker socket, serves the API and
 // runs tasks.
 func TestWorkerImage(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	tag := testenv.TestImage("cube-worker")
 	testenv.BuildImage(t, tag, "Dockerfile", "./cmd/cube", "bin/cube")

@@ -55,6 +55,7 @@ func records(t task.Task, typ string) []task.Record {
 func ms(d time.Duration) task.Duration { return task.Duration(d) }
 
 func TestOOMKilled(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	// --oom: the OOM killer kills a child, and the container ends a second later, so that the
 	// Engine always sees the kill (a container whose PID 1 dies at once sometimes loses it on
@@ -72,6 +73,7 @@ func TestOOMKilled(t *testing.T) {
 }
 
 func TestKilledBySignal(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	d.submit(t, tk)
@@ -88,6 +90,7 @@ func TestKilledBySignal(t *testing.T) {
 // A crash loop restarts with a back-off that doubles up to its cap, then ends Failed when the
 // attempts run out.
 func TestCrashLoopBackoffAndMaxAttempts(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--print", "crash", "--exit", "1")
 	tk.RestartPolicy = task.RestartOnFailure
@@ -136,6 +139,7 @@ func TestCrashLoopBackoffAndMaxAttempts(t *testing.T) {
 }
 
 func TestRestartPolicies(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	quick := &task.RestartSpec{Delay: ms(100 * time.Millisecond), MaxAttempts: 1}
 
@@ -161,6 +165,7 @@ func TestRestartPolicies(t *testing.T) {
 // A task deleted during its back-off ends Completed (a manager restarts Failed tasks, not
 // Completed ones) and never comes back.
 func TestDeleteDuringBackoff(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--exit", "1")
 	tk.RestartPolicy = task.RestartOnFailure
@@ -193,6 +198,7 @@ func TestDeleteDuringBackoff(t *testing.T) {
 }
 
 func TestHealthChecks(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	fast := func(h task.HealthSpec) *task.HealthSpec {
 		h.Interval, h.Timeout, h.Retries = ms(150*time.Millisecond), ms(time.Second), 2
@@ -250,6 +256,7 @@ func TestHealthChecks(t *testing.T) {
 
 // The book's HealthCheck string is an HTTP GET of that path on the task's first port.
 func TestBookHealthCheckPath(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
@@ -267,6 +274,7 @@ func TestBookHealthCheckPath(t *testing.T) {
 
 // Without a restart policy an unhealthy task keeps running, reported unhealthy, as with Docker.
 func TestUnhealthyWithoutPolicyKeepsRunning(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	tk.Health = &task.HealthSpec{Type: task.HealthTCP, Port: 9999, Interval: ms(100 * time.Millisecond), Retries: 2}
@@ -279,6 +287,7 @@ func TestUnhealthyWithoutPolicyKeepsRunning(t *testing.T) {
 
 // An image's own HEALTHCHECK, which Docker runs, restarts the task the same way.
 func TestImageHealthcheck(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	tag := testenv.TestImage("cube-echo-healthcheck")
 	testenv.BuildDockerfile(t, tag, "FROM "+testenv.EchoImage+"\n"+
@@ -299,6 +308,7 @@ func TestImageHealthcheck(t *testing.T) {
 }
 
 func TestHostPortConflictFailsOnlyThatTask(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	port := testenv.FreePort(t)
 	first := echoTask("--listen", ":7777")
@@ -339,6 +349,7 @@ func memTotal(t *testing.T) int64 {
 }
 
 func TestCapacityRefusal(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t, "--reserve-cpu", "0.5")
 	big := echoTask("--listen", ":7777")
 	big.Memory = memTotal(t) * 6 / 10
@@ -368,6 +379,7 @@ func TestCapacityRefusal(t *testing.T) {
 }
 
 func TestRecordsOfARun(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	d.submit(t, tk)
@@ -386,6 +398,7 @@ func TestRecordsOfARun(t *testing.T) {
 }
 
 func TestPullThroughTheDaemonHidesCredentials(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	reg := testenv.StartRegistry(t, true)
 	ref := reg.Push(t, testenv.EchoImage, "private/echo:v2")

@@ -9,6 +9,10 @@ import (
 	"go.uber.org/goleak"
 )
 
+// The end-to-end tests mostly wait for the Docker Engine, so they run in parallel (t.Parallel,
+// `make test` runs 4 at once). A test that looks at the whole process (its goroutines and heap,
+// every pin its workers hold) runs alone, before the parallel ones.
+
 // TestMain fails the package when a goroutine outlives its tests: every daemon the tests start
 // must stop completely, and every worker, stream and health check with it.
 func TestMain(m *testing.M) {

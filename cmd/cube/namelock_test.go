@@ -53,6 +53,7 @@ func (p *proc) waitLog(t *testing.T, want string, within time.Duration) {
 // short --orphan-grace, leave each other's containers alone: each reconciles and reaps an
 // orphan of its own, and both tasks run on in the containers they started in.
 func TestTwoNamesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	names := []string{"cube-pair-a-" + uuid.NewString()[:8], "cube-pair-b-" + uuid.NewString()[:8]}
 	var procs []*proc
@@ -99,6 +100,7 @@ func TestTwoNamesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 // naming the first; once the first is killed with SIGKILL, a new one with the name starts and
 // takes up the first one's task.
 func TestOneWorkerPerNamePerEngine(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-name-" + uuid.NewString()[:8]
 	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
@@ -169,6 +171,7 @@ func exitCode(err error) int {
 // Docker answers, before it runs anything: it exits naming the holder when the name is taken,
 // and runs what it accepted meanwhile when the name is free.
 func TestNameClaimedWhenDockerAnswers(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-late-" + uuid.NewString()[:8]
 	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })

@@ -67,6 +67,7 @@ func lines(s string) []string {
 }
 
 func TestLogsEndToEnd(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	// The lines come 100ms apart: stdout and stderr are read apart, and lines printed at once to
 	// both may come in either order.
@@ -154,6 +155,7 @@ func TestLogsEndToEnd(t *testing.T) {
 }
 
 func TestTaskStatsEndToEnd(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	busy := echoTask("--busy", "--alloc", "8m")
 	busy.Memory = 64 << 20
@@ -224,6 +226,7 @@ func consecutive(t *testing.T, evs []apiclient.Event, after int64) {
 }
 
 func TestEventStreamEndToEnd(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	c, err := apiclient.New(strings.TrimPrefix(d.url, "http://"))
 	if err != nil {
@@ -330,6 +333,7 @@ func (d *daemon) scrape(t *testing.T) map[string]float64 {
 var uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-`)
 
 func TestMetricsEndToEnd(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	before := d.scrape(t)
 
@@ -420,6 +424,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 // TestShutdownEndsStreams checks that a worker shutting down ends the streams clients hold open
 // (an event stream, followed logs) rather than waiting out its drain on them.
 func TestShutdownEndsStreams(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	d.submit(t, tk)

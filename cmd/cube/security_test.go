@@ -46,6 +46,7 @@ func writeFile(t *testing.T, dir, name, content string, mode os.FileMode) string
 }
 
 func TestLoadSecurity(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	good := writeFile(t, dir, "token", "  "+testToken+"\n", 0o600)
 	read := writeFile(t, dir, "read", testReadToken+"\n", 0o600)
@@ -162,6 +163,7 @@ func TestLoadSecurity(t *testing.T) {
 }
 
 func TestTokenFileReadableByOthersWarns(t *testing.T) {
+	t.Parallel()
 	file := writeFile(t, t.TempDir(), "token", testToken, 0o644)
 	var logs bytes.Buffer
 	if _, err := loadSecurity(workerConfig{host: "127.0.0.1", tokenFile: file}, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
@@ -173,6 +175,7 @@ func TestTokenFileReadableByOthersWarns(t *testing.T) {
 }
 
 func TestTokensInClearTextWarn(t *testing.T) {
+	t.Parallel()
 	var logs bytes.Buffer
 	if _, err := loadSecurity(workerConfig{host: "0.0.0.0", token: testToken}, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
 		t.Fatal(err)
@@ -185,6 +188,7 @@ func TestTokensInClearTextWarn(t *testing.T) {
 // The command refuses an exposed worker without authentication before it touches anything, and
 // bad allowances are refused by name.
 func TestWorkerCommandRefuses(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -206,6 +210,7 @@ func TestWorkerCommandRefuses(t *testing.T) {
 }
 
 func TestInsecureAndAllowancesWarnAtStart(t *testing.T) {
+	t.Parallel()
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // start, log, and stop at once
@@ -252,6 +257,7 @@ func eventBody(t *testing.T) (string, uuid.UUID) {
 }
 
 func TestTokensEndToEnd(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := startDaemon(t,
 		"--token-file", writeFile(t, dir, "token", testToken+"\n", 0o600),
@@ -379,6 +385,7 @@ func tlsClient(t *testing.T, ca *testCA, cert *testCert) *http.Client {
 }
 
 func TestMutualTLS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := newTestCA(t, "cube test CA")
 	server := ca.issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
@@ -418,6 +425,7 @@ func TestMutualTLS(t *testing.T) {
 }
 
 func TestTLSWithToken(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := newTestCA(t, "cube test CA")
 	server := ca.issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
@@ -438,6 +446,7 @@ func TestTLSWithToken(t *testing.T) {
 // A client that sends its header slowly is cut off by ReadHeaderTimeout; one that sends too big
 // a header gets 431; one that sends too big a body gets 413.
 func TestRequestLimits(t *testing.T) {
+	t.Parallel()
 	const headerTimeout = 300 * time.Millisecond
 	d := startDaemon(t, "--read-header-timeout", headerTimeout.String())
 	addr := strings.TrimPrefix(d.url, "http://")

@@ -21,6 +21,7 @@ import (
 // A DELETE of a task that has ended removes its container (kept until then for its logs) and
 // leaves its state, exit code and error as they were.
 func TestDeleteEndedTaskKeepsItsState(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	done := echoTask("--exit", "0")
 	failed := echoTask("--exit", "3")
@@ -81,6 +82,7 @@ func (d *daemon) postRaw(t *testing.T, body string) (int, api.ErrorResponse) {
 // asking for more than the machine has; neither leaves anything behind, and what fits still
 // fits.
 func TestAdmissionCannotOverflow(t *testing.T) {
+	t.Parallel()
 	d := startDaemon(t)
 	first := echoTask("--listen", ":7777")
 	first.Memory = 1 << 30
@@ -141,6 +143,7 @@ func TestAdmissionCannotOverflow(t *testing.T) {
 // A task accepted while Docker is down waits Scheduled; a DELETE then ends it Completed once
 // Docker answers, and it never gets a container.
 func TestDeleteScheduledTaskNeverStartsIt(t *testing.T) {
+	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-stop-sched-" + uuid.NewString()[:8]
 	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
