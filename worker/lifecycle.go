@@ -337,8 +337,10 @@ func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcom
 		t.Error = joinReason(reason, fmt.Sprintf("back-off: restarting in %s (at %s)",
 			d.Delay.Round(time.Millisecond), at.UTC().Format(time.RFC3339)))
 		t.AddRecord(now, task.RecordRestarting, "in %s", d.Delay.Round(time.Millisecond))
-		t.RestartCount++ // counted when decided, so that a restart replayed after a crash counts once
-		t.RestartStreak++
+		// Counted when decided, so that a restart replayed after a crash counts once; both stop at
+		// their maximum rather than overflow.
+		t.RestartCount = task.SaturatingInc(t.RestartCount)
+		t.RestartStreak = task.SaturatingInc(t.RestartStreak)
 		l.cancelRestart()
 		gen, id := l.gen, t.ID
 		l.timer = time.AfterFunc(d.Delay, func() { w.enqueue(op{kind: opRestart, taskID: id, gen: gen}) })

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -348,5 +349,25 @@ func TestEarlyOOMEvent(t *testing.T) {
 	got := waitState(t, w, spec.ID, task.Failed)
 	if got.Error != "OOMKilled" {
 		t.Errorf("got %q, want OOMKilled", got.Error)
+	}
+}
+
+func TestRestartCountSaturates(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartAlways
+	spec.RestartCount = math.MaxInt
+	spec.Restart = &task.RestartSpec{Delay: dur(10 * time.Millisecond)}
+	submit(t, w, eventFor(spec))
+	run := waitState(t, w, spec.ID, task.Running)
+	if err := rt.Exit(run.ContainerID, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	got := waitTask(t, w, spec, "restarted", func(t task.Task) bool {
+		return t.State == task.Running && t.ContainerID != run.ContainerID
+	})
+	if got.RestartCount != math.MaxInt {
+		t.Errorf("RestartCount after a restart from the maximum: got %d, want %d (saturated)", got.RestartCount, math.MaxInt)
 	}
 }
