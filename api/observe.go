@@ -132,8 +132,10 @@ func (s *Server) handleTaskStats(w http.ResponseWriter, r *http.Request) {
 
 // handleEvents streams the worker's task changes as Server-Sent Events: each change as a message
 // with its Seq as id, event "task" and the change as JSON data. With Last-Event-ID: N it first
-// replays the kept changes after N; without it, it opens with a lone "id: <newest Seq>" so that a
-// client can resume from there. A comment keeps an idle connection alive. When the worker cuts
+// replays the kept changes after N, or, when they are not all kept (N is from before a restart of
+// the worker, or too old), sends one message of event "reset" instead, which tells the client to
+// read the tasks again; without it, it opens with a lone "id: <newest Seq>" so that a client can
+// resume from there. A comment keeps an idle connection alive. When the worker cuts
 // the subscription off (the client fell behind), the answer ends, and the client reconnects with
 // the last id it saw.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
@@ -215,8 +217,12 @@ func (s *Server) sendChange(w http.ResponseWriter, c task.Change) bool {
 		s.log.Error("encode a task change", "seq", c.Seq, "err", err)
 		return true
 	}
+	event := "task"
+	if c.Type == task.ChangeReset {
+		event = "reset"
+	}
 	s.lift(w)
-	if _, err := fmt.Fprintf(w, "id: %d\nevent: task\ndata: %s\n\n", c.Seq, data); err != nil {
+	if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", c.Seq, event, data); err != nil {
 		return false
 	}
 	s.flush(w)

@@ -293,14 +293,32 @@ func TestEventsLiveResumeAndKeepAlive(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	// Last-Event-ID 0, or one above the newest (a worker that restarted): every kept change.
-	for _, id := range []string{"0", "99999"} {
+	// Last-Event-ID 0: every kept change.
+	resp = get(t, context.Background(), url+"/events", http.Header{"Last-Event-Id": {"0"}})
+	sse = sseReader{bufio.NewReader(resp.Body)}
+	if c := sse.change(t); c.Seq >= newest || c.TaskID != first.ID || c.Type != "Received" {
+		t.Errorf("Last-Event-ID 0: first change %+v, want the first task's Received", c)
+	}
+	resp.Body.Close()
+
+	// A number from before the worker's start, or above the newest (a worker that restarted
+	// with its clock behind): a reset at the newest change, then live.
+	newest = h.w.LastChange()
+	for _, id := range []string{"7", strconv.FormatUint(newest+99, 10)} {
 		resp := get(t, context.Background(), url+"/events", http.Header{"Last-Event-Id": {id}})
 		sse := sseReader{bufio.NewReader(resp.Body)}
-		if c := sse.change(t); c.Seq != 1 || c.TaskID != first.ID || c.Type != "Received" {
-			t.Errorf("Last-Event-ID %s: first change %+v, want Seq 1, the first task's Received", id, c)
+		m := sse.next(t)
+		var c task.Change
+		if err := json.Unmarshal([]byte(m.data), &c); err != nil || m.event != "reset" || m.id != strconv.FormatUint(newest, 10) ||
+			c.Type != task.ChangeReset || c.Seq != newest || !strings.Contains(c.Message, "read the tasks again") {
+			t.Errorf("Last-Event-ID %s: got %+v (%v), want event reset with id %d and a message", id, m, err, newest)
+		}
+		third := h.running(t)
+		if c := sse.change(t); c.Seq != newest+1 || c.TaskID != third.ID {
+			t.Errorf("Last-Event-ID %s: after the reset got %+v, want the live change %d", id, c, newest+1)
 		}
 		resp.Body.Close()
+		newest = h.w.LastChange()
 	}
 }
 

@@ -268,7 +268,13 @@ type Order struct {
 
 // Change is one thing that happened to a task, as the worker's event stream tells it: a Record
 // of the task, with the task's state after it. Seq grows by one per change within one run of a
-// worker.
+// worker and never goes back, not even across a restart of the worker (a new run numbers on
+// from above the last run's numbers).
+//
+// A Change of Type ChangeReset is no change to a task: it tells a subscriber that resumed after
+// a Seq whose successors the worker no longer keeps (it restarted since, or they are too old)
+// that it may have missed changes and must read the tasks again. Its Seq is the newest change's,
+// to resume after.
 type Change struct {
 	Seq          uint64
 	Time         time.Time
@@ -280,3 +286,7 @@ type Change struct {
 	HealthStatus string `json:",omitempty"`
 	RestartCount int
 }
+
+// ChangeReset is the Type of a Change that says the changes a subscriber asked for are not all
+// kept: it must read the tasks again.
+const ChangeReset = "Reset"

@@ -263,6 +263,8 @@ func New(rt Runtime, cfg Config) *Worker {
 		}
 	}
 	w.startSlots = make(chan struct{}, n)
+	w.changes.base = seqBase(time.Now()) // the wall clock, not cfg.Now: numbers must outrun the last run's
+	w.changes.seq = w.changes.base
 	return w
 }
 

@@ -5,10 +5,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	apiclient "github.com/cube-orchestrator/cube/api/client"
 	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
@@ -443,4 +446,101 @@ func lastLine(s string) string {
 		}
 	}
 	return last
+}
+
+// freePort returns a TCP port on the loopback that was free a moment ago, for a worker that must
+// come back on the same address after a crash.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// A client that watches the events across a kill -9 of the worker never sees a number go back
+// and never silently skips: the restarted worker tells it to read the tasks again (a Reset), with
+// a number above every one of the earlier run, and its events follow.
+func TestEventsAcrossACrash(t *testing.T) {
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "in memory", true: "data dir"}[durable], func(t *testing.T) {
+			testenv.BuildEchoImage(t)
+			name := "cube-seq-" + uuid.NewString()[:8]
+			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+			args := []string{"--port", strconv.Itoa(freePort(t))}
+			if durable {
+				args = append(args, "--data-dir", t.TempDir())
+			}
+			p := startProc(t, name, "", args...)
+			p.waitReady(t, 30*time.Second)
+			c, err := apiclient.New(strings.TrimPrefix(p.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			evs := make(chan apiclient.Event, 1024)
+			watched := make(chan error, 1)
+			go func() {
+				watched <- c.Watch(ctx, apiclient.Live, func(ev apiclient.Event) error {
+					evs <- ev
+					return nil
+				})
+			}()
+			t.Cleanup(func() {
+				cancel()
+				<-watched
+			})
+			var seen []apiclient.Event
+			next := func(what string, match func(apiclient.Event) bool) apiclient.Event {
+				t.Helper()
+				deadline := time.After(time.Minute)
+				for {
+					select {
+					case ev := <-evs:
+						if n := len(seen); n > 0 && ev.Seq <= seen[n-1].Seq {
+							t.Fatalf("event %+v after %+v: the number went back or repeated", ev, seen[n-1])
+						}
+						seen = append(seen, ev)
+						if match(ev) {
+							return ev
+						}
+					case <-deadline:
+						t.Fatalf("no %s within a minute; events %v", what, types(seen))
+					}
+				}
+			}
+			first := echoTask("--listen", ":7777")
+			p.submit(t, first)
+			running := next("Started of the first task", func(ev apiclient.Event) bool {
+				return ev.TaskID == first.ID && ev.Type == task.RecordStarted
+			})
+
+			p.kill(t)
+			p = startProc(t, name, "", args...)
+			p.waitReady(t, 30*time.Second)
+			reset := next("Reset after the crash", func(ev apiclient.Event) bool { return ev.Type == apiclient.EventReset })
+			if reset.Seq <= running.Seq || !strings.Contains(reset.Message, "read the tasks again") {
+				t.Errorf("Reset %+v: want a Seq above %d and a message saying to read the tasks again", reset, running.Seq)
+			}
+			for _, ev := range seen {
+				if ev.Seq > running.Seq && ev.Type != apiclient.EventReset {
+					t.Errorf("event %+v came after the crash before the Reset: want the Reset first", ev)
+				}
+			}
+			// The tasks, read again, hold the first task, and what follows comes live.
+			if got := p.tasks(t); len(got) != 1 || got[0].ID != first.ID {
+				t.Fatalf("tasks after the crash: got %v, want the first task", got)
+			}
+			second := echoTask("--print", "x")
+			p.submit(t, second)
+			received := next("Received of the second task", func(ev apiclient.Event) bool {
+				return ev.TaskID == second.ID && ev.Type == task.RecordReceived
+			})
+			if received.Seq <= reset.Seq {
+				t.Errorf("second task's Received at %d, want after the Reset's %d", received.Seq, reset.Seq)
+			}
+		})
+	}
 }

@@ -224,6 +224,7 @@ func TestEventStreamEndToEnd(t *testing.T) {
 	defer cancel()
 
 	// Live: a task's whole life, in order.
+	start := time.Now() // the worker started before: its numbers are below this in µs
 	s, err := c.Events(ctx, apiclient.Live)
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +232,10 @@ func TestEventStreamEndToEnd(t *testing.T) {
 	failing := echoTask("--print", "x", "--sleep", "300ms", "--exit", "3")
 	d.submit(t, failing)
 	evs := collect(t, s, func(ev apiclient.Event) bool { return ev.Type == task.RecordFailed })
-	consecutive(t, evs, 0)
+	if evs[0].Seq <= 0 || evs[0].Seq > start.UnixMicro() {
+		t.Errorf("first event's Seq %d, want the microseconds since 1970 at the worker's start (before %d)", evs[0].Seq, start.UnixMicro())
+	}
+	consecutive(t, evs, evs[0].Seq-1)
 	want := []string{"Received:Pending", "State:Scheduled", "Created:Scheduled", "Started:Running", "Exited:Failed", "Failed:Failed"}
 	if got := types(evs); !slices.Equal(got, want) {
 		t.Errorf("a failing task's life: got %v, want %v", got, want)
@@ -271,14 +275,23 @@ func TestEventStreamEndToEnd(t *testing.T) {
 		t.Errorf("live after the replay: got %+v, want the third task's Received", live[0])
 	}
 
-	// Last-Event-ID above the newest, as after a worker restart: everything kept.
-	all, err := c.Events(ctx, 1<<40)
+	// Last-Event-ID 0: everything kept.
+	all, err := c.Events(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer all.Close()
-	if ev, err := all.Next(); err != nil || ev.Seq != 1 || ev.TaskID != failing.ID {
-		t.Errorf("Last-Event-ID above the newest: first event %+v, %v; want Seq 1", ev, err)
+	if ev, err := all.Next(); err != nil || ev.Seq != evs[0].Seq || ev.TaskID != failing.ID {
+		t.Errorf("Last-Event-ID 0: first event %+v, %v; want Seq %d", ev, err, evs[0].Seq)
+	}
+	// A number from before this worker's start, as after a worker restart: a reset.
+	old, err := c.Events(ctx, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if ev, err := old.Next(); err != nil || ev.Type != apiclient.EventReset || ev.Seq < live[len(live)-1].Seq || ev.Message == "" {
+		t.Errorf("Last-Event-ID from an earlier run: first event %+v, %v; want a Reset at the newest Seq", ev, err)
 	}
 	d.wantErrorAnswerHeader(t, "/events", "Last-Event-ID", "x", http.StatusBadRequest)
 }
