@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -68,7 +69,11 @@ func boolParam(s, name string) (bool, error) {
 
 // handleLogs streams the task's output as plain text, flushing as it comes. The answer may last
 // longer than a request may (a followed task, a long output), so the per-request deadlines are
-// lifted, and each write must go out within the request timeout.
+// lifted, and each write must go out within the request timeout: a client that takes nothing for
+// that long is cut off. An answer that cannot be finished (the client too slow, the runtime's
+// stream broken, the worker shutting down) is aborted (http.ErrAbortHandler: the connection is
+// closed without the end of the chunked body), so that the client sees an error rather than a
+// clean end.
 func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	s.lift(w)
 	defer s.lift(w)
@@ -95,25 +100,48 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	s.flush(w)
 	buf := make([]byte, 32<<10)
+	sent := 0
 	for {
 		n, err := rc.Read(buf)
 		if n > 0 {
 			s.lift(w)
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			_, werr := w.Write(buf[:n])
+			if werr == nil {
+				werr = s.flushErr(w)
+			}
+			switch {
+			case errors.Is(werr, os.ErrDeadlineExceeded):
+				s.log.Warn("task logs: the client took no data for the request timeout; cut off",
+					"task", id, "timeout", s.requestTimeout, "bytes_sent", sent)
+				panic(http.ErrAbortHandler)
+			case werr != nil:
 				return // the client went away
 			}
-			s.flush(w)
+			sent += n
 		}
 		if err == io.EOF {
 			return
 		}
 		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("task logs cut short", "task", id, "err", err)
+			if r.Context().Err() != nil {
+				return // the client went away: no one to tell
 			}
-			return
+			if ctx.Err() != nil {
+				s.log.Info("task logs cut short: the worker is shutting down", "task", id, "bytes_sent", sent)
+			} else {
+				s.log.Warn("task logs cut short", "task", id, "err", err, "bytes_sent", sent)
+			}
+			panic(http.ErrAbortHandler) // the client sees the answer break, not end
 		}
 	}
+}
+
+// flushErr sends what was written so far to the client, and returns why it could not.
+func (s *Server) flushErr(w http.ResponseWriter) error {
+	if err := http.NewResponseController(w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 func (s *Server) handleTaskStats(w http.ResponseWriter, r *http.Request) {

@@ -24,8 +24,8 @@ const subscriberBuffer = 512
 // a subscriber that resumes after a change that is no longer kept gets a Reset instead.
 type hub struct {
 	mu   sync.Mutex
-	seq  uint64 // the newest change's Seq, or the run's base before the first
-	base uint64 // the run's base: its first change is base+1
+	seq  uint64        // the newest change's Seq, or the run's base before the first
+	base uint64        // the run's base: its first change is base+1
 	ring []task.Change // the latest changes, oldest first: at least the last changeBacklog
 	subs map[chan task.Change]struct{}
 }

@@ -7,11 +7,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -418,14 +422,21 @@ func TestMetricsEndToEnd(t *testing.T) {
 }
 
 // TestShutdownEndsStreams checks that a worker shutting down ends the streams clients hold open
-// (an event stream, followed logs) rather than waiting out its drain on them.
+// (an event stream, followed logs) rather than waiting out its drain on them. The event stream
+// ends (its client reconnects); the followed logs break off with an error, since the container
+// has not ended: their answer is cut short.
 func TestShutdownEndsStreams(t *testing.T) {
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	d.submit(t, tk)
 	d.waitState(t, tk.ID, task.Running, 30*time.Second)
-	ended := make(chan error, 2)
-	for _, path := range []string{"/events", "/tasks/" + tk.ID.String() + "/logs?follow=true"} {
+	type end struct {
+		path string
+		err  error
+	}
+	ended := make(chan end, 2)
+	paths := map[string]error{"/events": nil, "/tasks/" + tk.ID.String() + "/logs?follow=true": io.ErrUnexpectedEOF}
+	for path := range paths {
 		resp, err := client.Get(d.url + path) // its 30 s timeout is far beyond the test's wait
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s: %v", path, err)
@@ -433,7 +444,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 		go func() {
 			defer resp.Body.Close()
 			_, err := io.Copy(io.Discard, resp.Body)
-			ended <- err
+			ended <- end{path, err}
 		}()
 	}
 	start := time.Now()
@@ -443,12 +454,62 @@ func TestShutdownEndsStreams(t *testing.T) {
 	}
 	for range 2 {
 		select {
-		case err := <-ended:
-			if err != nil {
-				t.Errorf("stream: got %v, want its proper end", err)
+		case e := <-ended:
+			if want := paths[e.path]; !errors.Is(e.err, want) || (want == nil) != (e.err == nil) {
+				t.Errorf("stream %s: got %v, want %v", e.path, e.err, want)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a stream outlived the worker")
 		}
+	}
+}
+
+// A client that stops reading a long logs answer is cut off after the request timeout, and the
+// worker logs it as such; what the client then reads ends in an error, not a clean end.
+func TestLogsSlowReaderIsCutOff(t *testing.T) {
+	d := startDaemon(t, "--request-timeout", "2s")
+	const lineCount = 100000 // 10 MB: more than the sockets between the worker and the client hold
+	tk := echoTask("--print", strings.Repeat("y", 93), "--lines", strconv.Itoa(lineCount))
+	d.submit(t, tk)
+	d.waitState(t, tk.ID, task.Completed, time.Minute)
+
+	// A small receive buffer, so that the worker's writes block soon after the client stops.
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+		return errors.Join(err, serr)
+	}}
+	slow := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, DisableCompression: true}}
+	defer slow.CloseIdleConnections()
+	resp, err := slow.Get(d.url + "/tasks/" + tk.ID.String() + "/logs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET logs: got %d", resp.StatusCode)
+	}
+	first := make([]byte, 1024)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	// The client reads nothing until the worker says it cut the client off.
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(d.logs.String(), "the client took no data for the request timeout; cut off") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not cut the slow client off within a minute:\n%s", d.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.Contains(d.logs.String(), "sent nothing") {
+		t.Errorf("the worker blamed the Engine for a slow client:\n%s", d.logs)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	got := len(first) + len(rest)
+	if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("after %d bytes: got %v, want the answer to break (unexpected EOF), not end", got, err)
+	}
+	if got >= lineCount*94 {
+		t.Errorf("read %d bytes, the whole output: want it cut short", got)
 	}
 }
