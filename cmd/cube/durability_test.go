@@ -544,3 +544,55 @@ func TestEventsAcrossACrash(t *testing.T) {
 		})
 	}
 }
+
+// Docker hangs while a task's exec health checks run: the checks cannot be carried out, so they
+// count for nothing. The task stays Running and healthy in the same container, and is neither
+// killed nor restarted, during the outage or after it.
+func TestDockerHungDuringHealthChecks(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	name := "cube-hcheck-" + uuid.NewString()[:8]
+	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+	proxy := faultproxy.Start(t, faultproxy.Options{})
+	t.Cleanup(func() { proxy.Set(faultproxy.Pass) })
+	p := startProc(t, name, proxy.DockerHost())
+	tk := echoTask("--listen", ":7777")
+	tk.RestartPolicy = task.RestartOnFailure
+	tk.Restart = &task.RestartSpec{Delay: ms(100 * time.Millisecond)}
+	tk.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"/echo", "--check", "http://127.0.0.1:7777/health"},
+		Interval: ms(200 * time.Millisecond), Timeout: ms(time.Second), Retries: 2}
+	p.submit(t, tk)
+	healthy := p.waitTask(t, tk.ID, time.Minute, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+
+	const notRun = "health check could not be carried out"
+	before := strings.Count(p.logs.String(), notRun)
+	proxy.Set(faultproxy.Hang)
+	// Hung until the worker has tried, and failed to carry out, well more checks than the
+	// retries that would make the task unhealthy; the task is watched all the while.
+	deadline := time.Now().Add(time.Minute)
+	for strings.Count(p.logs.String(), notRun) < before+8 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not report checks it could not carry out within a minute:\n%s", p.logs)
+		}
+		got := p.get(t, tk.ID)
+		if got.State != task.Running || got.HealthStatus == task.HealthUnhealthy || len(records(got, task.RecordKilling)) != 0 {
+			t.Fatalf("while Docker hangs: got %v %q, records %v; want Running and not unhealthy", got.State, got.HealthStatus, recordTypes(got))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	proxy.Set(faultproxy.Pass)
+	p.waitReady(t, 30*time.Second)
+	// Checked again, and healthy, once Docker answers: the same container, never restarted.
+	got := p.waitTask(t, tk.ID, 30*time.Second, "checked again after the outage", func(t task.Task) bool {
+		return t.Unconfirmed == "" && t.LastHealthCheck != nil && t.LastHealthCheck.Time.After(time.Now().Add(-time.Second)) &&
+			t.LastHealthCheck.Healthy
+	})
+	if got.State != task.Running || got.ContainerID != healthy.ContainerID || got.RestartCount != 0 || got.HealthStatus != task.HealthHealthy {
+		t.Errorf("after the outage: got %v in %s, %d restarts, %q; want Running in %s, none, healthy",
+			got.State, got.ContainerID[:12], got.RestartCount, got.HealthStatus, healthy.ContainerID[:12])
+	}
+	for _, typ := range []string{task.RecordUnhealthy, task.RecordKilling, task.RecordKilled, task.RecordRestarting} {
+		if n := len(records(got, typ)); n != 0 {
+			t.Errorf("records: got %v, want no %s", recordTypes(got), typ)
+		}
+	}
+}

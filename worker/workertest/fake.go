@@ -220,6 +220,13 @@ func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.Conta
 	}
 }
 
+// SetPingErr sets PingErr while the runtime is in use.
+func (r *Runtime) SetPingErr(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.PingErr = err
+}
+
 // Ping returns PingErr.
 func (r *Runtime) Ping(ctx context.Context) error {
 	r.mu.Lock()
