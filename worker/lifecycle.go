@@ -158,9 +158,12 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 	if !ok || t.State != task.Scheduled {
 		return nil
 	}
+	w.slotWaiters.Add(1)
 	select {
 	case w.startSlots <- struct{}{}:
+		w.slotWaiters.Add(-1)
 	case <-ctx.Done():
+		w.slotWaiters.Add(-1)
 		// Shutting down: the task stays Scheduled (its order stored, if any) and starts when
 		// the worker runs again.
 		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: ctx.Err()}

@@ -110,6 +110,7 @@ type Worker struct {
 	startTimeout   time.Duration
 	stopTimeout    time.Duration
 	startSlots     chan struct{} // a semaphore bounding concurrent starts
+	slotWaiters    atomic.Int64  // starts waiting for a start slot
 
 	capacity Capacity
 	policy   task.Policy
@@ -522,11 +523,14 @@ func (w *Worker) Stats() (nodestats.Stats, error) {
 	return s, nil
 }
 
-// QueueLen returns the number of accepted operations not yet applied.
+// QueueLen returns the number of operations that wait, wherever they wait: accepted and not yet
+// handed to a lane, waiting in a task's lane behind the one under way, parked until the runtime
+// answers, and starts waiting for a start slot. A task waiting out a restart back-off is not
+// counted (it is Scheduled, with no operation yet).
 func (w *Worker) QueueLen() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := w.pending.Len()
+	n := w.pending.Len() + len(w.parked) + int(w.slotWaiters.Load())
 	for _, l := range w.lanes {
 		n += len(l.ops)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -862,4 +863,50 @@ func TestRunStopsCleanly(t *testing.T) {
 	if running := rt.Running(); !slices.Equal(running, []string{run.ContainerID}) {
 		t.Errorf("running containers after shutdown: got %v, want [%s]", running, run.ContainerID)
 	}
+}
+
+// QueueLen counts what waits wherever it waits: starts waiting for a start slot, not only
+// operations not yet handed to a lane.
+func TestQueueLenCountsStartsWaitingForASlot(t *testing.T) {
+	const n = 5
+	_, w, g := gatedWorker(t, Config{Concurrency: 1})
+	var ids []uuid.UUID
+	for range n {
+		spec := newTask()
+		ids = append(ids, spec.ID)
+		submit(t, w, eventFor(spec))
+	}
+	// One start under way (not waiting), the other four waiting for the one slot.
+	waitFor(t, waitTimeout, func() bool {
+		entered, _, _ := g.counts()
+		return entered == 1 && w.QueueLen() == n-1
+	}, "one start under way and four waiting for a slot")
+	g.release()
+	for _, id := range ids {
+		waitState(t, w, id, task.Running)
+	}
+	if got := w.QueueLen(); got != 0 {
+		t.Errorf("QueueLen once all run: got %d, want 0", got)
+	}
+}
+
+// Operations parked until the runtime answers are counted too.
+func TestQueueLenCountsParkedOperations(t *testing.T) {
+	rt := workertest.New()
+	var down atomic.Bool
+	rt.StartHook = func(ctx context.Context, t task.Task) error {
+		if down.Load() {
+			return task.Errorf(task.EUNAVAILABLE, "the runtime does not answer")
+		}
+		return nil
+	}
+	w := startWorker(t, rt, Config{PingInterval: time.Hour})
+	down.Store(true)
+	spec := newTask()
+	submit(t, w, eventFor(spec))
+	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 1 }, "the parked start counted")
+	if err := w.Stop(spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 2 }, "the stop behind it counted")
 }
