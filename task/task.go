@@ -287,6 +287,17 @@ type Change struct {
 	RestartCount int
 }
 
+// ClearLiveFields applies the one rule for what a task reports about a container: HealthStatus
+// and HostPorts describe a container that runs, so a task that is not Running (Completed, Failed,
+// or Scheduled: not started yet, or waiting to restart) reports neither. Its last check stays in
+// LastHealthCheck and its history in Events.
+func (t *Task) ClearLiveFields() {
+	if t.State != Running {
+		t.HealthStatus = ""
+		t.HostPorts = nil
+	}
+}
+
 // ChangeReset is the Type of a Change that says the changes a subscriber asked for are not all
 // kept: it must read the tasks again.
 const ChangeReset = "Reset"

@@ -475,6 +475,7 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 	if !ok {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
+	t.ClearLiveFields() // stored by a path or a version that did not apply it
 	if note := w.unconfirmed(); note != "" && !t.State.Terminal() {
 		t.Unconfirmed = note
 	}
@@ -485,11 +486,11 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 // tasks that have not ended carry a note that their state is unconfirmed.
 func (w *Worker) List() []task.Task {
 	list := w.store.List()
-	if note := w.unconfirmed(); note != "" {
-		for i := range list {
-			if !list[i].State.Terminal() {
-				list[i].Unconfirmed = note
-			}
+	note := w.unconfirmed()
+	for i := range list {
+		list[i].ClearLiveFields()
+		if note != "" && !list[i].State.Terminal() {
+			list[i].Unconfirmed = note
 		}
 	}
 	return list
@@ -711,6 +712,7 @@ func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, e
 	if err := fn(&t); err != nil {
 		return t, err
 	}
+	t.ClearLiveFields()
 	if err := w.store.Put(t); err != nil {
 		return t, fmt.Errorf("store task %s: %w", id, err)
 	}

@@ -410,3 +410,43 @@ func TestPullThroughTheDaemonHidesCredentials(t *testing.T) {
 		t.Errorf("Error: got %q, want an image pull failure without the password", got.Error)
 	}
 }
+
+// An ended task reports no live health and no live ports, every time: a container that exits at
+// once, with a published port, and one that was healthy before it ended.
+func TestEndedTaskReportsNothingLive(t *testing.T) {
+	d := startDaemon(t)
+	var quick []task.Task
+	for range 5 {
+		tk := echoTask("--print", "bye", "--exit", "3")
+		tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
+		tk.Health = &task.HealthSpec{Type: task.HealthHTTP, Path: "/health", Interval: ms(100 * time.Millisecond)}
+		quick = append(quick, d.submit(t, tk))
+	}
+	healthy := echoTask("--listen", ":7777", "--sleep", "3s")
+	healthy.ExposedPorts = task.PortSet{"7777/tcp": {}}
+	healthy.Health = &task.HealthSpec{Type: task.HealthHTTP, Path: "/health", Interval: ms(100 * time.Millisecond)}
+	d.submit(t, healthy)
+	d.waitTask(t, healthy.ID, 30*time.Second, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+
+	check := func(tk task.Task, want task.State) {
+		t.Helper()
+		got := d.waitState(t, tk.ID, want, time.Minute)
+		if got.HealthStatus != "" || got.HostPorts != nil {
+			t.Errorf("task %s, %v: got HealthStatus %q, HostPorts %v; want neither", tk.ID, got.State, got.HealthStatus, got.HostPorts)
+		}
+		for _, listed := range d.tasks(t) {
+			if listed.ID == tk.ID && (listed.HealthStatus != "" || listed.HostPorts != nil) {
+				t.Errorf("task %s in the list: got HealthStatus %q, HostPorts %v; want neither", tk.ID, listed.HealthStatus, listed.HostPorts)
+			}
+		}
+	}
+	for _, tk := range quick {
+		check(tk, task.Failed)
+	}
+	check(healthy, task.Completed)
+	// Its history stays: the last check it had (the container may have stopped answering just
+	// before it ended), and the Healthy record.
+	if got := d.get(t, healthy.ID); got.LastHealthCheck == nil || len(records(got, task.RecordHealthy)) != 1 {
+		t.Errorf("the ended task: got LastHealthCheck %+v, records %v; want the last check and the Healthy record kept", got.LastHealthCheck, recordTypes(got))
+	}
+}
