@@ -77,6 +77,7 @@ type Task struct {
 	LastEvent       string        `json:",omitempty"` // the ID of the event that last (re)started the task
 	RestartStreak   int           `json:",omitempty"` // restarts in the current row, which Restart.MaxAttempts bounds
 	Unconfirmed     string        `json:",omitempty"` // set while the runtime does not answer: the state is as last seen
+	Paused          bool          `json:",omitempty"` // the Running task's container is paused (docker pause): no health, no checks
 	Events          []Record      `json:",omitempty"` // the task's last MaxRecords happenings, oldest first
 }
 
@@ -162,6 +163,8 @@ const (
 	RecordKilling       = "Killing"
 	RecordKilled        = "Killed"
 	RecordFailed        = "Failed"
+	RecordPaused        = "Paused"   // the container was paused outside cube: it runs no code
+	RecordUnpaused      = "Unpaused" // and unpaused again
 )
 
 // AddRecord appends a Record to the task's Events, keeping the last MaxRecords.
@@ -287,14 +290,20 @@ type Change struct {
 	RestartCount int
 }
 
-// ClearLiveFields applies the one rule for what a task reports about a container: HealthStatus
-// and HostPorts describe a container that runs, so a task that is not Running (Completed, Failed,
-// or Scheduled: not started yet, or waiting to restart) reports neither. Its last check stays in
+// ClearLiveFields applies the one rule for what a task reports about a container: HealthStatus,
+// HostPorts and Paused describe a container that runs, so a task that is not Running (Completed,
+// Failed, or Scheduled: not started yet, or waiting to restart) reports none of them. Its last check stays in
 // LastHealthCheck and its history in Events.
+//
+// A paused container runs no code, so a Paused task reports no HealthStatus either.
 func (t *Task) ClearLiveFields() {
 	if t.State != Running {
 		t.HealthStatus = ""
 		t.HostPorts = nil
+		t.Paused = false
+	}
+	if t.Paused {
+		t.HealthStatus = ""
 	}
 }
 

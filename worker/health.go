@@ -217,8 +217,8 @@ func (w *Worker) checkKind(ctx context.Context, containerID string, p probe) (bo
 // unhealthy.
 func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *live, o op) error {
 	t, _ := w.store.Get(o.taskID)
-	if t.ContainerID != o.containerID || t.State != task.Running {
-		return nil
+	if t.ContainerID != o.containerID || t.State != task.Running || t.Paused {
+		return nil // a paused container's health is not known: a result from before the pause is stale
 	}
 	if o.result == nil && hasOwnCheck(t) {
 		return nil // the worker's own check speaks for this task

@@ -237,6 +237,7 @@ func (w *Worker) markRunning(ctx context.Context, log *slog.Logger, l *live, id 
 		if hasOwnCheck(*t) {
 			t.HealthStatus = task.HealthStarting
 		}
+		t.Paused = c.Paused // a container taken up after a crash may be
 		t.AddRecord(t.StartTime, task.RecordStarted, "container %s", shortID(c.ID))
 		return nil
 	})
@@ -248,10 +249,14 @@ func (w *Worker) markRunning(ctx context.Context, log *slog.Logger, l *live, id 
 	return nil
 }
 
-// watchHealth starts the task's health check against container c, if it has one.
+// watchHealth starts the task's health check against container c, if it has one and is not
+// paused.
 func (w *Worker) watchHealth(ctx context.Context, log *slog.Logger, l *live, t task.Task, c task.Container) {
 	l.cancelProbe()
 	l.ip = c.IPAddress
+	if t.Paused {
+		return // checked again when it is unpaused
+	}
 	if p, ok := probeFor(t, c); ok {
 		pctx, stop := context.WithCancel(ctx)
 		l.stopProbe = stop
@@ -281,6 +286,14 @@ func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 		t.HostPorts = c.HostPorts
 		if c.Health != "" && !hasOwnCheck(*t) {
 			t.HealthStatus = c.Health
+		}
+		if c.Paused != t.Paused {
+			t.Paused = c.Paused
+			if c.Paused {
+				t.AddRecord(w.now(), task.RecordPaused, "container %s found paused at start-up; health checks suspended", shortID(c.ID))
+			} else {
+				t.AddRecord(w.now(), task.RecordUnpaused, "container %s found unpaused at start-up", shortID(c.ID))
+			}
 		}
 		return nil
 	})

@@ -441,3 +441,69 @@ func TestHealthFailsWhileRuntimeDownDoNotCount(t *testing.T) {
 		t.Fatalf("while the runtime is down: got %q, stops %v; want healthy still, no stop", got.HealthStatus, rt.Stops())
 	}
 }
+
+// A container paused behind the worker's back is reported paused, with no health and no checks
+// (so it is not killed for failing them), and unpaused again; it is never restarted.
+func TestPausedContainerIsReportedAndNotChecked(t *testing.T) {
+	rt := workertest.New()
+	var checks atomic.Int64
+	rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) {
+		checks.Add(1)
+		return 0, "fine", nil
+	}
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartAlways
+	spec.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond), Retries: 1}
+	submit(t, w, eventFor(spec))
+	run := waitTask(t, w, spec, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+	backlog, changes, cancel := w.Changes(w.LastChange())
+	defer cancel()
+	if len(backlog) != 0 {
+		t.Fatalf("backlog: %v", backlog)
+	}
+
+	if err := rt.SetPaused(run.ContainerID, true); err != nil {
+		t.Fatal(err)
+	}
+	paused := waitTask(t, w, spec, "paused", func(t task.Task) bool { return t.Paused })
+	if paused.State != task.Running || paused.HealthStatus != "" || countRecords(paused, task.RecordPaused) != 1 {
+		t.Errorf("paused: got %v %q, records %v; want Running, no health, a Paused record", paused.State, paused.HealthStatus, recordTypes(paused))
+	}
+	if c := nextChange(t, changes); c.Type != task.RecordPaused || c.HealthStatus != "" {
+		t.Errorf("change: got %+v, want Paused with no health", c)
+	}
+	// No checks while paused: the count settles.
+	n := checks.Load()
+	waitFor(t, waitTimeout, func() bool {
+		before := checks.Load()
+		time.Sleep(50 * time.Millisecond)
+		return checks.Load() == before
+	}, "checks to stop")
+	if got := checks.Load(); got > n+1 {
+		t.Errorf("checks while paused: %d more, want at most the one under way", got-n)
+	}
+
+	if err := rt.SetPaused(run.ContainerID, false); err != nil {
+		t.Fatal(err)
+	}
+	got := waitTask(t, w, spec, "unpaused and healthy", func(t task.Task) bool { return !t.Paused && t.HealthStatus == task.HealthHealthy })
+	if got.ContainerID != run.ContainerID || got.RestartCount != 0 || len(rt.Stops()) != 0 || countRecords(got, task.RecordUnpaused) != 1 {
+		t.Errorf("unpaused: got container %s, %d restarts, stops %v, records %v; want the same container, untouched",
+			got.ContainerID, got.RestartCount, rt.Stops(), recordTypes(got))
+	}
+	if c := nextChange(t, changes); c.Type != task.RecordUnpaused {
+		t.Errorf("change: got %+v, want Unpaused", c)
+	}
+}
+
+func nextChange(tb testing.TB, ch <-chan task.Change) task.Change {
+	tb.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(waitTimeout):
+		tb.Fatal("no change within the timeout")
+	}
+	return task.Change{}
+}

@@ -163,6 +163,7 @@ const (
 	opLaunch                 // start a container for a Scheduled task: a start that waited for the runtime
 	opAdopt                  // take up a running container found at start-up: no restart
 	opRelaunch               // start a Scheduled task again now, in a new container
+	opPause                  // containerID was paused (paused true) or unpaused outside cube
 )
 
 // op is one unit of work on one task.
@@ -177,6 +178,7 @@ type op struct {
 	result      *task.HealthResult   // opHealth: the check's result; nil for the runtime's own checks
 	seq         uint64               // the stored order this op carries out, 0 for none
 	died        *task.ContainerEvent // opCheck: the die event that prompted it, if one did
+	paused      bool                 // opPause: paused, or unpaused
 }
 
 // New returns a Worker that runs tasks through rt.
@@ -665,6 +667,8 @@ func (w *Worker) apply(ctx context.Context, o op) {
 		err = w.adopt(ctx, opCtx, log, l, o.taskID, o.containerID)
 	case opRelaunch:
 		err = w.restartNow(ctx, opCtx, log, l, o.taskID)
+	case opPause:
+		err = w.pauseChanged(ctx, opCtx, log, l, o.taskID, o.containerID, o.paused)
 	}
 	var parked *parkedError
 	switch {
@@ -756,6 +760,7 @@ func specOf(t task.Task) task.Task {
 	t.LastEvent = ""
 	t.Unconfirmed = ""
 	t.RestartStreak = 0
+	t.Paused = false
 	return t
 }
 

@@ -910,3 +910,22 @@ func TestQueueLenCountsParkedOperations(t *testing.T) {
 	}
 	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 2 }, "the stop behind it counted")
 }
+
+// A pause and unpause whose events were lost are found by the reconcile.
+func TestReconcileFindsAPause(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, deafRuntime{rt}, Config{ReconcileInterval: 20 * time.Millisecond})
+	spec := newTask()
+	run := runTask(t, w, spec)
+	if err := rt.SetPaused(run.ContainerID, true); err != nil {
+		t.Fatal(err)
+	}
+	got := waitTask(t, w, spec, "paused", func(t task.Task) bool { return t.Paused })
+	if got.State != task.Running || !strings.Contains(got.Events[len(got.Events)-1].Type, task.RecordPaused) {
+		t.Errorf("paused: got %v, last record %+v; want Running with a Paused record", got.State, got.Events[len(got.Events)-1])
+	}
+	if err := rt.SetPaused(run.ContainerID, false); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, w, spec, "unpaused", func(t task.Task) bool { return !t.Paused })
+}

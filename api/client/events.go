@@ -23,7 +23,7 @@ type Event struct {
 	Time         time.Time  // when it happened
 	TaskID       uuid.UUID  // the task it happened to
 	Name         string     // the task's name
-	Type         string     // a task.Record type: Received, Pulling, Pulled, Created, Started, Exited, OOMKilled, Healthy, Unhealthy, Restarting, NotRestarting, Killing, Killed, Failed; State for a change of state or health alone; or EventReset
+	Type         string     // a task.Record type: Received, Pulling, Pulled, Created, Started, Exited, OOMKilled, Healthy, Unhealthy, Restarting, NotRestarting, Killing, Killed, Failed, Paused, Unpaused; State for a change of state or health alone; or EventReset
 	Message      string     // details, as in the task's Record
 	State        task.State // the task's state after the event
 	HealthStatus string     // the task's health after the event: "starting", "healthy", "unhealthy" or empty

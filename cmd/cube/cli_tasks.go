@@ -54,7 +54,11 @@ func writeTaskTable(w io.Writer, ts []task.Task, now time.Time) error {
 		if t.State == task.Completed || t.State == task.Failed {
 			health, p = "", "" // what they were, not what they are
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%s\n", shortID(t.ID), orDash(t.Name), t.Image, t.State,
+		state := t.State.String()
+		if t.Paused {
+			state += " (paused)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", shortID(t.ID), orDash(t.Name), t.Image, state,
 			orDash(health), orDash(p), t.RestartCount, age(now, received(t)))
 	}
 	return tw.Flush()

@@ -317,6 +317,7 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Contain
 	}
 	if s := info.State; s != nil {
 		c.Running = s.Running || s.Restarting || s.Paused
+		c.Paused = s.Paused
 		c.ExitCode = s.ExitCode
 		c.OOMKilled = s.OOMKilled
 		c.Error = s.Error
@@ -354,7 +355,8 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	}
 	out := make([]task.Container, 0, len(list))
 	for _, s := range list {
-		c := task.Container{ID: s.ID, Running: s.State == container.StateRunning, Created: time.Unix(s.Created, 0)}
+		c := task.Container{ID: s.ID, Running: s.State == container.StateRunning || s.State == container.StatePaused,
+			Paused: s.State == container.StatePaused, Created: time.Unix(s.Created, 0)}
 		fromLabels(&c, s.Labels)
 		out = append(out, c)
 	}
@@ -368,7 +370,8 @@ func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.Conta
 	defer cancel()
 	f := r.labelFilters()
 	f.Add("type", string(events.ContainerEventType))
-	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionOOM, events.ActionDestroy, events.ActionHealthStatus} {
+	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionOOM, events.ActionDestroy, events.ActionHealthStatus,
+		events.ActionPause, events.ActionUnPause} {
 		f.Add("event", string(a))
 	}
 	opts := events.ListOptions{Filters: f}

@@ -278,6 +278,23 @@ func (r *Runtime) Health(containerID, status string) error {
 	return nil
 }
 
+// SetPaused pauses (or unpauses) a running container, as docker pause does, and emits the event.
+func (r *Runtime) SetPaused(containerID string, paused bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.containers[containerID]
+	if !ok || !c.Running {
+		return fmt.Errorf("container %s is not running", containerID)
+	}
+	c.Paused = paused
+	kind := task.ContainerUnpaused
+	if paused {
+		kind = task.ContainerPaused
+	}
+	r.emit(task.ContainerEvent{Kind: kind, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
+	return nil
+}
+
 // Starts returns copies of the tasks Start was called with, in order.
 func (r *Runtime) Starts() []task.Task {
 	r.mu.Lock()
