@@ -11,7 +11,7 @@ TEST_TIMEOUT ?= 25m
 # How long `make fuzz` runs each fuzzer.
 FUZZTIME ?= 30s
 # The fuzzers, as package:FuzzName.
-FUZZERS := ./api:FuzzDecodeEvent ./api:FuzzRouteTaskID ./task:FuzzBindPolicy
+FUZZERS := ./api:FuzzDecodeEvent ./api:FuzzRouteTaskID ./task:FuzzBindPolicy ./task:FuzzPortsAndSignals
 
 .PHONY: help build run test fuzz bench check images image clean
 

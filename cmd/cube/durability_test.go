@@ -5,12 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -448,18 +446,6 @@ func lastLine(s string) string {
 	return last
 }
 
-// freePort returns a TCP port on the loopback that was free a moment ago, for a worker that must
-// come back on the same address after a crash.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // A client that watches the events across a kill -9 of the worker never sees a number go back
 // and never silently skips: the restarted worker tells it to read the tasks again (a Reset), with
 // a number above every one of the earlier run, and its events follow.
@@ -469,7 +455,7 @@ func TestEventsAcrossACrash(t *testing.T) {
 			testenv.BuildEchoImage(t)
 			name := "cube-seq-" + uuid.NewString()[:8]
 			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
-			args := []string{"--port", strconv.Itoa(freePort(t))}
+			args := []string{"--port", testenv.FreePort(t)}
 			if durable {
 				args = append(args, "--data-dir", t.TempDir())
 			}
