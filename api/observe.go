@@ -283,15 +283,28 @@ func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		start := time.Now()
-		next.ServeHTTP(ww, r) // a panic that gets here aborts the answer: nothing to count
-		route := ""
-		if rc := chi.RouteContext(r.Context()); rc != nil {
-			route = rc.RoutePattern()
+		count := func() {
+			route := ""
+			if rc := chi.RouteContext(r.Context()); rc != nil {
+				route = rc.RoutePattern()
+			}
+			status := ww.Status()
+			if status == 0 {
+				status = http.StatusOK // nothing written: net/http answers 200
+			}
+			s.observeFn(r.Method, route, status, time.Since(start))
 		}
-		status := ww.Status()
-		if status == 0 {
-			status = http.StatusOK // nothing written: net/http answers 200
-		}
-		s.observeFn(r.Method, route, status, time.Since(start))
+		defer func() {
+			// The recoverer answers other panics; an answer broken off on purpose (a logs answer
+			// cut short) is counted with the status it began with, and broken off still.
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					count()
+				}
+				panic(v)
+			}
+		}()
+		next.ServeHTTP(ww, r)
+		count()
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -412,5 +413,30 @@ func TestStreamsEndWithStreamContext(t *testing.T) {
 		case <-time.After(waitTimeout):
 			t.Fatal("a stream did not end with the stream context")
 		}
+	}
+}
+
+// A logs answer the runtime's stream breaks off is aborted (http.ErrAbortHandler), after what
+// came, so that the client sees it break rather than end; it is counted all the same.
+func TestLogsBrokenOffAbort(t *testing.T) {
+	h := newHarness(t)
+	run := h.running(t)
+	h.rt.Print(run.ContainerID, "one", "two")
+	h.rt.LogsBreak = task.Errorf(task.EUNAVAILABLE, "container logs: the Engine sent nothing for 30s")
+	var observed []string
+	handler := New(h.w, Options{Logger: testLogger(t), Observe: func(method, route string, status int, _ time.Duration) {
+		observed = append(observed, fmt.Sprintf("%s %s %d", method, route, status))
+	}})
+	rec := httptest.NewRecorder()
+	aborted := func() (v any) {
+		defer func() { v = recover() }()
+		handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/tasks/"+run.ID.String()+"/logs", nil))
+		return nil
+	}()
+	if aborted != http.ErrAbortHandler || rec.Body.String() != "one\ntwo\n" {
+		t.Errorf("logs broken off: got panic %v and body %q, want http.ErrAbortHandler after the two lines", aborted, rec.Body)
+	}
+	if want := []string{"GET /tasks/{taskID}/logs 200"}; !slices.Equal(observed, want) {
+		t.Errorf("observed: got %v, want %v", observed, want)
 	}
 }
