@@ -420,12 +420,10 @@ func bytesString(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// roomInQueue returns EUNAVAILABLE when the queue holds maxQueue operations. Callers hold w.mu.
+// roomInQueue returns EUNAVAILABLE when maxQueue operations wait (see QueueLen). Callers hold
+// w.mu.
 func (w *Worker) roomInQueue() error {
-	n := w.pending.Len()
-	for _, l := range w.lanes {
-		n += len(l.ops)
-	}
+	n := w.waitingLocked()
 	if n >= w.maxQueue {
 		return task.Errorf(task.EUNAVAILABLE, "the worker's queue is full (%d operations waiting); try again later", n)
 	}
@@ -533,6 +531,11 @@ func (w *Worker) Stats() (nodestats.Stats, error) {
 func (w *Worker) QueueLen() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.waitingLocked()
+}
+
+// waitingLocked counts what QueueLen counts. Callers hold w.mu.
+func (w *Worker) waitingLocked() int {
 	n := w.pending.Len() + len(w.parked) + int(w.slotWaiters.Load())
 	for _, l := range w.lanes {
 		n += len(l.ops)

@@ -929,3 +929,23 @@ func TestReconcileFindsAPause(t *testing.T) {
 	}
 	waitTask(t, w, spec, "unpaused", func(t task.Task) bool { return !t.Paused })
 }
+
+// The queue's bound counts what waits wherever it waits: starts waiting for a start slot fill it
+// too, so that a worker that cannot start fast enough refuses more rather than piling them up.
+func TestQueueCapCountsStartsWaitingForASlot(t *testing.T) {
+	_, w, g := gatedWorker(t, Config{Concurrency: 1, MaxQueue: 3})
+	for i := range 4 {
+		submit(t, w, eventFor(newTask()))
+		waitFor(t, waitTimeout, func() bool {
+			entered, _, _ := g.counts()
+			return entered == 1 && w.slotWaiters.Load() == int64(i)
+		}, "the start under way or waiting for the slot")
+	}
+	if n := w.QueueLen(); n != 3 {
+		t.Fatalf("QueueLen: got %d, want 3 waiting for the slot", n)
+	}
+	_, err := w.Submit(eventFor(newTask()))
+	if task.ErrorCode(err) != task.EUNAVAILABLE || !strings.Contains(err.Error(), "queue is full") {
+		t.Fatalf("a fifth task: got %v, want EUNAVAILABLE: queue is full", err)
+	}
+}

@@ -21,7 +21,9 @@ func TestPauseIsObservedThroughWatchInspectAndList(t *testing.T) {
 	wctx, cancel := context.WithCancel(ctx(t))
 	events := make(chan task.ContainerEvent, 16)
 	done := make(chan error, 1)
-	go func() { done <- rt.Watch(wctx, time.Now().Add(-time.Second), func(ev task.ContainerEvent) { events <- ev }) }()
+	go func() {
+		done <- rt.Watch(wctx, time.Now().Add(-time.Second), func(ev task.ContainerEvent) { events <- ev })
+	}()
 	defer func() {
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
