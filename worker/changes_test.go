@@ -11,7 +11,8 @@ import (
 
 func TestChangesTellATasksLifeAndResume(t *testing.T) {
 	rt := workertest.New()
-	w := startWorker(t, rt, Config{})
+	// A reconcile finds the exit should the die event come before the worker subscribed.
+	w := startWorker(t, rt, Config{ReconcileInterval: 50 * time.Millisecond})
 	base := w.LastChange()
 	if now := uint64(time.Now().UnixMicro()); base == 0 || base > now {
 		t.Fatalf("LastChange of a new worker: got %d, want the microseconds since 1970 at its start (now %d)", base, now)
