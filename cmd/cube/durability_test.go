@@ -527,6 +527,8 @@ func TestEventsAcrossACrash(t *testing.T) {
 			if received.Seq <= reset.Seq {
 				t.Errorf("second task's Received at %d, want after the Reset's %d", received.Seq, reset.Seq)
 			}
+			// Its container made before the test ends, so that the clean-up finds it.
+			p.waitState(t, second.ID, task.Completed, time.Minute)
 		})
 	}
 }
