@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -57,6 +60,7 @@ func FuzzDecodeEvent(f *testing.F) {
 			_, err = w.Submit(ev)
 		}
 		if err == nil {
+			acceptedFieldsOK(t, body, ev.Task)
 			for _, p := range []task.Policy{{}, allowAllPolicy} {
 				if err := p.Check(ev.Task); err != nil {
 					wantRefusal(t, body, err)
@@ -66,6 +70,75 @@ func FuzzDecodeEvent(f *testing.F) {
 		}
 		wantRefusal(t, body, err)
 	})
+}
+
+// acceptedFieldsOK fails unless the fields of an accepted task are what the Docker Engine reads
+// the way the client meant them: ports 1 to 65535 in plain decimal, a stop signal the Engine
+// knows, no negative counter. It checks by other means than the validation does.
+func acceptedFieldsOK(t *testing.T, body []byte, tk task.Task) {
+	t.Helper()
+	plainPort := func(s string) bool {
+		n, err := strconv.Atoi(s)
+		return err == nil && strconv.Itoa(n) == s && n >= 1 && n <= 65535
+	}
+	for p, host := range tk.PortBindings {
+		num, _, _ := strings.Cut(p, "/")
+		if !plainPort(num) || (host != "" && !plainPort(host)) {
+			t.Fatalf("body %q: accepted the binding %q: %q, want ports 1 to 65535 in plain decimal", body, p, host)
+		}
+	}
+	for p := range tk.ExposedPorts {
+		if num, _, _ := strings.Cut(p, "/"); !plainPort(num) {
+			t.Fatalf("body %q: accepted the exposed port %q, want 1 to 65535 in plain decimal", body, p)
+		}
+	}
+	if s := tk.StopSignal; s != "" && !engineSignal(s) {
+		t.Fatalf("body %q: accepted the stop signal %q, which is no Linux signal", body, s)
+	}
+	if tk.RestartCount < 0 {
+		t.Fatalf("body %q: accepted RestartCount %d, want it not negative", body, tk.RestartCount)
+	}
+}
+
+// engineSignal reports whether the Engine reads s as a Linux signal: a number 1 to 64, a name
+// the syscall package has, or a real-time signal RTMIN..RTMIN+15, RTMAX-14..RTMAX.
+func engineSignal(s string) bool {
+	if n, err := strconv.Atoi(s); err == nil {
+		return strconv.Itoa(n) == s && n >= 1 && n <= 64
+	}
+	name := "SIG" + strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	if _, ok := linuxSignals[name]; ok {
+		return true
+	}
+	for i := 0; i <= 15; i++ {
+		if name == rtName("SIGRTMIN", i) || (i <= 14 && name == rtName("SIGRTMAX", -i)) {
+			return true
+		}
+	}
+	return false
+}
+
+// linuxSignals are the named signals of the syscall package on Linux.
+var linuxSignals = map[string]syscall.Signal{
+	"SIGABRT": syscall.SIGABRT, "SIGALRM": syscall.SIGALRM, "SIGBUS": syscall.SIGBUS, "SIGCHLD": syscall.SIGCHLD,
+	"SIGCLD": syscall.SIGCLD, "SIGCONT": syscall.SIGCONT, "SIGFPE": syscall.SIGFPE, "SIGHUP": syscall.SIGHUP,
+	"SIGILL": syscall.SIGILL, "SIGINT": syscall.SIGINT, "SIGIO": syscall.SIGIO, "SIGIOT": syscall.SIGIOT,
+	"SIGKILL": syscall.SIGKILL, "SIGPIPE": syscall.SIGPIPE, "SIGPOLL": syscall.SIGPOLL, "SIGPROF": syscall.SIGPROF,
+	"SIGPWR": syscall.SIGPWR, "SIGQUIT": syscall.SIGQUIT, "SIGSEGV": syscall.SIGSEGV, "SIGSTKFLT": syscall.SIGSTKFLT,
+	"SIGSTOP": syscall.SIGSTOP, "SIGSYS": syscall.SIGSYS, "SIGTERM": syscall.SIGTERM, "SIGTRAP": syscall.SIGTRAP,
+	"SIGTSTP": syscall.SIGTSTP, "SIGTTIN": syscall.SIGTTIN, "SIGTTOU": syscall.SIGTTOU, "SIGURG": syscall.SIGURG,
+	"SIGUSR1": syscall.SIGUSR1, "SIGUSR2": syscall.SIGUSR2, "SIGVTALRM": syscall.SIGVTALRM, "SIGWINCH": syscall.SIGWINCH,
+	"SIGXCPU": syscall.SIGXCPU, "SIGXFSZ": syscall.SIGXFSZ,
+}
+
+func rtName(base string, off int) string {
+	switch {
+	case off > 0:
+		return base + "+" + strconv.Itoa(off)
+	case off < 0:
+		return base + strconv.Itoa(off)
+	}
+	return base
 }
 
 func wantRefusal(t *testing.T, body []byte, err error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -68,7 +69,11 @@ func boolParam(s, name string) (bool, error) {
 
 // handleLogs streams the task's output as plain text, flushing as it comes. The answer may last
 // longer than a request may (a followed task, a long output), so the per-request deadlines are
-// lifted, and each write must go out within the request timeout.
+// lifted, and each write must go out within the request timeout: a client that takes nothing for
+// that long is cut off. An answer that cannot be finished (the client too slow, the runtime's
+// stream broken, the worker shutting down) is aborted (http.ErrAbortHandler: the connection is
+// closed without the end of the chunked body), so that the client sees an error rather than a
+// clean end.
 func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	s.lift(w)
 	defer s.lift(w)
@@ -95,25 +100,48 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	s.flush(w)
 	buf := make([]byte, 32<<10)
+	sent := 0
 	for {
 		n, err := rc.Read(buf)
 		if n > 0 {
 			s.lift(w)
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			_, werr := w.Write(buf[:n])
+			if werr == nil {
+				werr = s.flushErr(w)
+			}
+			switch {
+			case errors.Is(werr, os.ErrDeadlineExceeded):
+				s.log.Warn("task logs: the client took no data for the request timeout; cut off",
+					"task", id, "timeout", s.requestTimeout, "bytes_sent", sent)
+				panic(http.ErrAbortHandler)
+			case werr != nil:
 				return // the client went away
 			}
-			s.flush(w)
+			sent += n
 		}
 		if err == io.EOF {
 			return
 		}
 		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("task logs cut short", "task", id, "err", err)
+			if r.Context().Err() != nil {
+				return // the client went away: no one to tell
 			}
-			return
+			if ctx.Err() != nil {
+				s.log.Info("task logs cut short: the worker is shutting down", "task", id, "bytes_sent", sent)
+			} else {
+				s.log.Warn("task logs cut short", "task", id, "err", err, "bytes_sent", sent)
+			}
+			panic(http.ErrAbortHandler) // the client sees the answer break, not end
 		}
 	}
+}
+
+// flushErr sends what was written so far to the client, and returns why it could not.
+func (s *Server) flushErr(w http.ResponseWriter) error {
+	if err := http.NewResponseController(w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 func (s *Server) handleTaskStats(w http.ResponseWriter, r *http.Request) {
@@ -132,8 +160,10 @@ func (s *Server) handleTaskStats(w http.ResponseWriter, r *http.Request) {
 
 // handleEvents streams the worker's task changes as Server-Sent Events: each change as a message
 // with its Seq as id, event "task" and the change as JSON data. With Last-Event-ID: N it first
-// replays the kept changes after N; without it, it opens with a lone "id: <newest Seq>" so that a
-// client can resume from there. A comment keeps an idle connection alive. When the worker cuts
+// replays the kept changes after N, or, when they are not all kept (N is from before a restart of
+// the worker, or too old), sends one message of event "reset" instead, which tells the client to
+// read the tasks again; without it, it opens with a lone "id: <newest Seq>" so that a client can
+// resume from there. A comment keeps an idle connection alive. When the worker cuts
 // the subscription off (the client fell behind), the answer ends, and the client reconnects with
 // the last id it saw.
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
@@ -215,8 +245,12 @@ func (s *Server) sendChange(w http.ResponseWriter, c task.Change) bool {
 		s.log.Error("encode a task change", "seq", c.Seq, "err", err)
 		return true
 	}
+	event := "task"
+	if c.Type == task.ChangeReset {
+		event = "reset"
+	}
 	s.lift(w)
-	if _, err := fmt.Fprintf(w, "id: %d\nevent: task\ndata: %s\n\n", c.Seq, data); err != nil {
+	if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", c.Seq, event, data); err != nil {
 		return false
 	}
 	s.flush(w)
@@ -249,15 +283,28 @@ func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		start := time.Now()
-		next.ServeHTTP(ww, r) // a panic that gets here aborts the answer: nothing to count
-		route := ""
-		if rc := chi.RouteContext(r.Context()); rc != nil {
-			route = rc.RoutePattern()
+		count := func() {
+			route := ""
+			if rc := chi.RouteContext(r.Context()); rc != nil {
+				route = rc.RoutePattern()
+			}
+			status := ww.Status()
+			if status == 0 {
+				status = http.StatusOK // nothing written: net/http answers 200
+			}
+			s.observeFn(r.Method, route, status, time.Since(start))
 		}
-		status := ww.Status()
-		if status == 0 {
-			status = http.StatusOK // nothing written: net/http answers 200
-		}
-		s.observeFn(r.Method, route, status, time.Since(start))
+		defer func() {
+			// The recoverer answers other panics; an answer broken off on purpose (a logs answer
+			// cut short) is counted with the status it began with, and broken off still.
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					count()
+				}
+				panic(v)
+			}
+		}()
+		next.ServeHTTP(ww, r)
+		count()
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -293,14 +294,32 @@ func TestEventsLiveResumeAndKeepAlive(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	// Last-Event-ID 0, or one above the newest (a worker that restarted): every kept change.
-	for _, id := range []string{"0", "99999"} {
+	// Last-Event-ID 0: every kept change.
+	resp = get(t, context.Background(), url+"/events", http.Header{"Last-Event-Id": {"0"}})
+	sse = sseReader{bufio.NewReader(resp.Body)}
+	if c := sse.change(t); c.Seq >= newest || c.TaskID != first.ID || c.Type != "Received" {
+		t.Errorf("Last-Event-ID 0: first change %+v, want the first task's Received", c)
+	}
+	resp.Body.Close()
+
+	// A number from before the worker's start, or above the newest (a worker that restarted
+	// with its clock behind): a reset at the newest change, then live.
+	newest = h.w.LastChange()
+	for _, id := range []string{"7", strconv.FormatUint(newest+99, 10)} {
 		resp := get(t, context.Background(), url+"/events", http.Header{"Last-Event-Id": {id}})
 		sse := sseReader{bufio.NewReader(resp.Body)}
-		if c := sse.change(t); c.Seq != 1 || c.TaskID != first.ID || c.Type != "Received" {
-			t.Errorf("Last-Event-ID %s: first change %+v, want Seq 1, the first task's Received", id, c)
+		m := sse.next(t)
+		var c task.Change
+		if err := json.Unmarshal([]byte(m.data), &c); err != nil || m.event != "reset" || m.id != strconv.FormatUint(newest, 10) ||
+			c.Type != task.ChangeReset || c.Seq != newest || !strings.Contains(c.Message, "read the tasks again") {
+			t.Errorf("Last-Event-ID %s: got %+v (%v), want event reset with id %d and a message", id, m, err, newest)
+		}
+		third := h.running(t)
+		if c := sse.change(t); c.Seq != newest+1 || c.TaskID != third.ID {
+			t.Errorf("Last-Event-ID %s: after the reset got %+v, want the live change %d", id, c, newest+1)
 		}
 		resp.Body.Close()
+		newest = h.w.LastChange()
 	}
 }
 
@@ -394,5 +413,30 @@ func TestStreamsEndWithStreamContext(t *testing.T) {
 		case <-time.After(waitTimeout):
 			t.Fatal("a stream did not end with the stream context")
 		}
+	}
+}
+
+// A logs answer the runtime's stream breaks off is aborted (http.ErrAbortHandler), after what
+// came, so that the client sees it break rather than end; it is counted all the same.
+func TestLogsBrokenOffAbort(t *testing.T) {
+	h := newHarness(t)
+	run := h.running(t)
+	h.rt.Print(run.ContainerID, "one", "two")
+	h.rt.LogsBreak = task.Errorf(task.EUNAVAILABLE, "container logs: the Engine sent nothing for 30s")
+	var observed []string
+	handler := New(h.w, Options{Logger: testLogger(t), Observe: func(method, route string, status int, _ time.Duration) {
+		observed = append(observed, fmt.Sprintf("%s %s %d", method, route, status))
+	}})
+	rec := httptest.NewRecorder()
+	aborted := func() (v any) {
+		defer func() { v = recover() }()
+		handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/tasks/"+run.ID.String()+"/logs", nil))
+		return nil
+	}()
+	if aborted != http.ErrAbortHandler || rec.Body.String() != "one\ntwo\n" {
+		t.Errorf("logs broken off: got panic %v and body %q, want http.ErrAbortHandler after the two lines", aborted, rec.Body)
+	}
+	if want := []string{"GET /tasks/{taskID}/logs 200"}; !slices.Equal(observed, want) {
+		t.Errorf("observed: got %v, want %v", observed, want)
 	}
 }

@@ -14,7 +14,8 @@ const LabelTaskID = "cube.task.id"
 type Container struct {
 	ID         string
 	TaskID     uuid.UUID
-	Running    bool
+	Running    bool // running, paused included
+	Paused     bool // paused (docker pause): its processes are frozen
 	ExitCode   int
 	OOMKilled  bool
 	Error      string // the runtime's own error for the container, if it gave one
@@ -55,6 +56,8 @@ const (
 	ContainerOOM       ContainerEventKind = "oom"
 	ContainerDestroyed ContainerEventKind = "destroy"
 	ContainerHealth    ContainerEventKind = "health_status"
+	ContainerPaused    ContainerEventKind = "pause"
+	ContainerUnpaused  ContainerEventKind = "unpause"
 )
 
 // ContainerEvent is one event from the runtime's event stream about one of the worker's

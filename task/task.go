@@ -77,6 +77,7 @@ type Task struct {
 	LastEvent       string        `json:",omitempty"` // the ID of the event that last (re)started the task
 	RestartStreak   int           `json:",omitempty"` // restarts in the current row, which Restart.MaxAttempts bounds
 	Unconfirmed     string        `json:",omitempty"` // set while the runtime does not answer: the state is as last seen
+	Paused          bool          `json:",omitempty"` // the Running task's container is paused (docker pause): no health, no checks
 	Events          []Record      `json:",omitempty"` // the task's last MaxRecords happenings, oldest first
 }
 
@@ -163,6 +164,8 @@ const (
 	RecordKilled        = "Killed"
 	RecordStopped       = "Stopped" // a stop ended the task Completed
 	RecordFailed        = "Failed"
+	RecordPaused        = "Paused"   // the container was paused outside cube: it runs no code
+	RecordUnpaused      = "Unpaused" // and unpaused again
 )
 
 // AddRecord appends a Record to the task's Events, keeping the last MaxRecords.
@@ -269,7 +272,13 @@ type Order struct {
 
 // Change is one thing that happened to a task, as the worker's event stream tells it: a Record
 // of the task, with the task's state after it. Seq grows by one per change within one run of a
-// worker.
+// worker and never goes back, not even across a restart of the worker (a new run numbers on
+// from above the last run's numbers).
+//
+// A Change of Type ChangeReset is no change to a task: it tells a subscriber that resumed after
+// a Seq whose successors the worker no longer keeps (it restarted since, or they are too old)
+// that it may have missed changes and must read the tasks again. Its Seq is the newest change's,
+// to resume after.
 type Change struct {
 	Seq          uint64
 	Time         time.Time
@@ -281,3 +290,24 @@ type Change struct {
 	HealthStatus string `json:",omitempty"`
 	RestartCount int
 }
+
+// ClearLiveFields applies the one rule for what a task reports about a container: HealthStatus,
+// HostPorts and Paused describe a container that runs, so a task that is not Running (Completed,
+// Failed, or Scheduled: not started yet, or waiting to restart) reports none of them. Its last check stays in
+// LastHealthCheck and its history in Events.
+//
+// A paused container runs no code, so a Paused task reports no HealthStatus either.
+func (t *Task) ClearLiveFields() {
+	if t.State != Running {
+		t.HealthStatus = ""
+		t.HostPorts = nil
+		t.Paused = false
+	}
+	if t.Paused {
+		t.HealthStatus = ""
+	}
+}
+
+// ChangeReset is the Type of a Change that says the changes a subscriber asked for are not all
+// kept: it must read the tasks again.
+const ChangeReset = "Reset"

@@ -55,6 +55,12 @@ func TestValidate(t *testing.T) {
 		{"port out of range", func(t *Task) { t.ExposedPorts = PortSet{"70000/tcp": {}} }, "Task.ExposedPorts"},
 		{"binding bad key", func(t *Task) { t.PortBindings = map[string]string{"x/tcp": "80"} }, "Task.PortBindings"},
 		{"binding bad host port", func(t *Task) { t.PortBindings = map[string]string{"80/tcp": "99999"} }, "Task.PortBindings"},
+		{"binding host port with sign", func(t *Task) { t.PortBindings = map[string]string{"7777/tcp": "+18050"} }, "Task.PortBindings"},
+		{"binding host port leading zero", func(t *Task) { t.PortBindings = map[string]string{"7777/tcp": "08050"} }, "Task.PortBindings"},
+		{"binding host port zero", func(t *Task) { t.PortBindings = map[string]string{"7777/tcp": "0"} }, "Task.PortBindings"},
+		{"binding host port space", func(t *Task) { t.PortBindings = map[string]string{"7777/tcp": " 8080"} }, "Task.PortBindings"},
+		{"port with sign", func(t *Task) { t.ExposedPorts = PortSet{"+80/tcp": {}} }, "Task.ExposedPorts"},
+		{"port leading zero", func(t *Task) { t.ExposedPorts = PortSet{"080/tcp": {}} }, "Task.ExposedPorts"},
 		{"restart policy", func(t *Task) { t.RestartPolicy = "sometimes" }, "Task.RestartPolicy"},
 		{"health check path", func(t *Task) { t.HealthCheck = "health" }, "Task.HealthCheck"},
 		{"restart count", func(t *Task) { t.RestartCount = -1 }, "Task.RestartCount"},
@@ -196,6 +202,18 @@ func TestValidateLifecycleAndHealth(t *testing.T) {
 		{"stop signal ok", func(t *Task) { t.StopSignal = "SIGINT" }, ""},
 		{"stop signal number", func(t *Task) { t.StopSignal = "15" }, ""},
 		{"stop signal bad", func(t *Task) { t.StopSignal = "sig term" }, "Task.StopSignal"},
+		{"stop signal short name", func(t *Task) { t.StopSignal = "TERM" }, ""},
+		{"stop signal lowercase", func(t *Task) { t.StopSignal = "sigusr1" }, ""},
+		{"stop signal realtime", func(t *Task) { t.StopSignal = "SIGRTMIN+3" }, ""},
+		{"stop signal rtmax", func(t *Task) { t.StopSignal = "RTMAX-14" }, ""},
+		{"stop signal 64", func(t *Task) { t.StopSignal = "64" }, ""},
+		{"stop signal unknown name", func(t *Task) { t.StopSignal = "SIGFOO" }, "Task.StopSignal"},
+		{"stop signal realtime out of range", func(t *Task) { t.StopSignal = "RTMIN+99" }, "Task.StopSignal"},
+		{"stop signal rtmax out of range", func(t *Task) { t.StopSignal = "RTMAX-15" }, "Task.StopSignal"},
+		{"stop signal zero", func(t *Task) { t.StopSignal = "0" }, "Task.StopSignal"},
+		{"stop signal 65", func(t *Task) { t.StopSignal = "65" }, "Task.StopSignal"},
+		{"stop signal signed", func(t *Task) { t.StopSignal = "+15" }, "Task.StopSignal"},
+		{"stop signal leading zero", func(t *Task) { t.StopSignal = "015" }, "Task.StopSignal"},
 		{"health both", func(t *Task) { t.Health = &HealthSpec{} }, "Task.Health"},
 		{"health http ok", func(t *Task) { t.HealthCheck = ""; t.Health = &HealthSpec{Path: "/health"} }, ""},
 		{"health bad type", func(t *Task) { t.HealthCheck = ""; t.Health = &HealthSpec{Type: "udp"} }, "Task.Health.Type"},
@@ -268,5 +286,13 @@ func TestRedactedDropsCredentials(t *testing.T) {
 	}
 	if tk.RegistryAuth == nil || tk.RegistryAuth.Password != "secret" {
 		t.Fatal("Redacted changed the original")
+	}
+}
+
+func TestSaturatingInc(t *testing.T) {
+	for _, tt := range []struct{ in, want int }{{0, 1}, {41, 42}, {math.MaxInt - 1, math.MaxInt}, {math.MaxInt, math.MaxInt}} {
+		if got := SaturatingInc(tt.in); got != tt.want {
+			t.Errorf("SaturatingInc(%d): got %d, want %d", tt.in, got, tt.want)
+		}
 	}
 }

@@ -90,8 +90,8 @@ func (t Task) Validate() error {
 		if host == "" {
 			continue
 		}
-		if n, err := strconv.Atoi(host); err != nil || n < 1 || n > 65535 {
-			return invalid("PortBindings", "host port %q for %q must be a number from 1 to 65535", host, p)
+		if _, ok := portNumber(host); !ok {
+			return invalid("PortBindings", "host port %q for %q must be a number from 1 to 65535, in plain decimal", host, p)
 		}
 	}
 	switch t.RestartPolicy {
@@ -160,8 +160,8 @@ func (t Task) validateLifecycle() error {
 	if t.StopTimeout < 0 || t.StopTimeout > 3600 {
 		return invalid("StopTimeout", "must be from 0 to 3600 seconds, got %d", t.StopTimeout)
 	}
-	if t.StopSignal != "" && !signalRE.MatchString(t.StopSignal) {
-		return invalid("StopSignal", "%q is not a signal name like SIGTERM or a number", t.StopSignal)
+	if t.StopSignal != "" && !ValidSignal(t.StopSignal) {
+		return invalid("StopSignal", "%q is not a Linux signal: want a name such as SIGTERM, TERM or RTMIN+3, or a number from 1 to 64", t.StopSignal)
 	}
 	return nil
 }
@@ -169,7 +169,67 @@ func (t Task) validateLifecycle() error {
 // maxRestartDuration bounds the restart back-off settings.
 const maxRestartDuration = 24 * time.Hour
 
-var signalRE = regexp.MustCompile(`^(SIG[A-Z0-9+-]+|[A-Z][A-Z0-9+-]*|[0-9]{1,2})$`)
+// signals are the Linux signal names the Docker Engine knows (moby/sys/signal's SignalMap), without
+// the SIG prefix; RTMIN+n and RTMAX-n are added in init.
+var signals = map[string]bool{
+	"ABRT": true, "ALRM": true, "BUS": true, "CHLD": true, "CLD": true, "CONT": true, "FPE": true,
+	"HUP": true, "ILL": true, "INT": true, "IO": true, "IOT": true, "KILL": true, "PIPE": true,
+	"POLL": true, "PROF": true, "PWR": true, "QUIT": true, "SEGV": true, "STKFLT": true, "STOP": true,
+	"SYS": true, "TERM": true, "TRAP": true, "TSTP": true, "TTIN": true, "TTOU": true, "URG": true,
+	"USR1": true, "USR2": true, "VTALRM": true, "WINCH": true, "XCPU": true, "XFSZ": true,
+	"RTMIN": true, "RTMAX": true,
+}
+
+func init() {
+	for i := 1; i <= 15; i++ {
+		signals["RTMIN+"+strconv.Itoa(i)] = true
+	}
+	for i := 1; i <= 14; i++ {
+		signals["RTMAX-"+strconv.Itoa(i)] = true
+	}
+}
+
+// ValidSignal reports whether s names a Linux signal as the Docker Engine reads a StopSignal: a
+// name with or without the SIG prefix, in any case (SIGTERM, term, RTMIN+3), or a number from 1
+// to 64 in plain decimal. 0, RTMIN+99, SIGFOO and "+15" are not signals.
+func ValidSignal(s string) bool {
+	if s != "" && s[0] >= '0' && s[0] <= '9' {
+		n, ok := plainDecimal(s)
+		return ok && n >= 1 && n <= 64
+	}
+	return signals[strings.TrimPrefix(strings.ToUpper(s), "SIG")]
+}
+
+// plainDecimal parses s as a number written in plain decimal, as a person writes it: digits only,
+// no sign, no leading zero, at most 9 digits.
+func plainDecimal(s string) (int, bool) {
+	if s == "" || len(s) > 9 || (s[0] == '0' && len(s) > 1) {
+		return 0, false
+	}
+	n := 0
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = 10*n + int(c-'0')
+	}
+	return n, true
+}
+
+// portNumber parses a port number, 1 to 65535 in plain decimal.
+func portNumber(s string) (int, bool) {
+	n, ok := plainDecimal(s)
+	return n, ok && n >= 1 && n <= 65535
+}
+
+// SaturatingInc returns n+1, or n when that would overflow: a counter that stops at its maximum
+// rather than turning negative.
+func SaturatingInc(n int) int {
+	if n == math.MaxInt {
+		return n
+	}
+	return n + 1
+}
 
 func (t Task) validateHealth() error {
 	h := t.Health
@@ -230,8 +290,8 @@ func validatePort(p string) error {
 	if !ok || !protocols[proto] {
 		return fmt.Errorf("port %q must have the form PORT/tcp, PORT/udp or PORT/sctp", p)
 	}
-	if n, err := strconv.Atoi(num); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("port %q must be a number from 1 to 65535", p)
+	if _, ok := portNumber(num); !ok {
+		return fmt.Errorf("port %q must be a number from 1 to 65535, in plain decimal", p)
 	}
 	return nil
 }

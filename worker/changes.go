@@ -1,7 +1,9 @@
 package worker
 
 import (
+	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cube-orchestrator/cube/task"
 )
@@ -14,12 +16,22 @@ const changeBacklog = 4096
 const subscriberBuffer = 512
 
 // hub keeps the latest changes of every task and hands new ones to subscribers.
+//
+// Change numbers never go back, not even across a restart of the worker: a run numbers its
+// changes on from the microseconds since 1970 at its start (seqBase), so the first change of a
+// run comes after every change of the runs before it (a run would have to make more than a
+// million changes a second to catch up with the clock). Changes are not kept across a restart;
+// a subscriber that resumes after a change that is no longer kept gets a Reset instead.
 type hub struct {
 	mu   sync.Mutex
-	seq  uint64
+	seq  uint64        // the newest change's Seq, or the run's base before the first
+	base uint64        // the run's base: its first change is base+1
 	ring []task.Change // the latest changes, oldest first: at least the last changeBacklog
 	subs map[chan task.Change]struct{}
 }
+
+// seqBase returns the Seq a run of the worker starting at now numbers its changes after.
+func seqBase(now time.Time) uint64 { return uint64(max(now.UnixMicro(), 0)) }
 
 // publish gives each change its Seq, keeps it, and sends it to every subscriber. A subscriber
 // whose buffer is full is cut off (its channel closed) rather than holding up the worker.
@@ -49,26 +61,41 @@ func (h *hub) publish(changes []task.Change) {
 }
 
 // Changes subscribes to the worker's task changes. It returns the kept changes with a Seq above
-// after (all kept changes when after is 0 or above the newest Seq, as after a worker restart),
-// a channel of the changes that follow, and a function that ends the subscription. The channel
-// is closed when the subscriber falls too far behind; it should then subscribe again with the
-// last Seq it saw.
+// after (all kept changes when after is 0), a channel of the changes that follow, and a function
+// that ends the subscription. The channel is closed when the subscriber falls too far behind; it
+// should then subscribe again with the last Seq it saw.
+//
+// When the changes after after are not all kept (after is from an earlier run of the worker, or
+// so old that its successors were dropped, or from the future) the backlog is a single change of
+// Type task.ChangeReset with the newest Seq: the subscriber cannot learn what it missed from the
+// stream and must read the tasks again. Nothing is ever skipped in silence.
 func (w *Worker) Changes(after uint64) ([]task.Change, <-chan task.Change, func()) {
 	h := &w.changes
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var backlog []task.Change
-	if after > h.seq {
-		after = 0
-	}
 	kept := h.ring
 	if len(kept) > changeBacklog {
 		kept = kept[len(kept)-changeBacklog:]
 	}
-	for _, c := range kept {
-		if c.Seq > after {
-			backlog = append(backlog, c)
+	oldest := h.seq + 1 // the Seq of the oldest change kept
+	if len(kept) > 0 {
+		oldest = kept[0].Seq
+	}
+	switch {
+	case after == 0 || (after+1 >= oldest && after <= h.seq):
+		for _, c := range kept {
+			if c.Seq > after {
+				backlog = append(backlog, c)
+			}
 		}
+	default:
+		why := "the changes after it are no longer kept"
+		if after > h.seq || after < h.base {
+			why = "it is from another run of the worker, which has restarted since"
+		}
+		backlog = []task.Change{{Seq: h.seq, Time: time.Now(), Type: task.ChangeReset,
+			Message: fmt.Sprintf("cannot resume after change %d: %s; read the tasks again", after, why)}}
 	}
 	ch := make(chan task.Change, subscriberBuffer)
 	if h.subs == nil {

@@ -11,7 +11,12 @@ import (
 
 func TestChangesTellATasksLifeAndResume(t *testing.T) {
 	rt := workertest.New()
-	w := startWorker(t, rt, Config{})
+	// A reconcile finds the exit should the die event come before the worker subscribed.
+	w := startWorker(t, rt, Config{ReconcileInterval: 50 * time.Millisecond})
+	base := w.LastChange()
+	if now := uint64(time.Now().UnixMicro()); base == 0 || base > now {
+		t.Fatalf("LastChange of a new worker: got %d, want the microseconds since 1970 at its start (now %d)", base, now)
+	}
 	backlog, ch, cancel := w.Changes(0)
 	defer cancel()
 	if len(backlog) != 0 {
@@ -35,8 +40,8 @@ func TestChangesTellATasksLifeAndResume(t *testing.T) {
 	var types []string
 	for i, c := range got {
 		types = append(types, c.Type)
-		if c.Seq != uint64(i+1) || c.TaskID != spec.ID || c.Time.IsZero() {
-			t.Errorf("change %d: %+v, want Seq %d of task %s with a time", i, c, i+1, spec.ID)
+		if c.Seq != base+uint64(i+1) || c.TaskID != spec.ID || c.Time.IsZero() {
+			t.Errorf("change %d: %+v, want Seq %d of task %s with a time", i, c, base+uint64(i+1), spec.ID)
 		}
 	}
 	if want := "Received,Created,Started,Exited,Failed"; strings.Join(types, ",") != want {
@@ -50,21 +55,69 @@ func TestChangesTellATasksLifeAndResume(t *testing.T) {
 	if last := got[4]; last.State != task.Failed || last.Message != "exited with code 3" {
 		t.Errorf("last change: %+v, want Failed with the reason", last)
 	}
-	// A subscriber that reconnects after Seq 2 gets what it missed, nothing more.
-	backlog, _, cancel2 := w.Changes(2)
+	// A subscriber that reconnects after the second change gets what it missed, nothing more.
+	backlog, _, cancel2 := w.Changes(base + 2)
 	defer cancel2()
-	if len(backlog) != 3 || backlog[0].Seq != 3 || backlog[2].Seq != 5 {
-		t.Errorf("backlog after 2: %+v, want Seq 3 to 5", backlog)
+	if len(backlog) != 3 || backlog[0].Seq != base+3 || backlog[2].Seq != base+5 {
+		t.Errorf("backlog after %d: %+v, want Seq %d to %d", base+2, backlog, base+3, base+5)
 	}
-	// After a worker restart the client's Seq is ahead: it gets everything kept.
-	if backlog, _, cancel3 := w.Changes(99); len(backlog) != 5 {
-		t.Errorf("backlog after an unknown Seq: %d changes, want all 5", len(backlog))
-		cancel3()
+	// The subscriber that saw everything, or opened at the start, resumes with nothing missed.
+	for _, after := range []uint64{base, base + 5} {
+		if backlog, _, cancel := w.Changes(after); after == base && len(backlog) != 5 || after == base+5 && len(backlog) != 0 {
+			t.Errorf("backlog after %d: %+v, want the changes after it", after, backlog)
+			cancel()
+		} else {
+			cancel()
+		}
+	}
+	if w.LastChange() != base+5 {
+		t.Errorf("LastChange: %d, want %d", w.LastChange(), base+5)
+	}
+}
+
+func TestChangesResetWhenTheyCannotResume(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{})
+	base := w.LastChange()
+	spec := newTask()
+	runTask(t, w, spec)
+	newest := w.LastChange()
+	for _, tt := range []struct {
+		name  string
+		after uint64
+		why   string
+	}{
+		{"from an earlier run", base - 1, "another run of the worker"},
+		{"long before this run", 42, "another run of the worker"},
+		{"from the future", newest + 1, "another run of the worker"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			backlog, _, cancel := w.Changes(tt.after)
+			defer cancel()
+			if len(backlog) != 1 || backlog[0].Type != task.ChangeReset || backlog[0].Seq != newest ||
+				!strings.Contains(backlog[0].Message, tt.why) || !strings.Contains(backlog[0].Message, "read the tasks again") {
+				t.Errorf("backlog after %d: got %+v, want one %s change at Seq %d saying %q", tt.after, backlog, task.ChangeReset, newest, tt.why)
+			}
+		})
+	}
+}
+
+func TestChangesResetWhenTrimmed(t *testing.T) {
+	w := &Worker{}
+	w.changes.base, w.changes.seq = 1000, 1000
+	w.changes.publish(make([]task.Change, 3*changeBacklog))
+	newest := uint64(1000 + 3*changeBacklog)
+	oldest := newest - changeBacklog + 1
+	if backlog, _, cancel := w.Changes(oldest - 1); len(backlog) != changeBacklog || backlog[0].Seq != oldest {
+		t.Errorf("after %d, just before the oldest kept: got %d changes, want %d from %d", oldest-1, len(backlog), changeBacklog, oldest)
+		cancel()
 	} else {
-		cancel3()
+		cancel()
 	}
-	if w.LastChange() != 5 {
-		t.Errorf("LastChange: %d, want 5", w.LastChange())
+	backlog, _, cancel := w.Changes(oldest - 2)
+	defer cancel()
+	if len(backlog) != 1 || backlog[0].Type != task.ChangeReset || backlog[0].Seq != newest || !strings.Contains(backlog[0].Message, "no longer kept") {
+		t.Errorf("after %d, whose successor was dropped: got %d changes (%+v), want one Reset at %d", oldest-2, len(backlog), backlog[:min(1, len(backlog))], newest)
 	}
 }
 

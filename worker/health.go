@@ -115,9 +115,16 @@ func (w *Worker) runProbe(ctx context.Context, log *slog.Logger, id uuid.UUID, c
 			return
 		case <-timer.C:
 		}
-		healthy, output := w.checkOnce(ctx, containerID, p)
+		healthy, output, ran := w.checkOnce(ctx, containerID, p)
 		if ctx.Err() != nil {
 			return
+		}
+		if !ran {
+			// The check could not be carried out: nothing is known, so nothing counts, and the
+			// task keeps the status it had.
+			log.Debug("health check could not be carried out", "why", output)
+			timer.Reset(p.interval)
+			continue
 		}
 		switch {
 		case healthy:
@@ -146,44 +153,61 @@ var probeClient = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
-// checkOnce runs one check and returns whether it passed and what it saw.
-func (w *Worker) checkOnce(ctx context.Context, containerID string, p probe) (bool, string) {
+// checkOnce runs one check and returns whether it passed and what it saw, and whether it could be
+// carried out at all. Only a check that ran counts: an exec the runtime did not carry out (it did
+// not answer, or the container is gone, paused or stopped), and any check that fails while the
+// runtime is known not to answer (the container's state is unknown then), report ran false.
+func (w *Worker) checkOnce(ctx context.Context, containerID string, p probe) (healthy bool, output string, ran bool) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	healthy, output, ran = w.checkKind(ctx, containerID, p)
+	if ran && !healthy {
+		if note := w.unconfirmed(); note != "" {
+			return false, output + " (" + note + ")", false
+		}
+	}
+	return healthy, output, ran
+}
+
+func (w *Worker) checkKind(ctx context.Context, containerID string, p probe) (bool, string, bool) {
 	switch p.kind {
 	case task.HealthTCP:
 		var d net.Dialer
 		conn, err := d.DialContext(ctx, "tcp", p.addr)
 		if err != nil {
-			return false, err.Error()
+			return false, err.Error(), true
 		}
 		conn.Close()
-		return true, "connected to " + p.addr
+		return true, "connected to " + p.addr, true
 	case task.HealthExec:
 		code, out, err := w.rt.Exec(ctx, containerID, p.command)
-		if err != nil {
-			return false, err.Error()
+		switch task.ErrorCode(err) {
+		case "":
+		case task.EUNAVAILABLE, task.ENOTFOUND, task.ECONFLICT:
+			return false, err.Error(), false
+		default:
+			return false, err.Error(), true
 		}
 		out = strings.TrimSpace(out)
 		if len(out) > 512 {
 			out = out[:512]
 		}
 		if code != 0 {
-			return false, fmt.Sprintf("exit code %d: %s", code, out)
+			return false, fmt.Sprintf("exit code %d: %s", code, out), true
 		}
-		return true, out
+		return true, out, true
 	default:
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+p.path, nil)
 		if err != nil {
-			return false, err.Error()
+			return false, err.Error(), true
 		}
 		resp, err := probeClient.Do(req)
 		if err != nil {
-			return false, err.Error()
+			return false, err.Error(), true
 		}
 		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		resp.Body.Close()
-		return resp.StatusCode >= 200 && resp.StatusCode < 300, fmt.Sprintf("GET %s: %s", p.path, resp.Status)
+		return resp.StatusCode >= 200 && resp.StatusCode < 300, fmt.Sprintf("GET %s: %s", p.path, resp.Status), true
 	}
 }
 
@@ -193,8 +217,8 @@ func (w *Worker) checkOnce(ctx context.Context, containerID string, p probe) (bo
 // unhealthy.
 func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *live, o op) error {
 	t, _ := w.store.Get(o.taskID)
-	if t.ContainerID != o.containerID || t.State != task.Running {
-		return nil
+	if t.ContainerID != o.containerID || t.State != task.Running || t.Paused {
+		return nil // a paused container's health is not known: a result from before the pause is stale
 	}
 	if o.result == nil && hasOwnCheck(t) {
 		return nil // the worker's own check speaks for this task

@@ -175,9 +175,12 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 	if err := w.policy.Check(t); err != nil {
 		return w.refuse(log, l, id, err)
 	}
+	w.slotWaiters.Add(1)
 	select {
 	case w.startSlots <- struct{}{}:
+		w.slotWaiters.Add(-1)
 	case <-ctx.Done():
+		w.slotWaiters.Add(-1)
 		// Shutting down: the task stays Scheduled (its order stored, if any) and starts when
 		// the worker runs again.
 		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: ctx.Err()}
@@ -300,6 +303,7 @@ func (w *Worker) markRunning(ctx context.Context, log *slog.Logger, l *live, id 
 		if hasOwnCheck(*t) {
 			t.HealthStatus = task.HealthStarting
 		}
+		t.Paused = c.Paused // a container taken up after a crash may be
 		t.AddRecord(t.StartTime, task.RecordStarted, "container %s", shortID(c.ID))
 		return nil
 	})
@@ -312,10 +316,14 @@ func (w *Worker) markRunning(ctx context.Context, log *slog.Logger, l *live, id 
 	return nil
 }
 
-// watchHealth starts the task's health check against container c, if it has one.
+// watchHealth starts the task's health check against container c, if it has one and is not
+// paused.
 func (w *Worker) watchHealth(ctx context.Context, log *slog.Logger, l *live, t task.Task, c task.Container) {
 	l.cancelProbe()
 	l.ip = c.IPAddress
+	if t.Paused {
+		return // checked again when it is unpaused
+	}
 	if p, ok := probeFor(t, c); ok {
 		pctx, stop := context.WithCancel(ctx)
 		l.stopProbe = stop
@@ -345,6 +353,14 @@ func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 		t.HostPorts = c.HostPorts
 		if c.Health != "" && !hasOwnCheck(*t) {
 			t.HealthStatus = c.Health
+		}
+		if c.Paused != t.Paused {
+			t.Paused = c.Paused
+			if c.Paused {
+				t.AddRecord(w.now(), task.RecordPaused, "container %s found paused at start-up; health checks suspended", shortID(c.ID))
+			} else {
+				t.AddRecord(w.now(), task.RecordUnpaused, "container %s found unpaused at start-up", shortID(c.ID))
+			}
 		}
 		return nil
 	})
@@ -413,8 +429,10 @@ func (w *Worker) ended(ctx context.Context, l *live, t *task.Task, o task.Outcom
 		t.Error = joinReason(reason, fmt.Sprintf("back-off: restarting in %s (at %s)",
 			d.Delay.Round(time.Millisecond), at.UTC().Format(time.RFC3339)))
 		t.AddRecord(now, task.RecordRestarting, "in %s", d.Delay.Round(time.Millisecond))
-		t.RestartCount++ // counted when decided, so that a restart replayed after a crash counts once
-		t.RestartStreak++
+		// Counted when decided, so that a restart replayed after a crash counts once; both stop at
+		// their maximum rather than overflow.
+		t.RestartCount = task.SaturatingInc(t.RestartCount)
+		t.RestartStreak = task.SaturatingInc(t.RestartStreak)
 		l.cancelRestart()
 		gen, id := l.gen, t.ID
 		l.timer = time.AfterFunc(d.Delay, func() { w.enqueue(op{kind: opRestart, taskID: id, gen: gen}) })

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"math"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -511,4 +512,159 @@ func TestExitWhileStoppingEndsCompleted(t *testing.T) {
 	if n := countRecords(got, task.RecordRestarting); n != 0 || len(rt.Starts()) != 1 {
 		t.Errorf("restarts: %d records, %d starts; want none after the first start", n, len(rt.Starts()))
 	}
+}
+func TestRestartCountSaturates(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartAlways
+	spec.RestartCount = math.MaxInt
+	spec.Restart = &task.RestartSpec{Delay: dur(10 * time.Millisecond)}
+	submit(t, w, eventFor(spec))
+	run := waitState(t, w, spec.ID, task.Running)
+	if err := rt.Exit(run.ContainerID, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	got := waitTask(t, w, spec, "restarted", func(t task.Task) bool {
+		return t.State == task.Running && t.ContainerID != run.ContainerID
+	})
+	if got.RestartCount != math.MaxInt {
+		t.Errorf("RestartCount after a restart from the maximum: got %d, want %d (saturated)", got.RestartCount, math.MaxInt)
+	}
+}
+
+// A check the runtime cannot carry out counts for nothing: the task stays healthy, is not
+// stopped, and takes up checking when the runtime answers again.
+func TestHealthExecNotCarriedOutIsNoFailure(t *testing.T) {
+	for _, code := range []task.Code{task.EUNAVAILABLE, task.ENOTFOUND, task.ECONFLICT} {
+		t.Run(string(code), func(t *testing.T) {
+			rt := workertest.New()
+			var broken atomic.Bool
+			var unknown atomic.Int64
+			rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) {
+				if broken.Load() {
+					unknown.Add(1)
+					return 0, "", task.Errorf(code, "exec in container: the Engine did not answer")
+				}
+				return 0, "fine", nil
+			}
+			w := startWorker(t, rt, Config{Rand: midJitter})
+			spec := newTask()
+			spec.RestartPolicy = task.RestartOnFailure
+			spec.Restart = &task.RestartSpec{Delay: dur(10 * time.Millisecond)}
+			spec.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond), Retries: 2}
+			submit(t, w, eventFor(spec))
+			first := waitTask(t, w, spec, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+			broken.Store(true)
+			waitFor(t, waitTimeout, func() bool { return unknown.Load() >= 10 }, "ten checks that could not be carried out")
+			got, _ := w.Get(spec.ID)
+			if got.HealthStatus != task.HealthHealthy || got.State != task.Running || got.ContainerID != first.ContainerID ||
+				got.LastHealthCheck == nil || !got.LastHealthCheck.Healthy || len(rt.Stops()) != 0 {
+				t.Fatalf("after checks that could not run: got %v %q, last check %+v, stops %v; want Running, healthy, untouched",
+					got.State, got.HealthStatus, got.LastHealthCheck, rt.Stops())
+			}
+			broken.Store(false)
+			after := waitTask(t, w, spec, "checked again", func(t task.Task) bool {
+				return t.LastHealthCheck != nil && t.LastHealthCheck.Time.After(got.LastHealthCheck.Time)
+			})
+			if after.HealthStatus != task.HealthHealthy || after.RestartCount != 0 || countRecords(after, task.RecordUnhealthy) != 0 {
+				t.Errorf("after the runtime answered again: got %q, %d restarts, records %v; want healthy, no restart, no Unhealthy",
+					after.HealthStatus, after.RestartCount, recordTypes(after))
+			}
+		})
+	}
+}
+
+// While the runtime is known not to answer, a failed check of any kind is no failure either: the
+// container's state is unknown then.
+func TestHealthFailsWhileRuntimeDownDoNotCount(t *testing.T) {
+	rt := workertest.New()
+	var failing atomic.Bool
+	var seen atomic.Int64
+	rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) {
+		if failing.Load() {
+			seen.Add(1)
+			return 1, "broken", nil
+		}
+		return 0, "fine", nil
+	}
+	w := startWorker(t, rt, Config{Rand: midJitter, PingInterval: 10 * time.Millisecond})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartOnFailure
+	spec.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond), Retries: 2}
+	submit(t, w, eventFor(spec))
+	waitTask(t, w, spec, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+	rt.SetPingErr(task.Errorf(task.EUNAVAILABLE, "no answer"))
+	waitTask(t, w, spec, "unconfirmed", func(t task.Task) bool { return t.Unconfirmed != "" })
+	failing.Store(true)
+	waitFor(t, waitTimeout, func() bool { return seen.Load() >= 10 }, "ten failed checks while the runtime is down")
+	if got, _ := w.Get(spec.ID); got.HealthStatus != task.HealthHealthy || len(rt.Stops()) != 0 {
+		t.Fatalf("while the runtime is down: got %q, stops %v; want healthy still, no stop", got.HealthStatus, rt.Stops())
+	}
+}
+
+// A container paused behind the worker's back is reported paused, with no health and no checks
+// (so it is not killed for failing them), and unpaused again; it is never restarted.
+func TestPausedContainerIsReportedAndNotChecked(t *testing.T) {
+	rt := workertest.New()
+	var checks atomic.Int64
+	rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) {
+		checks.Add(1)
+		return 0, "fine", nil
+	}
+	w := startWorker(t, rt, Config{Rand: midJitter})
+	spec := newTask()
+	spec.RestartPolicy = task.RestartAlways
+	spec.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond), Retries: 1}
+	submit(t, w, eventFor(spec))
+	run := waitTask(t, w, spec, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+	backlog, changes, cancel := w.Changes(w.LastChange())
+	defer cancel()
+	if len(backlog) != 0 {
+		t.Fatalf("backlog: %v", backlog)
+	}
+
+	if err := rt.SetPaused(run.ContainerID, true); err != nil {
+		t.Fatal(err)
+	}
+	paused := waitTask(t, w, spec, "paused", func(t task.Task) bool { return t.Paused })
+	if paused.State != task.Running || paused.HealthStatus != "" || countRecords(paused, task.RecordPaused) != 1 {
+		t.Errorf("paused: got %v %q, records %v; want Running, no health, a Paused record", paused.State, paused.HealthStatus, recordTypes(paused))
+	}
+	if c := nextChange(t, changes); c.Type != task.RecordPaused || c.HealthStatus != "" {
+		t.Errorf("change: got %+v, want Paused with no health", c)
+	}
+	// No checks while paused: the count settles.
+	n := checks.Load()
+	waitFor(t, waitTimeout, func() bool {
+		before := checks.Load()
+		time.Sleep(50 * time.Millisecond)
+		return checks.Load() == before
+	}, "checks to stop")
+	if got := checks.Load(); got > n+1 {
+		t.Errorf("checks while paused: %d more, want at most the one under way", got-n)
+	}
+
+	if err := rt.SetPaused(run.ContainerID, false); err != nil {
+		t.Fatal(err)
+	}
+	got := waitTask(t, w, spec, "unpaused and healthy", func(t task.Task) bool { return !t.Paused && t.HealthStatus == task.HealthHealthy })
+	if got.ContainerID != run.ContainerID || got.RestartCount != 0 || len(rt.Stops()) != 0 || countRecords(got, task.RecordUnpaused) != 1 {
+		t.Errorf("unpaused: got container %s, %d restarts, stops %v, records %v; want the same container, untouched",
+			got.ContainerID, got.RestartCount, rt.Stops(), recordTypes(got))
+	}
+	if c := nextChange(t, changes); c.Type != task.RecordUnpaused {
+		t.Errorf("change: got %+v, want Unpaused", c)
+	}
+}
+
+func nextChange(tb testing.TB, ch <-chan task.Change) task.Change {
+	tb.Helper()
+	select {
+	case c := <-ch:
+		return c
+	case <-time.After(waitTimeout):
+		tb.Fatal("no change within the timeout")
+	}
+	return task.Change{}
 }

@@ -30,6 +30,8 @@ func (w *Worker) watch(ctx context.Context, since time.Time) {
 				w.enqueue(op{kind: opCheck, taskID: ev.TaskID, containerID: ev.ContainerID, reason: string(ev.Kind)})
 			case task.ContainerHealth:
 				w.enqueue(op{kind: opHealth, taskID: ev.TaskID, containerID: ev.ContainerID, health: ev.Health})
+			case task.ContainerPaused, task.ContainerUnpaused:
+				w.enqueue(op{kind: opPause, taskID: ev.TaskID, containerID: ev.ContainerID, paused: ev.Kind == task.ContainerPaused})
 			}
 		})
 		cancel()
@@ -83,8 +85,12 @@ func (w *Worker) reconcile(ctx context.Context) {
 	w.noteOrphans(list)
 	w.reapOrphans(ctx)
 	running := make(map[string]bool, len(list))
+	paused := make(map[string]bool)
 	for _, c := range list {
 		running[c.ID] = c.Running
+		if c.Paused {
+			paused[c.ID] = true
+		}
 	}
 	for _, t := range w.store.List() {
 		if t.State != task.Running || t.ContainerID == "" {
@@ -94,6 +100,9 @@ func (w *Worker) reconcile(ctx context.Context) {
 			w.enqueue(op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "reconcile: container missing"})
 		} else if !isRunning {
 			w.enqueue(op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "reconcile: container not running"})
+		} else if paused[t.ContainerID] != t.Paused {
+			// A pause or unpause the event stream did not bring.
+			w.enqueue(op{kind: opPause, taskID: t.ID, containerID: t.ContainerID, paused: paused[t.ContainerID]})
 		}
 	}
 }

@@ -111,6 +111,7 @@ type Worker struct {
 	startTimeout   time.Duration
 	stopTimeout    time.Duration
 	startSlots     chan struct{} // a semaphore bounding concurrent starts
+	slotWaiters    atomic.Int64  // starts waiting for a start slot
 
 	capacity Capacity
 	policy   task.Policy
@@ -163,6 +164,7 @@ const (
 	opLaunch                 // start a container for a Scheduled task: a start that waited for the runtime
 	opAdopt                  // take up a running container found at start-up: no restart
 	opRelaunch               // start a Scheduled task again now, in a new container
+	opPause                  // containerID was paused (paused true) or unpaused outside cube
 )
 
 // op is one unit of work on one task.
@@ -177,6 +179,7 @@ type op struct {
 	result      *task.HealthResult   // opHealth: the check's result; nil for the runtime's own checks
 	seq         uint64               // the stored order this op carries out, 0 for none
 	died        *task.ContainerEvent // opCheck: the die event that prompted it, if one did
+	paused      bool                 // opPause: paused, or unpaused
 }
 
 // New returns a Worker that runs tasks through rt.
@@ -264,6 +267,8 @@ func New(rt Runtime, cfg Config) *Worker {
 		}
 	}
 	w.startSlots = make(chan struct{}, n)
+	w.changes.base = seqBase(time.Now()) // the wall clock, not cfg.Now: numbers must outrun the last run's
+	w.changes.seq = w.changes.base
 	return w
 }
 
@@ -380,12 +385,10 @@ func (w *Worker) Stop(id uuid.UUID) error {
 	return nil
 }
 
-// roomInQueue returns EUNAVAILABLE when the queue holds maxQueue operations. Callers hold w.mu.
+// roomInQueue returns EUNAVAILABLE when maxQueue operations wait (see QueueLen). Callers hold
+// w.mu.
 func (w *Worker) roomInQueue() error {
-	n := w.pending.Len()
-	for _, l := range w.lanes {
-		n += len(l.ops)
-	}
+	n := w.waitingLocked()
 	if n >= w.maxQueue {
 		return task.Errorf(task.EUNAVAILABLE, "the worker's queue is full (%d operations waiting); try again later", n)
 	}
@@ -437,6 +440,7 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 	if !ok {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
+	t.ClearLiveFields() // stored by a path or a version that did not apply it
 	if note := w.unconfirmed(); note != "" && !t.State.Terminal() {
 		t.Unconfirmed = note
 	}
@@ -447,11 +451,11 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 // tasks that have not ended carry a note that their state is unconfirmed.
 func (w *Worker) List() []task.Task {
 	list := w.store.List()
-	if note := w.unconfirmed(); note != "" {
-		for i := range list {
-			if !list[i].State.Terminal() {
-				list[i].Unconfirmed = note
-			}
+	note := w.unconfirmed()
+	for i := range list {
+		list[i].ClearLiveFields()
+		if note != "" && !list[i].State.Terminal() {
+			list[i].Unconfirmed = note
 		}
 	}
 	return list
@@ -488,11 +492,19 @@ func (w *Worker) Stats() (nodestats.Stats, error) {
 	return s, nil
 }
 
-// QueueLen returns the number of accepted operations not yet applied.
+// QueueLen returns the number of operations that wait, wherever they wait: accepted and not yet
+// handed to a lane, waiting in a task's lane behind the one under way, parked until the runtime
+// answers, and starts waiting for a start slot. A task waiting out a restart back-off is not
+// counted (it is Scheduled, with no operation yet).
 func (w *Worker) QueueLen() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := w.pending.Len()
+	return w.waitingLocked()
+}
+
+// waitingLocked counts what QueueLen counts. Callers hold w.mu.
+func (w *Worker) waitingLocked() int {
+	n := w.pending.Len() + len(w.parked) + int(w.slotWaiters.Load())
 	for _, l := range w.lanes {
 		n += len(l.ops)
 	}
@@ -626,6 +638,8 @@ func (w *Worker) apply(ctx context.Context, o op) {
 		err = w.adopt(ctx, opCtx, log, l, o.taskID, o.containerID)
 	case opRelaunch:
 		err = w.restartNow(ctx, opCtx, log, l, o.taskID)
+	case opPause:
+		err = w.pauseChanged(ctx, opCtx, log, l, o.taskID, o.containerID, o.paused)
 	}
 	var parked *parkedError
 	switch {
@@ -673,6 +687,7 @@ func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, e
 	if err := fn(&t); err != nil {
 		return t, err
 	}
+	t.ClearLiveFields()
 	if err := w.store.Put(t); err != nil {
 		return t, fmt.Errorf("store task %s: %w", id, err)
 	}
@@ -716,6 +731,7 @@ func specOf(t task.Task) task.Task {
 	t.LastEvent = ""
 	t.Unconfirmed = ""
 	t.RestartStreak = 0
+	t.Paused = false
 	return t
 }
 

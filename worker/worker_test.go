@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -862,5 +863,90 @@ func TestRunStopsCleanly(t *testing.T) {
 	// Shutting the worker down leaves its containers running.
 	if running := rt.Running(); !slices.Equal(running, []string{run.ContainerID}) {
 		t.Errorf("running containers after shutdown: got %v, want [%s]", running, run.ContainerID)
+	}
+}
+
+// QueueLen counts what waits wherever it waits: starts waiting for a start slot, not only
+// operations not yet handed to a lane.
+func TestQueueLenCountsStartsWaitingForASlot(t *testing.T) {
+	const n = 5
+	_, w, g := gatedWorker(t, Config{Concurrency: 1})
+	var ids []uuid.UUID
+	for range n {
+		spec := newTask()
+		ids = append(ids, spec.ID)
+		submit(t, w, eventFor(spec))
+	}
+	// One start under way (not waiting), the other four waiting for the one slot.
+	waitFor(t, waitTimeout, func() bool {
+		entered, _, _ := g.counts()
+		return entered == 1 && w.QueueLen() == n-1
+	}, "one start under way and four waiting for a slot")
+	g.release()
+	for _, id := range ids {
+		waitState(t, w, id, task.Running)
+	}
+	if got := w.QueueLen(); got != 0 {
+		t.Errorf("QueueLen once all run: got %d, want 0", got)
+	}
+}
+
+// Operations parked until the runtime answers are counted too.
+func TestQueueLenCountsParkedOperations(t *testing.T) {
+	rt := workertest.New()
+	var down atomic.Bool
+	rt.StartHook = func(ctx context.Context, t task.Task) error {
+		if down.Load() {
+			return task.Errorf(task.EUNAVAILABLE, "the runtime does not answer")
+		}
+		return nil
+	}
+	w := startWorker(t, rt, Config{PingInterval: time.Hour})
+	down.Store(true)
+	spec := newTask()
+	submit(t, w, eventFor(spec))
+	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 1 }, "the parked start counted")
+	if err := w.Stop(spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 2 }, "the stop behind it counted")
+}
+
+// A pause and unpause whose events were lost are found by the reconcile.
+func TestReconcileFindsAPause(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, deafRuntime{rt}, Config{ReconcileInterval: 20 * time.Millisecond})
+	spec := newTask()
+	run := runTask(t, w, spec)
+	if err := rt.SetPaused(run.ContainerID, true); err != nil {
+		t.Fatal(err)
+	}
+	got := waitTask(t, w, spec, "paused", func(t task.Task) bool { return t.Paused })
+	if got.State != task.Running || !strings.Contains(got.Events[len(got.Events)-1].Type, task.RecordPaused) {
+		t.Errorf("paused: got %v, last record %+v; want Running with a Paused record", got.State, got.Events[len(got.Events)-1])
+	}
+	if err := rt.SetPaused(run.ContainerID, false); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, w, spec, "unpaused", func(t task.Task) bool { return !t.Paused })
+}
+
+// The queue's bound counts what waits wherever it waits: starts waiting for a start slot fill it
+// too, so that a worker that cannot start fast enough refuses more rather than piling them up.
+func TestQueueCapCountsStartsWaitingForASlot(t *testing.T) {
+	_, w, g := gatedWorker(t, Config{Concurrency: 1, MaxQueue: 3})
+	for i := range 4 {
+		submit(t, w, eventFor(newTask()))
+		waitFor(t, waitTimeout, func() bool {
+			entered, _, _ := g.counts()
+			return entered == 1 && w.slotWaiters.Load() == int64(i)
+		}, "the start under way or waiting for the slot")
+	}
+	if n := w.QueueLen(); n != 3 {
+		t.Fatalf("QueueLen: got %d, want 3 waiting for the slot", n)
+	}
+	_, err := w.Submit(eventFor(newTask()))
+	if task.ErrorCode(err) != task.EUNAVAILABLE || !strings.Contains(err.Error(), "queue is full") {
+		t.Fatalf("a fifth task: got %v, want EUNAVAILABLE: queue is full", err)
 	}
 }

@@ -19,11 +19,11 @@ import (
 // Event is one change to a task, from the worker's event stream (GET /events): one of the
 // task's Records (Type and Message) with the task's state after it.
 type Event struct {
-	Seq          int64      // the event's number, also its SSE id; each event's is one more than the last's
+	Seq          int64      // the event's number, also its SSE id; one more than the last's within a run of the worker, and never lower across a restart
 	Time         time.Time  // when it happened
 	TaskID       uuid.UUID  // the task it happened to
 	Name         string     // the task's name
-	Type         string     // a task.Record type: Received, Pulling, Pulled, Created, Started, Exited, OOMKilled, Healthy, Unhealthy, Restarting, NotRestarting, Killing, Killed, Stopped, Failed
+	Type         string     // a task.Record type: Received, Pulling, Pulled, Created, Started, Exited, OOMKilled, Healthy, Unhealthy, Restarting, NotRestarting, Killing, Killed, Stopped, Failed, Paused, Unpaused; State for a change of state or health alone; or EventReset
 	Message      string     // details, as in the task's Record
 	State        task.State // the task's state after the event
 	HealthStatus string     // the task's health after the event: "starting", "healthy", "unhealthy" or empty
@@ -33,10 +33,19 @@ type Event struct {
 // Live, as the lastEventID of Events or Watch, asks for new events only.
 const Live int64 = -1
 
+// EventReset is the Type of an Event that is no change to a task: the worker could not replay
+// every event after the lastEventID asked for, because it restarted since (event numbers never go
+// back, but a restarted worker does not have the events of its earlier run) or they are no longer
+// kept. The events in between are lost: the receiver must read the tasks again (Tasks) and go on
+// from this event, whose Seq is the worker's newest. Message says why.
+const EventReset = task.ChangeReset
+
 // Events opens the worker's event stream (GET /events, Server-Sent Events). With lastEventID
 // Live it carries only events from now on; with 0, first every event the worker still keeps; with
 // N, first the kept events after event N (sent as the Last-Event-ID header), so that a client that
-// lost its stream gets what it missed. The caller reads events with Next and closes the stream.
+// lost its stream gets what it missed, or, when the worker no longer has them all (it restarted,
+// or they are too old), an event of Type EventReset. The caller reads events with Next and closes
+// the stream.
 func (c *Client) Events(ctx context.Context, lastEventID int64) (*EventStream, error) {
 	req := request{method: http.MethodGet, path: "/events", accept: "text/event-stream", stream: true}
 	if lastEventID >= 0 {
@@ -143,7 +152,9 @@ func (s *EventStream) Close() error {
 // takes it), until ctx is done or fn returns an error, and returns that error. When the stream
 // breaks, or the worker cannot be reached, it opens it again after a back-off (up to 5 s), resuming
 // after the last event it delivered (Last-Event-ID), so that fn misses nothing the worker still
-// keeps and sees nothing twice. It gives up on an answer that retrying will not change: any error
+// keeps and sees nothing twice. When the worker cannot replay what was missed (it restarted while
+// the stream was down, or too much happened), fn gets an event of Type EventReset instead and
+// should read the tasks again; Watch goes on after it. It gives up on an answer that retrying will not change: any error
 // answer but an EUNAVAILABLE one (503, 502, 504, 408, 429), such as a 401 or a 404.
 func (c *Client) Watch(ctx context.Context, lastEventID int64, fn func(Event) error) error {
 	const (

@@ -143,13 +143,33 @@ func (o LogOptions) query() url.Values {
 // Logs returns the task's output, stdout and stderr merged in the order printed, as plain text
 // (GET /tasks/{id}/logs). The caller reads it to the end (with Follow, it ends when the container
 // ends or ctx is done) and closes it. It fails with ENOTFOUND for an unknown task and ECONFLICT
-// for a task that has no container (not started yet, or removed).
+// for a task that has no container (not started yet, or removed). An answer the worker cut short
+// (its runtime's stream broke, the reader was too slow, the worker shut down) or whose
+// connection broke ends with an error that says so, never with io.EOF; when ctx ends first, the
+// error is ctx's.
 func (c *Client) Logs(ctx context.Context, id uuid.UUID, opts LogOptions) (io.ReadCloser, error) {
 	resp, cancel, err := c.send(ctx, request{method: http.MethodGet, path: taskPath(id) + "/logs", query: opts.query(), accept: "text/plain", stream: true})
 	if err != nil {
 		return nil, err
 	}
-	return &body{ReadCloser: resp.Body, cancel: cancel}, nil
+	return &logsBody{body: body{ReadCloser: resp.Body, cancel: cancel}, ctx: ctx}, nil
+}
+
+// logsBody is the body of a logs answer: a read error other than the end is the answer cut short.
+type logsBody struct {
+	body
+	ctx context.Context
+}
+
+func (b *logsBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err != nil && err != io.EOF {
+		if cerr := b.ctx.Err(); cerr != nil {
+			return n, cerr
+		}
+		return n, fmt.Errorf("client: the logs were cut short (the worker ended the answer with an error, or the connection broke): %w", err)
+	}
+	return n, err
 }
 
 // Metrics returns the worker's metrics in the Prometheus text format (GET /metrics).

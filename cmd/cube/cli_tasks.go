@@ -54,7 +54,11 @@ func writeTaskTable(w io.Writer, ts []task.Task, now time.Time) error {
 		if t.State == task.Completed || t.State == task.Failed {
 			health, p = "", "" // what they were, not what they are
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\t%d\t%s\n", shortID(t.ID), orDash(t.Name), t.Image, t.State,
+		state := t.State.String()
+		if t.Paused {
+			state += " (paused)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", shortID(t.ID), orDash(t.Name), t.Image, state,
 			orDash(health), orDash(p), t.RestartCount, age(now, received(t)))
 	}
 	return tw.Flush()
@@ -364,6 +368,11 @@ still keeps (--after 0: all of them). A broken stream is resumed where it left o
 // time, task, type, the task's state and health after it, and the message.
 func eventLine(ev apiclient.Event) string {
 	var b strings.Builder
+	if ev.Type == apiclient.EventReset {
+		// No task's: the events in between are lost, and the tasks must be read again.
+		fmt.Fprintf(&b, "%s  %s  %s", ev.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"), ev.Type, ev.Message)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "%s  %s  %s  %s  %v", ev.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"), orDash(ev.Name), shortID(ev.TaskID), ev.Type, ev.State)
 	if ev.HealthStatus != "" {
 		fmt.Fprintf(&b, " %s", ev.HealthStatus)

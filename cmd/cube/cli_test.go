@@ -4,14 +4,17 @@ package main
 // the real Docker Engine.
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,4 +243,59 @@ func TestCLISecuredWorker(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "cannot reach the worker at "+addr+": ") {
 		t.Errorf("cube ls without a client certificate: got %v, want the worker out of reach", err)
 	}
+}
+
+// cube logs -f whose answer the worker cuts short (it shuts down while the task runs on) fails
+// and says so, rather than ending as if the task had ended.
+func TestCLILogsCutShort(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t)
+	tk := echoTask("--print", "tick", "--lines", "0", "--interval", "100ms")
+	d.submit(t, tk)
+	d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	out := &signalWriter{first: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		env := map[string]string{"CUBE_WORKER": strings.TrimPrefix(d.url, "http://")}
+		done <- run(ctx, []string{"logs", "-f", tk.ID.String()}, func(k string) string { return env[k] }, out, io.Discard)
+	}()
+	select {
+	case <-out.first: // the CLI follows the logs: the worker goes away
+	case err := <-done:
+		t.Fatalf("cube logs -f ended before printing anything: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("cube logs -f printed nothing within 30s")
+	}
+	d.stop(t)
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "cut short") {
+			t.Errorf("cube logs -f: got %v after %q; want an error saying the logs were cut short", err, out.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("cube logs -f did not end within 30s of the worker's shutdown")
+	}
+}
+
+// signalWriter keeps what is written to it and closes first at the first write.
+type signalWriter struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	first chan struct{}
+	once  sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.once.Do(func() { close(w.first) })
+	return w.buf.Write(p)
+}
+
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }

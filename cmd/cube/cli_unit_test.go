@@ -631,3 +631,29 @@ func TestCLIWaitInterrupted(t *testing.T) {
 		t.Errorf("cube run --wait, interrupted: got %v, want it to say the task goes on", err)
 	}
 }
+
+// cube events prints a reset as what it is: no task's change, but word that events were lost.
+func TestEventLineOfAReset(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	line := eventLine(apiclient.Event{Seq: 9, Time: at, Type: apiclient.EventReset, Message: "cannot resume after change 3: read the tasks again"})
+	if !strings.HasSuffix(line, "  Reset  cannot resume after change 3: read the tasks again") || strings.Contains(line, "Pending") {
+		t.Errorf("reset line: got %q, want the time, Reset and the message, and no task state", line)
+	}
+	paused := eventLine(apiclient.Event{Seq: 10, Time: at, TaskID: uuid.New(), Name: "web", Type: task.RecordPaused, State: task.Running})
+	if !strings.Contains(paused, "web") || !strings.Contains(paused, "Paused  Running") {
+		t.Errorf("paused line: got %q, want the task, Paused and Running", paused)
+	}
+}
+
+func TestTaskTableShowsAPause(t *testing.T) {
+	t.Parallel()
+	var b bytes.Buffer
+	tk := task.Task{ID: uuid.New(), Name: "web", Image: "cube-echo:latest", State: task.Running, Paused: true}
+	if err := writeTaskTable(&b, []task.Task{tk}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "Running (paused)") {
+		t.Errorf("cube ls: got\n%s\nwant the state Running (paused)", b.String())
+	}
+}

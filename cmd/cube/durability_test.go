@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	apiclient "github.com/cube-orchestrator/cube/api/client"
 	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
@@ -443,4 +444,145 @@ func lastLine(s string) string {
 		}
 	}
 	return last
+}
+
+// A client that watches the events across a kill -9 of the worker never sees a number go back
+// and never silently skips: the restarted worker tells it to read the tasks again (a Reset), with
+// a number above every one of the earlier run, and its events follow.
+func TestEventsAcrossACrash(t *testing.T) {
+	t.Parallel()
+	for _, durable := range []bool{false, true} {
+		t.Run(map[bool]string{false: "in memory", true: "data dir"}[durable], func(t *testing.T) {
+			testenv.BuildEchoImage(t)
+			name := "cube-seq-" + uuid.NewString()[:8]
+			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+			args := []string{"--port", testenv.FreePort(t)}
+			if durable {
+				args = append(args, "--data-dir", t.TempDir())
+			}
+			p := startProc(t, name, "", args...)
+			p.waitReady(t, 30*time.Second)
+			c, err := apiclient.New(strings.TrimPrefix(p.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			evs := make(chan apiclient.Event, 1024)
+			watched := make(chan error, 1)
+			go func() {
+				watched <- c.Watch(ctx, apiclient.Live, func(ev apiclient.Event) error {
+					evs <- ev
+					return nil
+				})
+			}()
+			t.Cleanup(func() {
+				cancel()
+				<-watched
+			})
+			var seen []apiclient.Event
+			next := func(what string, match func(apiclient.Event) bool) apiclient.Event {
+				t.Helper()
+				deadline := time.After(time.Minute)
+				for {
+					select {
+					case ev := <-evs:
+						if n := len(seen); n > 0 && ev.Seq <= seen[n-1].Seq {
+							t.Fatalf("event %+v after %+v: the number went back or repeated", ev, seen[n-1])
+						}
+						seen = append(seen, ev)
+						if match(ev) {
+							return ev
+						}
+					case <-deadline:
+						t.Fatalf("no %s within a minute; events %v", what, types(seen))
+					}
+				}
+			}
+			first := echoTask("--listen", ":7777")
+			p.submit(t, first)
+			running := next("Started of the first task", func(ev apiclient.Event) bool {
+				return ev.TaskID == first.ID && ev.Type == task.RecordStarted
+			})
+
+			p.kill(t)
+			p = startProc(t, name, "", args...)
+			p.waitReady(t, 30*time.Second)
+			reset := next("Reset after the crash", func(ev apiclient.Event) bool { return ev.Type == apiclient.EventReset })
+			if reset.Seq <= running.Seq || !strings.Contains(reset.Message, "read the tasks again") {
+				t.Errorf("Reset %+v: want a Seq above %d and a message saying to read the tasks again", reset, running.Seq)
+			}
+			for _, ev := range seen {
+				if ev.Seq > running.Seq && ev.Type != apiclient.EventReset {
+					t.Errorf("event %+v came after the crash before the Reset: want the Reset first", ev)
+				}
+			}
+			// The tasks, read again, hold the first task, and what follows comes live.
+			if got := p.tasks(t); len(got) != 1 || got[0].ID != first.ID {
+				t.Fatalf("tasks after the crash: got %v, want the first task", got)
+			}
+			second := echoTask("--print", "x")
+			p.submit(t, second)
+			received := next("Received of the second task", func(ev apiclient.Event) bool {
+				return ev.TaskID == second.ID && ev.Type == task.RecordReceived
+			})
+			if received.Seq <= reset.Seq {
+				t.Errorf("second task's Received at %d, want after the Reset's %d", received.Seq, reset.Seq)
+			}
+			// Its container made before the test ends, so that the clean-up finds it.
+			p.waitState(t, second.ID, task.Completed, time.Minute)
+		})
+	}
+}
+
+// Docker hangs while a task's exec health checks run: the checks cannot be carried out, so they
+// count for nothing. The task stays Running and healthy in the same container, and is neither
+// killed nor restarted, during the outage or after it.
+func TestDockerHungDuringHealthChecks(t *testing.T) {
+	t.Parallel()
+	testenv.BuildEchoImage(t)
+	name := "cube-hcheck-" + uuid.NewString()[:8]
+	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
+	proxy := faultproxy.Start(t, faultproxy.Options{})
+	t.Cleanup(func() { proxy.Set(faultproxy.Pass) })
+	p := startProc(t, name, proxy.DockerHost())
+	tk := echoTask("--listen", ":7777")
+	tk.RestartPolicy = task.RestartOnFailure
+	tk.Restart = &task.RestartSpec{Delay: ms(100 * time.Millisecond)}
+	tk.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"/echo", "--check", "http://127.0.0.1:7777/health"},
+		Interval: ms(200 * time.Millisecond), Timeout: ms(time.Second), Retries: 2}
+	p.submit(t, tk)
+	healthy := p.waitTask(t, tk.ID, time.Minute, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+
+	const notRun = "health check could not be carried out"
+	before := strings.Count(p.logs.String(), notRun)
+	proxy.Set(faultproxy.Hang)
+	// Hung until the worker has tried, and failed to carry out, well more checks than the
+	// retries that would make the task unhealthy; the task is watched all the while.
+	deadline := time.Now().Add(time.Minute)
+	for strings.Count(p.logs.String(), notRun) < before+8 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not report checks it could not carry out within a minute:\n%s", p.logs)
+		}
+		got := p.get(t, tk.ID)
+		if got.State != task.Running || got.HealthStatus == task.HealthUnhealthy || len(records(got, task.RecordKilling)) != 0 {
+			t.Fatalf("while Docker hangs: got %v %q, records %v; want Running and not unhealthy", got.State, got.HealthStatus, recordTypes(got))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	proxy.Set(faultproxy.Pass)
+	p.waitReady(t, 30*time.Second)
+	// Checked again, and healthy, once Docker answers: the same container, never restarted.
+	got := p.waitTask(t, tk.ID, 30*time.Second, "checked again after the outage", func(t task.Task) bool {
+		return t.Unconfirmed == "" && t.LastHealthCheck != nil && t.LastHealthCheck.Time.After(time.Now().Add(-time.Second)) &&
+			t.LastHealthCheck.Healthy
+	})
+	if got.State != task.Running || got.ContainerID != healthy.ContainerID || got.RestartCount != 0 || got.HealthStatus != task.HealthHealthy {
+		t.Errorf("after the outage: got %v in %s, %d restarts, %q; want Running in %s, none, healthy",
+			got.State, got.ContainerID[:12], got.RestartCount, got.HealthStatus, healthy.ContainerID[:12])
+	}
+	for _, typ := range []string{task.RecordUnhealthy, task.RecordKilling, task.RecordKilled, task.RecordRestarting} {
+		if n := len(records(got, typ)); n != 0 {
+			t.Errorf("records: got %v, want no %s", recordTypes(got), typ)
+		}
+	}
 }

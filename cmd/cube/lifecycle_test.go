@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
+	apiclient "github.com/cube-orchestrator/cube/api/client"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
@@ -430,5 +431,112 @@ func TestPullThroughTheDaemonHidesCredentials(t *testing.T) {
 	got := d.waitState(t, bad.ID, task.Failed, time.Minute)
 	if !strings.HasPrefix(got.Error, "image pull failed: ") || strings.Contains(got.Error, "not-the-password") {
 		t.Errorf("Error: got %q, want an image pull failure without the password", got.Error)
+	}
+}
+
+// An ended task reports no live health and no live ports, every time: a container that exits at
+// once, with a published port, and one that was healthy before it ended.
+func TestEndedTaskReportsNothingLive(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t)
+	var quick []task.Task
+	for range 5 {
+		tk := echoTask("--print", "bye", "--exit", "3")
+		tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
+		tk.Health = &task.HealthSpec{Type: task.HealthHTTP, Path: "/health", Interval: ms(100 * time.Millisecond)}
+		quick = append(quick, d.submit(t, tk))
+	}
+	healthy := echoTask("--listen", ":7777", "--sleep", "3s")
+	healthy.ExposedPorts = task.PortSet{"7777/tcp": {}}
+	healthy.Health = &task.HealthSpec{Type: task.HealthHTTP, Path: "/health", Interval: ms(100 * time.Millisecond)}
+	d.submit(t, healthy)
+	d.waitTask(t, healthy.ID, 30*time.Second, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+
+	check := func(tk task.Task, want task.State) {
+		t.Helper()
+		got := d.waitState(t, tk.ID, want, time.Minute)
+		if got.HealthStatus != "" || got.HostPorts != nil {
+			t.Errorf("task %s, %v: got HealthStatus %q, HostPorts %v; want neither", tk.ID, got.State, got.HealthStatus, got.HostPorts)
+		}
+		for _, listed := range d.tasks(t) {
+			if listed.ID == tk.ID && (listed.HealthStatus != "" || listed.HostPorts != nil) {
+				t.Errorf("task %s in the list: got HealthStatus %q, HostPorts %v; want neither", tk.ID, listed.HealthStatus, listed.HostPorts)
+			}
+		}
+	}
+	for _, tk := range quick {
+		check(tk, task.Failed)
+	}
+	check(healthy, task.Completed)
+	// Its history stays: the last check it had (the container may have stopped answering just
+	// before it ended), and the Healthy record.
+	if got := d.get(t, healthy.ID); got.LastHealthCheck == nil || len(records(got, task.RecordHealthy)) != 1 {
+		t.Errorf("the ended task: got LastHealthCheck %+v, records %v; want the last check and the Healthy record kept", got.LastHealthCheck, recordTypes(got))
+	}
+}
+
+// A container paused with docker pause is reported paused (the task's Paused field, a Paused
+// record and event), neither healthy nor killed for the checks it cannot answer, and unpaused
+// again; it is never restarted.
+func TestPausedContainerIsReported(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t)
+	tk := echoTask("--listen", ":7777")
+	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
+	tk.RestartPolicy = task.RestartAlways
+	tk.Health = &task.HealthSpec{Type: task.HealthHTTP, Path: "/health", Interval: ms(100 * time.Millisecond), Timeout: ms(300 * time.Millisecond), Retries: 1}
+	d.submit(t, tk)
+	run := d.waitTask(t, tk.ID, 30*time.Second, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+
+	cli := testenv.Docker(t)
+	if err := cli.ContainerPause(testenv.Ctx(t, 30*time.Second), run.ContainerID); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.ContainerUnpause(testenv.Ctx(t, 30*time.Second), run.ContainerID) })
+	paused := d.waitTask(t, tk.ID, 30*time.Second, "paused", func(t task.Task) bool { return t.Paused })
+	if paused.State != task.Running || paused.HealthStatus != "" || len(records(paused, task.RecordPaused)) != 1 {
+		t.Errorf("paused: got %v %q, records %v; want Running, no health, a Paused record", paused.State, paused.HealthStatus, recordTypes(paused))
+	}
+	// Checks against a frozen container would time out and, with one retry and restart always,
+	// kill it within a few hundred milliseconds: for ten times that, nothing of the kind.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		got := d.get(t, tk.ID)
+		if !got.Paused || got.HealthStatus != "" || got.ContainerID != run.ContainerID || len(records(got, task.RecordKilling)) != 0 {
+			t.Fatalf("while paused: got Paused %v, %q, container %s, records %v; want paused, no health, the same container",
+				got.Paused, got.HealthStatus, got.ContainerID[:12], recordTypes(got))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	if err := cli.ContainerUnpause(testenv.Ctx(t, 30*time.Second), run.ContainerID); err != nil {
+		t.Fatal(err)
+	}
+	got := d.waitTask(t, tk.ID, 30*time.Second, "unpaused and healthy", func(t task.Task) bool {
+		return !t.Paused && t.HealthStatus == task.HealthHealthy
+	})
+	if got.ContainerID != run.ContainerID || got.RestartCount != 0 || len(records(got, task.RecordUnpaused)) != 1 ||
+		len(records(got, task.RecordUnhealthy)) != 0 {
+		t.Errorf("unpaused: got container %s, %d restarts, records %v; want the same container, never unhealthy",
+			got.ContainerID[:12], got.RestartCount, recordTypes(got))
+	}
+	// The event stream told it too.
+	c, err := apiclient.New(strings.TrimPrefix(d.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Events(testenv.Ctx(t, 30*time.Second), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	evs := collect(t, s, func(ev apiclient.Event) bool { return ev.Type == task.RecordUnpaused })
+	var sawPaused bool
+	for _, ev := range evs {
+		if ev.Type == task.RecordPaused && ev.TaskID == tk.ID && ev.State == task.Running && ev.HealthStatus == "" {
+			sawPaused = true
+		}
+	}
+	if !sawPaused {
+		t.Errorf("events: got %v, want a Paused event of the task, Running with no health", types(evs))
 	}
 }

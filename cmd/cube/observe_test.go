@@ -7,13 +7,17 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -236,6 +240,7 @@ func TestEventStreamEndToEnd(t *testing.T) {
 	defer cancel()
 
 	// Live: a task's whole life, in order.
+	start := time.Now() // the worker started before: its numbers are below this in µs
 	s, err := c.Events(ctx, apiclient.Live)
 	if err != nil {
 		t.Fatal(err)
@@ -243,7 +248,10 @@ func TestEventStreamEndToEnd(t *testing.T) {
 	failing := echoTask("--print", "x", "--sleep", "300ms", "--exit", "3")
 	d.submit(t, failing)
 	evs := collect(t, s, func(ev apiclient.Event) bool { return ev.Type == task.RecordFailed })
-	consecutive(t, evs, 0)
+	if evs[0].Seq <= 0 || evs[0].Seq > start.UnixMicro() {
+		t.Errorf("first event's Seq %d, want the microseconds since 1970 at the worker's start (before %d)", evs[0].Seq, start.UnixMicro())
+	}
+	consecutive(t, evs, evs[0].Seq-1)
 	want := []string{"Received:Scheduled", "Created:Scheduled", "Started:Running", "Exited:Failed", "Failed:Failed"}
 	if got := types(evs); !slices.Equal(got, want) {
 		t.Errorf("a failing task's life: got %v, want %v", got, want)
@@ -283,14 +291,23 @@ func TestEventStreamEndToEnd(t *testing.T) {
 		t.Errorf("live after the replay: got %+v, want the third task's Received", live[0])
 	}
 
-	// Last-Event-ID above the newest, as after a worker restart: everything kept.
-	all, err := c.Events(ctx, 1<<40)
+	// Last-Event-ID 0: everything kept.
+	all, err := c.Events(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer all.Close()
-	if ev, err := all.Next(); err != nil || ev.Seq != 1 || ev.TaskID != failing.ID {
-		t.Errorf("Last-Event-ID above the newest: first event %+v, %v; want Seq 1", ev, err)
+	if ev, err := all.Next(); err != nil || ev.Seq != evs[0].Seq || ev.TaskID != failing.ID {
+		t.Errorf("Last-Event-ID 0: first event %+v, %v; want Seq %d", ev, err, evs[0].Seq)
+	}
+	// A number from before this worker's start, as after a worker restart: a reset.
+	old, err := c.Events(ctx, 1<<40)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if ev, err := old.Next(); err != nil || ev.Type != apiclient.EventReset || ev.Seq < live[len(live)-1].Seq || ev.Message == "" {
+		t.Errorf("Last-Event-ID from an earlier run: first event %+v, %v; want a Reset at the newest Seq", ev, err)
 	}
 	d.wantErrorAnswerHeader(t, "/events", "Last-Event-ID", "x", http.StatusBadRequest)
 }
@@ -422,15 +439,22 @@ func TestMetricsEndToEnd(t *testing.T) {
 }
 
 // TestShutdownEndsStreams checks that a worker shutting down ends the streams clients hold open
-// (an event stream, followed logs) rather than waiting out its drain on them.
+// (an event stream, followed logs) rather than waiting out its drain on them. The event stream
+// ends (its client reconnects); the followed logs break off with an error, since the container
+// has not ended: their answer is cut short.
 func TestShutdownEndsStreams(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
 	d.submit(t, tk)
 	d.waitState(t, tk.ID, task.Running, 30*time.Second)
-	ended := make(chan error, 2)
-	for _, path := range []string{"/events", "/tasks/" + tk.ID.String() + "/logs?follow=true"} {
+	type end struct {
+		path string
+		err  error
+	}
+	ended := make(chan end, 2)
+	paths := map[string]error{"/events": nil, "/tasks/" + tk.ID.String() + "/logs?follow=true": io.ErrUnexpectedEOF}
+	for path := range paths {
 		resp, err := client.Get(d.url + path) // its 30 s timeout is far beyond the test's wait
 		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s: %v", path, err)
@@ -438,7 +462,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 		go func() {
 			defer resp.Body.Close()
 			_, err := io.Copy(io.Discard, resp.Body)
-			ended <- err
+			ended <- end{path, err}
 		}()
 	}
 	start := time.Now()
@@ -448,12 +472,63 @@ func TestShutdownEndsStreams(t *testing.T) {
 	}
 	for range 2 {
 		select {
-		case err := <-ended:
-			if err != nil {
-				t.Errorf("stream: got %v, want its proper end", err)
+		case e := <-ended:
+			if want := paths[e.path]; !errors.Is(e.err, want) || (want == nil) != (e.err == nil) {
+				t.Errorf("stream %s: got %v, want %v", e.path, e.err, want)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a stream outlived the worker")
 		}
+	}
+}
+
+// A client that stops reading a long logs answer is cut off after the request timeout, and the
+// worker logs it as such; what the client then reads ends in an error, not a clean end.
+func TestLogsSlowReaderIsCutOff(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, "--request-timeout", "2s")
+	const lineCount = 100000 // 10 MB: more than the sockets between the worker and the client hold
+	tk := echoTask("--print", strings.Repeat("y", 93), "--lines", strconv.Itoa(lineCount))
+	d.submit(t, tk)
+	d.waitState(t, tk.ID, task.Completed, time.Minute)
+
+	// A small receive buffer, so that the worker's writes block soon after the client stops.
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+		return errors.Join(err, serr)
+	}}
+	slow := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, DisableCompression: true}}
+	defer slow.CloseIdleConnections()
+	resp, err := slow.Get(d.url + "/tasks/" + tk.ID.String() + "/logs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET logs: got %d", resp.StatusCode)
+	}
+	first := make([]byte, 1024)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	// The client reads nothing until the worker says it cut the client off.
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(d.logs.String(), "the client took no data for the request timeout; cut off") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not cut the slow client off within a minute:\n%s", d.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if strings.Contains(d.logs.String(), "sent nothing") {
+		t.Errorf("the worker blamed the Engine for a slow client:\n%s", d.logs)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	got := len(first) + len(rest)
+	if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("after %d bytes: got %v, want the answer to break (unexpected EOF), not end", got, err)
+	}
+	if got >= lineCount*94 {
+		t.Errorf("read %d bytes, the whole output: want it cut short", got)
 	}
 }

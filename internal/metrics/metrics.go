@@ -5,7 +5,7 @@
 // The metrics, all prefixed cube_:
 //
 //	cube_tasks{state}                          gauge: tasks by state, counted at scrape time
-//	cube_queue_depth                           gauge: accepted operations not yet applied
+//	cube_queue_depth                           gauge: operations that wait: queued, in a lane, parked, or for a start slot
 //	cube_task_starts_total                     counter: containers started (Started records)
 //	cube_task_exits_total                      counter: containers that ended by themselves (Exited, OOMKilled)
 //	cube_task_restarts_total                   counter: restarts the restart policy decided (Restarting records)
@@ -130,7 +130,7 @@ func New(opts Options) *Metrics {
 	m.reg.MustRegister(m.starts, m.exits, m.restarts, m.ooms, m.startPhases, m.callDuration, m.callErrors, m.httpRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&tasksCollector{m: m, desc: prometheus.NewDesc("cube_tasks", "Tasks the worker tracks, by state.", []string{"state"}, nil)},
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "cube", Name: "queue_depth", Help: "Accepted operations not yet applied."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "cube", Name: "queue_depth", Help: "Operations that wait, wherever they wait: accepted and not yet applied (queued, in a task's lane, parked until the container runtime answers) and starts waiting for a start slot."},
 			func() float64 {
 				if src := m.source(); src != nil {
 					return float64(src.QueueLen())

@@ -257,7 +257,15 @@ func (r *Runtime) Remove(ctx context.Context, containerID string) error {
 }
 
 // Exec runs cmd in the running container and returns its exit code and its output, stdout and
-// stderr together, cut to 4 KiB.
+// stderr together, cut to 4 KiB. ctx bounds the whole check (its deadline is the check's
+// timeout).
+//
+// An Engine that does not answer is told apart from a command that is slow: a deadline that
+// passes while the Engine is asked to create or start the exec, or to report its exit code, is an
+// EUNAVAILABLE error (the check could not be carried out); a deadline that passes while the
+// command runs is an EINTERNAL error saying the command did not finish in time (the check ran and
+// failed) once the Engine confirms that the command still runs, and EUNAVAILABLE when it does not
+// answer that.
 func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (int, string, error) {
 	ctx, cancel := r.call(ctx)
 	defer cancel()
@@ -281,7 +289,8 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (i
 	case <-ctx.Done():
 		resp.Close()
 		<-done
-		return 0, out.String(), convert(ctx.Err(), "exec in container")
+		code, err := r.execTimedOut(ctx, created.ID)
+		return code, out.String(), err
 	}
 	if err != nil {
 		return 0, out.String(), convert(err, "read exec output")
@@ -291,6 +300,25 @@ func (r *Runtime) Exec(ctx context.Context, containerID string, cmd []string) (i
 		return 0, out.String(), convert(err, "inspect exec")
 	}
 	return info.ExitCode, out.String(), nil
+}
+
+// execTimedOut says why an exec's output did not end before ctx did: the command still runs
+// (an EINTERNAL error: the check failed), or it has ended after all (its exit code), or the Engine
+// does not say (EUNAVAILABLE). The question gets its own bound, min(CallTimeout, 5s).
+func (r *Runtime) execTimedOut(ctx context.Context, execID string) (int, error) {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return 0, convert(ctx.Err(), "exec in container")
+	}
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(r.opts.CallTimeout, 5*time.Second))
+	defer cancel()
+	info, err := r.cli.ContainerExecInspect(ictx, execID)
+	switch {
+	case err != nil:
+		return 0, convert(err, "exec in container: the check's time ran out, and the Engine does not say whether the command still runs")
+	case info.Running:
+		return 0, task.Errorf(task.EINTERNAL, "exec in container: the command did not finish in time")
+	}
+	return info.ExitCode, nil
 }
 
 // limitedBuffer keeps the first max bytes written to it and discards the rest.
@@ -329,6 +357,7 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Contain
 	}
 	if s := info.State; s != nil {
 		c.Running = s.Running || s.Restarting || s.Paused
+		c.Paused = s.Paused
 		c.ExitCode = s.ExitCode
 		c.OOMKilled = s.OOMKilled
 		c.Error = s.Error
@@ -366,7 +395,8 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	}
 	out := make([]task.Container, 0, len(list))
 	for _, s := range list {
-		c := task.Container{ID: s.ID, Running: s.State == container.StateRunning, Created: time.Unix(s.Created, 0)}
+		c := task.Container{ID: s.ID, Running: s.State == container.StateRunning || s.State == container.StatePaused,
+			Paused: s.State == container.StatePaused, Created: time.Unix(s.Created, 0)}
 		fromLabels(&c, s.Labels)
 		out = append(out, c)
 	}
@@ -380,7 +410,8 @@ func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.Conta
 	defer cancel()
 	f := r.labelFilters()
 	f.Add("type", string(events.ContainerEventType))
-	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionOOM, events.ActionDestroy, events.ActionHealthStatus} {
+	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionOOM, events.ActionDestroy, events.ActionHealthStatus,
+		events.ActionPause, events.ActionUnPause} {
 		f.Add("event", string(a))
 	}
 	opts := events.ListOptions{Filters: f}

@@ -18,7 +18,8 @@ import (
 // Logs returns the container's output as text: stdout and stderr demultiplexed and merged as
 // lines in the order the Engine sends them, as opts says. The Engine must start answering within
 // CallTimeout. Without opts.Follow the output must then keep coming (it ends, at the latest, when
-// the Engine has sent it all): a pause of CallTimeout ends it with an EUNAVAILABLE error. With
+// the Engine has sent it all): a pause of the Engine's of CallTimeout ends it with an EUNAVAILABLE
+// error. Time the caller takes to read what came does not count. With
 // opts.Follow it is bounded by ctx alone, and ends when the container ends. Closing the reader
 // releases the Engine's stream.
 func (r *Runtime) Logs(ctx context.Context, containerID string, opts task.LogOptions) (io.ReadCloser, error) {
@@ -52,10 +53,13 @@ func (r *Runtime) Logs(ctx context.Context, containerID string, opts task.LogOpt
 	ls := &logStream{PipeReader: pr, body: body, cancel: cancel, watchdog: w}
 	go func() {
 		var src io.Reader = body
+		var dst io.Writer = pw
 		if !opts.Follow {
-			src = w.reader(body)
+			// Only the Engine's silence counts: while the reader is slow to take what came, the
+			// watchdog waits.
+			src, dst = w.reader(body), w.writer(pw)
 		}
-		_, err := stdcopy.StdCopy(pw, pw, src)
+		_, err := stdcopy.StdCopy(dst, dst, src)
 		w.stop()
 		if err != nil && w.fired() {
 			err = task.Errorf(task.EUNAVAILABLE, "container logs: the Engine sent nothing for %s", r.opts.CallTimeout)
@@ -91,6 +95,7 @@ type watchdog struct {
 	mu      sync.Mutex
 	timer   *time.Timer
 	gone    bool // fired
+	done    bool // stopped: no more rearming
 }
 
 func (w *watchdog) start(cancel context.CancelFunc) {
@@ -108,6 +113,7 @@ func (w *watchdog) start(cancel context.CancelFunc) {
 func (w *watchdog) stop() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.done = true
 	w.timer.Stop()
 	return !w.gone
 }
@@ -124,7 +130,7 @@ func (w *watchdog) reader(r io.Reader) io.Reader {
 		n, err := r.Read(p)
 		if n > 0 {
 			w.mu.Lock()
-			if !w.gone {
+			if !w.gone && !w.done {
 				w.timer.Reset(w.timeout)
 			}
 			w.mu.Unlock()
@@ -132,6 +138,29 @@ func (w *watchdog) reader(r io.Reader) io.Reader {
 		return n, err
 	})
 }
+
+// writer returns dst with the watchdog paused during every write: a write waits for the reader
+// of the logs, not for the Engine.
+func (w *watchdog) writer(dst io.Writer) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		w.mu.Lock()
+		if !w.gone {
+			w.timer.Stop()
+		}
+		w.mu.Unlock()
+		n, err := dst.Write(p)
+		w.mu.Lock()
+		if !w.gone && !w.done {
+			w.timer.Reset(w.timeout)
+		}
+		w.mu.Unlock()
+		return n, err
+	})
+}
+
+type writerFunc func(p []byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 type readerFunc func(p []byte) (int, error)
 

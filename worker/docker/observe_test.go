@@ -4,12 +4,15 @@ import (
 	"context"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
+	"github.com/docker/docker/client"
 )
 
 // readLogs reads the whole output Logs returns.
@@ -170,5 +173,85 @@ func TestLogsAndStatsOfUnknownContainer(t *testing.T) {
 	}
 	if _, err := rt.Stats(ctx(t), "no-such-container"); task.ErrorCode(err) != task.ENOTFOUND {
 		t.Errorf("Stats: got %v, want ENOTFOUND", err)
+	}
+}
+
+// bigOutput starts a container that prints lines lines of 100 bytes, waits until it ended, and
+// returns it with the size of its output. Its runtime has the default timeouts.
+func bigOutput(t *testing.T, lines int) (string, int, string) {
+	t.Helper()
+	rt, name := newRuntime(t)
+	c, err := rt.Start(ctx(t), echoTask("--print", strings.Repeat("x", 99-len(" NNNNN")), "--lines", strconv.Itoa(lines)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitExited(t, rt, c.ID)
+	return c.ID, len(readLogs(t, rt, c.ID, task.LogOptions{})), name
+}
+
+// A reader that takes a while to read what the Engine sent is no Engine gone silent: the output
+// comes whole, however long the reader pauses.
+func TestLogsSlowReaderIsNotEngineSilence(t *testing.T) {
+	id, size, name := bigOutput(t, 20000)
+	rt, err := docker.New(docker.Options{Worker: name, CallTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	rc, err := rt.Logs(ctx(t), id, task.LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	buf := make([]byte, 64<<10)
+	got := 0
+	for i := 0; ; i++ {
+		if i < 2 {
+			time.Sleep(1500 * time.Millisecond) // a reader slower than the Engine's timeout, twice
+		}
+		n, err := rc.Read(buf)
+		got += n
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d of %d bytes: %v, want the whole output", got, size, err)
+		}
+	}
+	if got != size || size < 20000*90 {
+		t.Errorf("read %d bytes, want all %d", got, size)
+	}
+}
+
+// An Engine that stops sending in the middle of the output ends it with an EUNAVAILABLE error,
+// never a clean end.
+func TestLogsEngineSilenceIsAnError(t *testing.T) {
+	id, size, name := bigOutput(t, 50000)
+	proxy := faultproxy.Start(t, faultproxy.Options{})
+	cli, err := client.NewClientWithOpts(client.WithHost(proxy.DockerHost()), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := docker.NewWithClient(cli, docker.Options{Worker: name, CallTimeout: time.Second})
+	t.Cleanup(func() {
+		proxy.Set(faultproxy.Pass)
+		rt.Close()
+	})
+	rc, err := rt.Logs(ctx(t), id, task.LogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	first := make([]byte, 1024)
+	if _, err := io.ReadFull(rc, first); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Set(faultproxy.Hang)
+	rest, err := io.ReadAll(rc)
+	if task.ErrorCode(err) != task.EUNAVAILABLE || !strings.Contains(err.Error(), "sent nothing") {
+		t.Fatalf("after %d of %d bytes: got %v, want an EUNAVAILABLE error saying the Engine sent nothing", len(first)+len(rest), size, err)
+	}
+	if len(first)+len(rest) >= size {
+		t.Errorf("read %d bytes of %d: the Engine's pause came too late to test", len(first)+len(rest), size)
 	}
 }

@@ -42,6 +42,9 @@ type Runtime struct {
 	StopErr, RemoveErr error
 	// ExecHook, when set, answers Exec; without it Exec fails.
 	ExecHook func(ctx context.Context, containerID string, cmd []string) (int, string, error)
+	// LogsBreak, when set, ends every output Logs returns without Follow, after what was printed,
+	// with this error instead of the end: a runtime whose stream broke.
+	LogsBreak error
 	// StatsSample, when its Time is set, is what Stats returns (with the container's ID);
 	// otherwise Stats returns DefaultStats.
 	StatsSample task.ContainerStats
@@ -280,6 +283,23 @@ func (r *Runtime) Health(containerID, status string) error {
 	return nil
 }
 
+// SetPaused pauses (or unpauses) a running container, as docker pause does, and emits the event.
+func (r *Runtime) SetPaused(containerID string, paused bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.containers[containerID]
+	if !ok || !c.Running {
+		return fmt.Errorf("container %s is not running", containerID)
+	}
+	c.Paused = paused
+	kind := task.ContainerUnpaused
+	if paused {
+		kind = task.ContainerPaused
+	}
+	r.emit(task.ContainerEvent{Kind: kind, ContainerID: containerID, TaskID: c.TaskID, Time: time.Now()})
+	return nil
+}
+
 // Starts returns copies of the tasks Start was called with, in order.
 func (r *Runtime) Starts() []task.Task {
 	r.mu.Lock()
@@ -370,6 +390,9 @@ func (r *Runtime) Logs(ctx context.Context, containerID string, opts task.LogOpt
 		writeLine(&b, l, opts.Timestamps)
 	}
 	if !opts.Follow || !c.Running {
+		if r.LogsBreak != nil {
+			return io.NopCloser(io.MultiReader(strings.NewReader(b.String()), errReader{r.LogsBreak})), nil
+		}
 		return io.NopCloser(strings.NewReader(b.String())), nil
 	}
 	pr, pw := io.Pipe()
@@ -448,3 +471,8 @@ func (r *Runtime) Stats(ctx context.Context, containerID string) (task.Container
 	s.ContainerID = containerID
 	return s, nil
 }
+
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

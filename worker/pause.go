@@ -1,0 +1,57 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/cube-orchestrator/cube/task"
+	"github.com/google/uuid"
+)
+
+// pauseChanged records that the task's container was paused or unpaused outside cube (docker
+// pause). A paused container runs no code: the task stays Running, with Paused set and a Paused
+// record, and reports no health; its health check is suspended, so that a frozen container is
+// neither healthy nor killed for failing checks. When it is unpaused the check starts over, from
+// starting. Nothing is restarted either way.
+func (w *Worker) pauseChanged(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, containerID string, paused bool) error {
+	t, _ := w.store.Get(id)
+	if t.ContainerID != containerID || t.State != task.Running || t.Paused == paused {
+		return nil
+	}
+	if paused {
+		l.cancelProbe()
+		_, err := w.modify(id, func(t *task.Task) error {
+			t.Paused = true
+			t.AddRecord(w.now(), task.RecordPaused, "container %s paused outside cube; health checks suspended", shortID(containerID))
+			return nil
+		})
+		if err == nil {
+			log.Warn("task's container was paused outside cube; it runs no code until it is unpaused", "container", shortID(containerID))
+		}
+		return err
+	}
+	// Its address and the runtime's own health status, afresh; without them the check runs
+	// against what was known before the pause.
+	c := task.Container{ID: containerID, IPAddress: l.ip, HostPorts: t.HostPorts}
+	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
+	if got, err := w.rt.Inspect(ictx, containerID); err == nil {
+		c = got
+	}
+	cancel()
+	t, err := w.modify(id, func(t *task.Task) error {
+		t.Paused = false
+		t.HealthStatus = c.Health
+		if hasOwnCheck(*t) {
+			t.HealthStatus = task.HealthStarting
+		}
+		t.AddRecord(w.now(), task.RecordUnpaused, "container %s unpaused", shortID(containerID))
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	w.watchHealth(ctx, log, l, t, c)
+	log.Info("task's container was unpaused", "container", shortID(containerID))
+	return nil
+}
