@@ -17,10 +17,11 @@ import (
 
 // benchTask returns a task as the store holds it once it runs: every map and slice set.
 func benchTask() task.Task {
+	id := uuid.New()
 	return task.Task{
-		ID:           uuid.New(),
+		ID:           id,
 		ContainerID:  "4f3c2b1a0f9e8d7c6b5a4f3c2b1a0f9e8d7c6b5a4f3c2b1a0f9e8d7c6b5a4f3c",
-		Name:         "web",
+		Name:         "web-" + id.String()[:8], // names of tasks that have not ended are unique
 		State:        task.Running,
 		Image:        "cube-echo:latest",
 		Memory:       64 << 20,

@@ -70,8 +70,8 @@ func (w *Worker) unconfirmed() string {
 	if w.downErr == nil {
 		return ""
 	}
-	return fmt.Sprintf("the container runtime has not answered since %s (%s); this is the last known state",
-		w.downSince.UTC().Format(time.RFC3339), w.downErr)
+	return fmt.Sprintf("%s has not answered since %s (%s); this is the last known state",
+		w.runtimeName, w.downSince.UTC().Format(time.RFC3339), w.downErr)
 }
 
 // pingLoop asks the runtime whether it answers every pingInterval, so that an outage, and the

@@ -87,6 +87,10 @@ type Config struct {
 	KeepOrphans        bool          // report containers with no task behind them, but do not remove them
 	OrphanGrace        time.Duration // how long a container is an orphan before it is removed; default 1m
 	PingInterval       time.Duration // how often to ask whether the runtime answers; default 2s (each ask may take 5s)
+	// RuntimeName names the runtime in what the worker tells clients when it does not answer
+	// (GET /readyz, a task's Unconfirmed note), such as "the Docker Engine"; default "the
+	// container runtime".
+	RuntimeName string
 }
 
 // Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
@@ -141,6 +145,7 @@ type Worker struct {
 	keepOrphans  bool
 	orphanGrace  time.Duration
 	pingInterval time.Duration
+	runtimeName  string
 	recovered    atomic.Bool // recoverState has finished
 	changes      hub         // the task changes subscribers follow
 }
@@ -207,6 +212,10 @@ func New(rt Runtime, cfg Config) *Worker {
 		keepOrphans:    cfg.KeepOrphans,
 		orphanGrace:    cfg.OrphanGrace,
 		pingInterval:   cfg.PingInterval,
+		runtimeName:    cfg.RuntimeName,
+	}
+	if w.runtimeName == "" {
+		w.runtimeName = "the container runtime"
 	}
 	if w.orphanGrace <= 0 {
 		w.orphanGrace = time.Minute
@@ -322,6 +331,9 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 			return task.Task{}, task.Errorf(task.ECONFLICT, "task %s is being stopped and cannot be restarted", cur.ID)
 		}
 	}
+	if err := w.nameFree(ev.Task); err != nil {
+		return task.Task{}, err
+	}
 	if err := w.fits(ev.Task); err != nil {
 		return task.Task{}, err
 	}
@@ -376,6 +388,21 @@ func (w *Worker) Stop(id uuid.UUID) error {
 	w.pending.Enqueue(op{kind: opStop, taskID: id, seq: order.Seq})
 	w.signal()
 	w.log.Info("task stop accepted", "task", id)
+	return nil
+}
+
+// nameFree returns ECONFLICT, naming the holder, when another task that has not ended (it is
+// neither Completed nor Failed) has t's name: a name picks one task out for people and the CLI.
+// An ended task's name may be taken again. Callers hold w.mu.
+func (w *Worker) nameFree(t task.Task) error {
+	if t.Name == "" {
+		return nil
+	}
+	for _, o := range w.store.List() {
+		if o.Name == t.Name && o.ID != t.ID && o.State != task.Completed && o.State != task.Failed {
+			return task.Errorf(task.ECONFLICT, "Task.Name: %q is the name of task %s, which has not ended; stop it or choose another name", t.Name, o.ID)
+		}
+	}
 	return nil
 }
 
@@ -497,14 +524,17 @@ func (w *Worker) List() []task.Task {
 // what the worker last saw of the runtime, its ping every PingInterval and every call it made,
 // and so costs no runtime call: a readiness probe cannot load the Engine.
 func (w *Worker) Ready(ctx context.Context) error {
-	if !w.recovered.Load() {
-		return task.Errorf(task.EUNAVAILABLE, "the worker is still recovering its tasks from the container runtime")
-	}
 	w.mu.Lock()
 	err := w.downErr
 	w.mu.Unlock()
-	if err != nil {
-		return task.Wrap(task.EUNAVAILABLE, err, "the container runtime does not answer")
+	recovered := w.recovered.Load()
+	switch {
+	case err != nil && !recovered:
+		return task.Wrap(task.EUNAVAILABLE, err, w.runtimeName+" does not answer, so the worker cannot recover its tasks yet")
+	case err != nil:
+		return task.Wrap(task.EUNAVAILABLE, err, w.runtimeName+" does not answer")
+	case !recovered:
+		return task.Errorf(task.EUNAVAILABLE, "the worker is still recovering its tasks from %s", w.runtimeName)
 	}
 	return nil
 }

@@ -114,7 +114,7 @@ func wantError(tb testing.TB, err error, status int, code task.Code, parts ...st
 }
 
 func echo() task.Task {
-	return task.Task{Name: "web", Image: "cube-echo:latest", ExposedPorts: task.PortSet{"7777/tcp": {}}}
+	return task.Task{Name: "web-" + uuid.NewString()[:8], Image: "cube-echo:latest", ExposedPorts: task.PortSet{"7777/tcp": {}}}
 }
 
 func TestTaskLifecycle(t *testing.T) {
@@ -126,12 +126,13 @@ func TestTaskLifecycle(t *testing.T) {
 		t.Fatalf("List with no tasks: got %v, %v; want an empty list", list, err)
 	}
 
-	started, err := c.Start(ctx(t), echo())
+	spec := echo()
+	started, err := c.Start(ctx(t), spec)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	if started.ID == uuid.Nil || started.State != task.Pending || started.Name != "web" {
-		t.Errorf("Start: got ID %s state %v name %q, want a new ID, Pending, web", started.ID, started.State, started.Name)
+	if started.ID == uuid.Nil || started.State != task.Pending || started.Name != spec.Name {
+		t.Errorf("Start: got ID %s state %v name %q, want a new ID, Pending, %s", started.ID, started.State, started.Name, spec.Name)
 	}
 	run := h.waitState(t, started.ID, task.Running)
 	if len(run.HostPorts["7777/tcp"]) != 1 {

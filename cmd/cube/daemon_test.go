@@ -209,7 +209,8 @@ func (d *daemon) waitState(t *testing.T, id uuid.UUID, s task.State, within time
 }
 
 func echoTask(args ...string) task.Task {
-	return task.Task{ID: uuid.New(), Name: "e2e", State: task.Scheduled, Image: testenv.EchoImage, Cmd: args}
+	id := uuid.New()
+	return task.Task{ID: id, Name: "e2e-" + id.String()[:8], State: task.Scheduled, Image: testenv.EchoImage, Cmd: args}
 }
 
 func containerGone(t *testing.T, id string) bool {
