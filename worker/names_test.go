@@ -35,7 +35,9 @@ func TestNamesUniqueAmongTasksNotEnded(t *testing.T) {
 	again := first
 	again.Env = []string{"A=2"}
 	submit(t, w, eventFor(again))
-	waitTask(t, w, first, "restarted", func(t task.Task) bool { return t.State == task.Running && t.RestartCount == 0 && len(t.Env) == 1 && t.Env[0] == "A=2" })
+	waitTask(t, w, first, "restarted", func(t task.Task) bool {
+		return t.State == task.Running && t.RestartCount == 0 && len(t.Env) == 1 && t.Env[0] == "A=2"
+	})
 
 	// Once the holder has ended, the name is free.
 	if err := w.Stop(first.ID); err != nil {

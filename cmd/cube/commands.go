@@ -24,21 +24,13 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newWorkerCmd(getenv, stderr), newVersionCmd(stdout))
-	root.AddCommand(newClientCmds(getenv, stdout, stderr)...) // run, ls, inspect, stop, logs, stats, events (cli.go)
+	root.Version = fmt.Sprintf("%s (commit %s)", version, commit)
+	root.SetVersionTemplate("cube {{.Version}}\n")
+	cc := &clientConfig{getenv: getenv}
+	cc.addFlags(root) // -w, --token, ...: anywhere on the line
+	root.AddCommand(newWorkerCmd(getenv, stderr))
+	root.AddCommand(newClientCmds(cc, stdout, stderr)...) // run, wait, version, ls, inspect, stop, logs, stats, events (cli.go)
 	return root
-}
-
-func newVersionCmd(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := fmt.Fprintf(stdout, "cube %s (commit %s)\n", version, commit)
-			return err
-		},
-	}
 }
 
 func newWorkerCmd(getenv func(string) string, stderr io.Writer) *cobra.Command {
@@ -110,6 +102,9 @@ unless an --allow-* flag grants that kind.`,
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if err := refuseClientFlags(cmd); err != nil {
+			return err
+		}
 		if cfg.port < 0 || cfg.port > 65535 {
 			if !cmd.Flags().Changed("port") {
 				return fmt.Errorf("CUBE_WORKER_PORT=%q is not a port number", getenv("CUBE_WORKER_PORT"))

@@ -496,7 +496,7 @@ func TestEnvironmentFallbacks(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"version"}, os.Getenv, &out, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"--version"}, os.Getenv, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(out.String(), "cube ") {
