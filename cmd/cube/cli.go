@@ -111,6 +111,7 @@ func newClientCmds(cc *clientConfig, stdout, stderr io.Writer) []*cobra.Command 
 		cc.newRunCmd(stdout, stderr),
 		cc.newWaitCmd(stdout, stderr),
 		cc.newVersionCmd(stdout),
+		cc.newPortCmd(stdout),
 		cc.newLsCmd(stdout, stderr),
 		cc.newInspectCmd(stdout),
 		cc.newStopCmd(stdout),

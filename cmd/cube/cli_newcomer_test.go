@@ -346,3 +346,25 @@ func TestCLIEventsJSONIsTheStreams(t *testing.T) {
 		t.Errorf("the first event: got %+v, %v", ev, err)
 	}
 }
+
+func TestCLIPort(t *testing.T) {
+	f := newCLIFake(t)
+	web := f.start(t, "web")
+	hp := web.HostPorts["7777/tcp"][0]
+	addr := hp.HostIP + ":" + hp.HostPort
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"port", "web", "7777"}, addr + "\n"},
+		{[]string{"port", "web", "7777/tcp"}, addr + "\n"},
+		{[]string{"port", "web"}, "7777/tcp -> " + addr + "\n"},
+	} {
+		if out, err := f.cube(t, tt.args...); err != nil || out != tt.want {
+			t.Errorf("cube %s: got %q, %v; want %q", strings.Join(tt.args, " "), out, err, tt.want)
+		}
+	}
+	if _, err := f.cube(t, "port", "web", "8080"); err == nil || !strings.HasPrefix(err.Error(), "task web (") || !strings.HasSuffix(err.Error(), "publishes no port 8080/tcp (it is Running)") {
+		t.Errorf("cube port web 8080: got %v", err)
+	}
+}

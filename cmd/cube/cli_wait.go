@@ -1,11 +1,13 @@
 package main
 
-// cube wait and cube version.
+// cube wait, version and port.
 
 import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"strings"
 	"time"
 
 	apiclient "github.com/cube-orchestrator/cube/api/client"
@@ -141,4 +143,62 @@ the client's version alone.`,
 	}
 	output = outputFlag(cmd)
 	return cmd
+}
+
+func (cc *clientConfig) newPortCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "port ID [PORT[/PROTO]]",
+		Short: "Print a task's published ports, or where one of its ports is published",
+		Long: `Print a task's published ports, as docker port does: with PORT (7777, or 7777/udp), each host
+address it is published on, IPv4 first, one a line (0.0.0.0:49153); without, every published
+port as "7777/tcp -> 0.0.0.0:49153". It fails when the task publishes no such port (yet: a task
+publishes its ports once it runs).
+` + idHelp,
+		Example: `  curl "$(cube port web 7777 | head -n 1)/health"`,
+		Args:    cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			t, err := resolve(cmd.Context(), c, args[0])
+			if err != nil {
+				return err
+			}
+			keys := sortedKeys(t.HostPorts)
+			if len(args) == 2 {
+				key := args[1]
+				if !strings.Contains(key, "/") {
+					key += "/tcp"
+				}
+				keys = []string{key}
+			}
+			var n int
+			for _, k := range keys {
+				var v4, v6 []string
+				for _, b := range t.HostPorts[k] {
+					if b.HostPort == "" {
+						continue
+					}
+					if strings.Contains(b.HostIP, ":") {
+						v6 = append(v6, net.JoinHostPort(b.HostIP, b.HostPort))
+					} else {
+						v4 = append(v4, net.JoinHostPort(b.HostIP, b.HostPort))
+					}
+				}
+				for _, a := range append(v4, v6...) {
+					n++
+					if len(args) == 2 {
+						fmt.Fprintln(stdout, a)
+					} else {
+						fmt.Fprintf(stdout, "%s -> %s\n", k, a)
+					}
+				}
+			}
+			if n == 0 && len(args) == 2 {
+				return fmt.Errorf("task %s publishes no port %s (it is %v)", label(t), keys[0], t.State)
+			}
+			return nil
+		},
+	}
 }

@@ -29,7 +29,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 	cc := &clientConfig{getenv: getenv}
 	cc.addFlags(root) // -w, --token, ...: anywhere on the line
 	root.AddCommand(newWorkerCmd(getenv, stderr))
-	root.AddCommand(newClientCmds(cc, stdout, stderr)...) // run, wait, version, ls, inspect, stop, logs, stats, events (cli.go)
+	root.AddCommand(newClientCmds(cc, stdout, stderr)...) // run, wait, version, port, ls, inspect, stop, logs, stats, events (cli.go)
 	return root
 }
 
