@@ -52,7 +52,7 @@ healthy, showing the progress of an image pull, and prints the outcome. A task t
 first, or turns unhealthy, makes run fail (exit code 1).`,
 		Example: `  cube run --name web -p :7777 --memory 64m --health-path /health --wait cube-echo:latest
   cube run --image cube-echo:latest -e GREETING=hi -p 8080:7777 -- --listen :7777
-  cube run -f task.json --wait`,
+  cube run -f examples/task.json --wait`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(*f.output); err != nil {
 				return err
@@ -93,10 +93,12 @@ first, or turns unhealthy, makes run fail (exit code 1).`,
 				if err := writeJSON(stdout, final); err != nil {
 					return err
 				}
-			} else if final.State != task.Failed && final.HealthStatus != task.HealthUnhealthy {
+			}
+			unhealthy := final.State == task.Running && final.HealthStatus == task.HealthUnhealthy
+			if *f.output != "json" && final.State != task.Failed && !unhealthy {
 				fmt.Fprintln(stdout, outcome(final))
 			}
-			if final.State == task.Failed || final.HealthStatus == task.HealthUnhealthy {
+			if final.State == task.Failed || unhealthy {
 				return fmt.Errorf("%s", outcome(final))
 			}
 			return nil

@@ -154,7 +154,7 @@ address it is published on, IPv4 first, one a line (0.0.0.0:49153); without, eve
 port as "7777/tcp -> 0.0.0.0:49153". It fails when the task publishes no such port (yet: a task
 publishes its ports once it runs).
 ` + idHelp,
-		Example: `  curl "$(cube port web 7777 | head -n 1)/health"`,
+		Example: `  curl "$(cube port web 7777 | sed -n 1p)/health"`,
 		Args:    cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := cc.client()
