@@ -51,6 +51,13 @@ func TestCLIFlagsAnywhereAndVersion(t *testing.T) {
 		}
 	}
 
+	help, err := cliCube(t, context.Background(), nil, "worker", "--help")
+	if err != nil || strings.Contains(help, "--worker") || strings.Contains(help, "--ca ") || !strings.Contains(help, "--token-file") {
+		t.Errorf("cube worker --help: got %v and\n%s\nwant its own flags, not the client's", err, help)
+	}
+	if help, _ := cliCube(t, context.Background(), nil, "ls", "--help"); !strings.Contains(help, "--worker") {
+		t.Errorf("cube ls --help: got\n%s\nwant the client flags", help)
+	}
 	out, err := cliCube(t, context.Background(), nil, "--version")
 	if want := "cube " + version + " (commit " + commit + ")\n"; err != nil || out != want {
 		t.Errorf("cube --version: got %q, %v; want %q", out, err, want)

@@ -101,6 +101,16 @@ unless an --allow-* flag grants that kind.`,
 	f.DurationVar(&cfg.requestTimeout, "request-timeout", api.DefaultRequestTimeout, "bound on a request's body, and again on its answer")
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
+	// The client flags are the root's, and so inherited, but the worker refuses them: its help
+	// does not show them.
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		for _, f := range clientFlags {
+			if fl := c.InheritedFlags().Lookup(f.name); fl != nil {
+				fl.Hidden = true
+			}
+		}
+		c.Root().HelpFunc()(c, args)
+	})
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
 		if err := refuseClientFlags(cmd); err != nil {
 			return err
