@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,6 +146,7 @@ func BenchmarkSubmit(b *testing.B) {
 		}
 		i++
 		t.ID = uuid.New()
+		t.Name = "web-" + strconv.Itoa(i) // names of tasks that have not ended are unique
 		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
 			b.Fatalf("Submit #%d: got %v, want nil", i, err)
 		}

@@ -113,3 +113,28 @@ type listFails struct {
 }
 
 func (r *listFails) List(ctx context.Context) ([]task.Container, error) { return nil, r.err }
+
+// The names of the tasks a worker finds in its store when it is made (a durable store after a
+// restart) are held too; a task that ends there frees its name.
+func TestNamesOfStoredTasksHeld(t *testing.T) {
+	store := &MemoryStore{}
+	held := newTask()
+	held.State = task.Running
+	if err := store.Put(held); err != nil {
+		t.Fatal(err)
+	}
+	done := newTask()
+	done.State = task.Completed
+	if err := store.Put(done); err != nil {
+		t.Fatal(err)
+	}
+	w := New(workertest.New(), Config{Logger: testLogger(t), Store: store})
+	again := newTask()
+	again.Name = held.Name
+	if _, err := w.Submit(eventFor(again)); task.ErrorCode(err) != task.ECONFLICT || !strings.Contains(err.Error(), held.ID.String()) {
+		t.Errorf("a name a stored Running task holds: got %v, want a conflict naming %s", err, held.ID)
+	}
+	reuse := newTask()
+	reuse.Name = done.Name
+	submit(t, w, eventFor(reuse))
+}

@@ -204,6 +204,7 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) {
 			w.log.Error("store rebuilt task", "task", id, "err", err)
 			continue
 		}
+		w.names.update(task.Task{}, t)
 		w.log.Info("rebuilt task from its container's labels", "task", id, "container", shortID(c.ID), "running", info.Running)
 	}
 }

@@ -148,6 +148,7 @@ type Worker struct {
 	runtimeName  string
 	recovered    atomic.Bool // recoverState has finished
 	changes      hub         // the task changes subscribers follow
+	names        names       // which task holds each name among those that have not ended
 }
 
 // lane is the list of operations waiting for one task. A lane exists while it has work; its
@@ -257,6 +258,11 @@ func New(rt Runtime, cfg Config) *Worker {
 	if n <= 0 {
 		n = 4
 	}
+	if w.store.Len() > 0 { // a durable store's tasks hold their names
+		for _, t := range w.store.List() {
+			w.names.update(task.Task{}, t)
+		}
+	}
 	// Decided now: tasks submitted while the worker recovers must not stop the rebuild.
 	w.rebuild = cfg.RebuildFromRuntime && w.store.Len() == 0
 	// Orders accepted before a restart and not yet applied come first.
@@ -356,6 +362,7 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	}
 	w.pending.Enqueue(op{kind: opStart, taskID: ev.Task.ID, event: ev, seq: order.Seq})
 	if created != nil {
+		w.names.update(task.Task{}, cur)
 		w.publish(task.Task{ID: cur.ID}, cur)
 	}
 	w.signal()
@@ -398,10 +405,8 @@ func (w *Worker) nameFree(t task.Task) error {
 	if t.Name == "" {
 		return nil
 	}
-	for _, o := range w.store.List() {
-		if o.Name == t.Name && o.ID != t.ID && o.State != task.Completed && o.State != task.Failed {
-			return task.Errorf(task.ECONFLICT, "Task.Name: %q is the name of task %s, which has not ended; stop it or choose another name", t.Name, o.ID)
-		}
+	if id, ok := w.names.holder(t.Name); ok && id != t.ID {
+		return task.Errorf(task.ECONFLICT, "Task.Name: %q is the name of task %s, which has not ended; stop it or choose another name", t.Name, id)
 	}
 	return nil
 }
@@ -738,7 +743,11 @@ func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, e
 	if err := fn(&t); err != nil {
 		return t, err
 	}
+	// The name is freed before the task is seen ended, so that a client that sees it ended may
+	// take its name at once.
+	w.names.update(before, t)
 	if err := w.store.Put(t); err != nil {
+		w.names.update(t, before)
 		return t, fmt.Errorf("store task %s: %w", id, err)
 	}
 	w.publish(before, t)
