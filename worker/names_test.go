@@ -138,3 +138,26 @@ func TestNamesOfStoredTasksHeld(t *testing.T) {
 	reuse.Name = done.Name
 	submit(t, w, eventFor(reuse))
 }
+
+// A Failed task whose name another task took since may not be restarted under that name.
+func TestRestartOfAFailedTaskWhoseNameIsTaken(t *testing.T) {
+	rt, w := newWorker(t)
+	a := newTask()
+	a.Name = "web"
+	run := runTask(t, w, a)
+	if err := rt.Exit(run.ContainerID, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, w, a.ID, task.Failed)
+	b := newTask()
+	b.Name = "web"
+	runTask(t, w, b)
+	_, err := w.Submit(eventFor(a))
+	if task.ErrorCode(err) != task.ECONFLICT || !strings.Contains(err.Error(), b.ID.String()) {
+		t.Errorf("restart of a Failed task whose name is taken: got %v, want a conflict naming %s", err, b.ID)
+	}
+	renamed := a
+	renamed.Name = "web-again"
+	submit(t, w, eventFor(renamed))
+	waitTask(t, w, a, "restarted under its new name", func(t task.Task) bool { return t.State == task.Running && t.Name == "web-again" })
+}
