@@ -16,13 +16,17 @@ FUZZTIME ?= 30s
 # The fuzzers, as package:FuzzName.
 FUZZERS := ./api:FuzzDecodeEvent ./api:FuzzRouteTaskID ./task:FuzzBindPolicy ./task:FuzzPortsAndSignals
 
-.PHONY: help build run test test-deps fuzz bench check images image clean
+.PHONY: help build install run test test-deps fuzz bench check images image clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build the static cube binary into bin/cube
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/cube ./cmd/cube
+
+install: build ## copy bin/cube into $(go env GOBIN), or $(go env GOPATH)/bin without one
+	@dir=$$($(GO) env GOBIN); [ -n "$$dir" ] || dir=$$($(GO) env GOPATH)/bin; \
+	mkdir -p "$$dir" && cp bin/cube "$$dir/cube" && echo "installed $$dir/cube"
 
 run: build images ## build, then run the worker in the foreground on 127.0.0.1:5556
 	./bin/cube worker

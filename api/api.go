@@ -12,6 +12,7 @@
 //	GET    /metrics          Prometheus metrics, when Options.Metrics is set (200)
 //	GET    /healthz          liveness: the process serves (200)
 //	GET    /readyz           readiness: the container runtime answers (200, or 503 with the reason)
+//	GET    /version          the worker's version, commit and name (200)
 //	GET    /openapi.json     this API's contract, an OpenAPI 3 document (api/openapi.json)
 //
 // Errors are JSON objects {"HTTPStatusCode": N, "Message": "..."} that say what is wrong and where.
@@ -63,6 +64,15 @@ type Options struct {
 	// it is done. A server that shuts down cancels it first, so that draining does not wait on
 	// clients that never hang up. Default: streams end only with their requests.
 	StreamContext context.Context
+	// Version is what GET /version answers: the worker's build and name.
+	Version Version
+}
+
+// Version is the body of GET /version: which build of cube the worker runs, and its name.
+type Version struct {
+	Version string // the release, or "dev"
+	Commit  string // the commit it was built from, or "unknown"
+	Name    string // the worker's name
 }
 
 // Server holds what the handlers need.
@@ -75,6 +85,7 @@ type Server struct {
 	observeFn      func(method, route string, status int, d time.Duration)
 	keepAlive      time.Duration
 	streams        context.Context
+	version        Version
 }
 
 // New returns the HTTP handler serving w.
@@ -88,6 +99,7 @@ func New(w *worker.Worker, opts Options) http.Handler {
 		observeFn:      opts.Observe,
 		keepAlive:      opts.EventKeepAlive,
 		streams:        opts.StreamContext,
+		version:        opts.Version,
 	}
 	if s.keepAlive <= 0 {
 		s.keepAlive = DefaultEventKeepAlive
@@ -128,6 +140,7 @@ func (s *Server) routes() http.Handler {
 	}
 	r.Get("/healthz", s.handleHealthz)
 	r.Get("/readyz", s.handleReadyz)
+	r.Get("/version", s.handleVersion)
 	r.Get("/openapi.json", s.handleOpenAPI)
 	return r
 }

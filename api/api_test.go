@@ -190,13 +190,14 @@ type event map[string]any
 func (e event) task() map[string]any { return e["Task"].(map[string]any) }
 
 func newEvent() event {
+	id := uuid.NewString()
 	return event{
 		"ID":        uuid.NewString(),
 		"State":     2,
 		"Timestamp": time.Now().UTC().Format(time.RFC3339Nano),
 		"Task": map[string]any{
-			"ID":           uuid.NewString(),
-			"Name":         "web",
+			"ID":           id,
+			"Name":         "web-" + id[:8], // names of tasks that have not ended are unique
 			"State":        1,
 			"Image":        "cube-echo:latest",
 			"Memory":       64 << 20,

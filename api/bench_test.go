@@ -21,9 +21,10 @@ import (
 
 // benchSpec is the task of the README's curl example.
 func benchSpec() task.Task {
+	id := uuid.New()
 	return task.Task{
-		ID:           uuid.New(),
-		Name:         "hello",
+		ID:           id,
+		Name:         "hello-" + id.String()[:8], // names of tasks that have not ended are unique
 		State:        task.Scheduled,
 		Image:        "cube-echo:latest",
 		ExposedPorts: task.PortSet{"7777/tcp": {}},

@@ -132,6 +132,10 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	s.encode(w, r, http.StatusOK, status{Status: "ok"})
 }
 
+func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
+	s.encode(w, r, http.StatusOK, s.version)
+}
+
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	if err := s.w.Ready(r.Context()); err != nil {
 		s.error(w, r, err)

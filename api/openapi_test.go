@@ -60,7 +60,9 @@ type contractCase struct {
 func TestOpenAPI(t *testing.T) {
 	doc, router := loadOpenAPI(t)
 	h := newHarness(t)
-	running := h.post(t, newEvent()).ID
+	held := newEvent()
+	held.task()["Name"] = "held"
+	running := h.post(t, held).ID
 	h.rt.Print(h.waitState(t, running, task.Running).ContainerID, "line 1", "line 2")
 	done := h.post(t, newEvent()).ID
 	h.waitState(t, done, task.Running)
@@ -88,6 +90,8 @@ func TestOpenAPI(t *testing.T) {
 		{name: "node stats", method: "GET", path: "/stats", status: 200},
 		{name: "healthz", method: "GET", path: "/healthz", status: 200},
 		{name: "readyz", method: "GET", path: "/readyz", status: 200},
+		{name: "version", method: "GET", path: "/version", status: 200},
+		{name: "submit a name a running task holds", method: "POST", path: "/tasks", body: bent(t, func(e event) { e.task()["Name"] = "held" }), status: 409},
 		{name: "openapi", method: "GET", path: "/openapi.json", status: 200},
 		{name: "logs", method: "GET", path: "/tasks/{id}/logs", status: 200},
 		{name: "logs tail", method: "GET", path: "/tasks/{id}/logs?tail=1&timestamps=true", status: 200},

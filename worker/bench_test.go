@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,10 +18,11 @@ import (
 
 // benchTask returns a task as the store holds it once it runs: every map and slice set.
 func benchTask() task.Task {
+	id := uuid.New()
 	return task.Task{
-		ID:           uuid.New(),
+		ID:           id,
 		ContainerID:  "4f3c2b1a0f9e8d7c6b5a4f3c2b1a0f9e8d7c6b5a4f3c2b1a0f9e8d7c6b5a4f3c",
-		Name:         "web",
+		Name:         "web-" + id.String()[:8], // names of tasks that have not ended are unique
 		State:        task.Running,
 		Image:        "cube-echo:latest",
 		Memory:       64 << 20,
@@ -144,6 +146,7 @@ func BenchmarkSubmit(b *testing.B) {
 		}
 		i++
 		t.ID = uuid.New()
+		t.Name = "web-" + strconv.Itoa(i) // names of tasks that have not ended are unique
 		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
 			b.Fatalf("Submit #%d: got %v, want nil", i, err)
 		}

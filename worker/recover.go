@@ -70,8 +70,8 @@ func (w *Worker) unconfirmed() string {
 	if w.downErr == nil {
 		return ""
 	}
-	return fmt.Sprintf("the container runtime has not answered since %s (%s); this is the last known state",
-		w.downSince.UTC().Format(time.RFC3339), w.downErr)
+	return fmt.Sprintf("%s has not answered since %s (%s); this is the last known state",
+		w.runtimeName, w.downSince.UTC().Format(time.RFC3339), w.downErr)
 }
 
 // pingLoop asks the runtime whether it answers every pingInterval, so that an outage, and the
@@ -204,6 +204,7 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) {
 			w.log.Error("store rebuilt task", "task", id, "err", err)
 			continue
 		}
+		w.names.update(task.Task{}, t)
 		w.log.Info("rebuilt task from its container's labels", "task", id, "container", shortID(c.ID), "running", info.Running)
 	}
 }

@@ -88,6 +88,10 @@ type Config struct {
 	KeepOrphans        bool          // report containers with no task behind them, but do not remove them
 	OrphanGrace        time.Duration // how long a container is an orphan before it is removed; default 1m
 	PingInterval       time.Duration // how often to ask whether the runtime answers; default 2s (each ask may take 5s)
+	// RuntimeName names the runtime in what the worker tells clients when it does not answer
+	// (GET /readyz, a task's Unconfirmed note), such as "the Docker Engine"; default "the
+	// container runtime".
+	RuntimeName string
 }
 
 // Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
@@ -143,8 +147,10 @@ type Worker struct {
 	keepOrphans  bool
 	orphanGrace  time.Duration
 	pingInterval time.Duration
+	runtimeName  string
 	recovered    atomic.Bool // recoverState has finished
 	changes      hub         // the task changes subscribers follow
+	names        names       // which task holds each name among those that have not ended
 }
 
 // lane is the list of operations waiting for one task. A lane exists while it has work; its
@@ -211,6 +217,10 @@ func New(rt Runtime, cfg Config) *Worker {
 		keepOrphans:    cfg.KeepOrphans,
 		orphanGrace:    cfg.OrphanGrace,
 		pingInterval:   cfg.PingInterval,
+		runtimeName:    cfg.RuntimeName,
+	}
+	if w.runtimeName == "" {
+		w.runtimeName = "the container runtime"
 	}
 	if w.orphanGrace <= 0 {
 		w.orphanGrace = time.Minute
@@ -251,6 +261,11 @@ func New(rt Runtime, cfg Config) *Worker {
 	n := cfg.Concurrency
 	if n <= 0 {
 		n = 4
+	}
+	if w.store.Len() > 0 { // a durable store's tasks hold their names
+		for _, t := range w.store.List() {
+			w.names.update(task.Task{}, t)
+		}
 	}
 	// Decided now: tasks submitted while the worker recovers must not stop the rebuild.
 	w.rebuild = cfg.RebuildFromRuntime && w.store.Len() == 0
@@ -328,6 +343,9 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 			return task.Task{}, task.Errorf(task.ECONFLICT, "task %s is being stopped and cannot be restarted", cur.ID)
 		}
 	}
+	if err := w.nameFree(ev.Task); err != nil {
+		return task.Task{}, err
+	}
 	if err := w.fits(ev.Task); err != nil {
 		return task.Task{}, err
 	}
@@ -350,6 +368,7 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	}
 	w.pending.Enqueue(op{kind: opStart, taskID: ev.Task.ID, event: ev, seq: order.Seq})
 	if created != nil {
+		w.names.update(task.Task{}, cur)
 		w.publish(task.Task{ID: cur.ID}, cur)
 	}
 	w.signal()
@@ -382,6 +401,19 @@ func (w *Worker) Stop(id uuid.UUID) error {
 	w.pending.Enqueue(op{kind: opStop, taskID: id, seq: order.Seq})
 	w.signal()
 	w.log.Info("task stop accepted", "task", id)
+	return nil
+}
+
+// nameFree returns ECONFLICT, naming the holder, when another task that has not ended (it is
+// neither Completed nor Failed) has t's name: a name picks one task out for people and the CLI.
+// An ended task's name may be taken again. Callers hold w.mu.
+func (w *Worker) nameFree(t task.Task) error {
+	if t.Name == "" {
+		return nil
+	}
+	if id, ok := w.names.holder(t.Name); ok && id != t.ID {
+		return task.Errorf(task.ECONFLICT, "Task.Name: %q is the name of task %s, which has not ended; stop it or choose another name", t.Name, id)
+	}
 	return nil
 }
 
@@ -466,14 +498,17 @@ func (w *Worker) List() []task.Task {
 // what the worker last saw of the runtime, its ping every PingInterval and every call it made,
 // and so costs no runtime call: a readiness probe cannot load the Engine.
 func (w *Worker) Ready(ctx context.Context) error {
-	if !w.recovered.Load() {
-		return task.Errorf(task.EUNAVAILABLE, "the worker is still recovering its tasks from the container runtime")
-	}
 	w.mu.Lock()
 	err := w.downErr
 	w.mu.Unlock()
-	if err != nil {
-		return task.Wrap(task.EUNAVAILABLE, err, "the container runtime does not answer")
+	recovered := w.recovered.Load()
+	switch {
+	case err != nil && !recovered:
+		return task.Wrap(task.EUNAVAILABLE, err, w.runtimeName+" does not answer, so the worker cannot recover its tasks yet")
+	case err != nil:
+		return task.Wrap(task.EUNAVAILABLE, err, w.runtimeName+" does not answer")
+	case !recovered:
+		return task.Errorf(task.EUNAVAILABLE, "the worker is still recovering its tasks from %s", w.runtimeName)
 	}
 	return nil
 }
@@ -688,7 +723,11 @@ func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, e
 		return t, err
 	}
 	t.ClearLiveFields()
+	// The name is freed before the task is seen ended, so that a client that sees it ended may
+	// take its name at once.
+	w.names.update(before, t)
 	if err := w.store.Put(t); err != nil {
+		w.names.update(t, before)
 		return t, fmt.Errorf("store task %s: %w", id, err)
 	}
 	w.publish(before, t)

@@ -130,10 +130,13 @@ func newWorker(tb testing.TB) (*workertest.Runtime, *Worker) {
 	return rt, startWorker(tb, rt, Config{Name: tb.Name()})
 }
 
+// newTask returns a task spec with a new ID and a name of its own (names of tasks that have not
+// ended are unique).
 func newTask() task.Task {
+	id := uuid.New()
 	return task.Task{
-		ID:           uuid.New(),
-		Name:         "web",
+		ID:           id,
+		Name:         "web-" + id.String()[:8],
 		State:        task.Scheduled,
 		Image:        "cube-echo:latest",
 		Memory:       64 << 20,

@@ -257,13 +257,34 @@ func responseError(resp *http.Response) error {
 	if len(line) > 200 {
 		line = line[:200] + "…"
 	}
+	// A worker's own answers are JSON, its 404 and 405 included; Go's HTTP server answers a few
+	// malformed requests (400, 431) in plain text itself. A web page, or a 404 or 405 that is not
+	// JSON, comes from something else.
+	ct := resp.Header.Get("Content-Type")
 	switch {
-	case line != "" && !strings.HasPrefix(line, "<"):
+	case strings.HasPrefix(ct, "text/html") || strings.HasPrefix(line, "<") ||
+		resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed:
+		e.Message = notAWorker(resp)
+	case line != "":
 		e.Message = fmt.Sprintf("%s (HTTP %d)", line, resp.StatusCode)
 	default:
 		e.Message = fmt.Sprintf("the worker answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
 	}
 	return e
+}
+
+// notAWorker says that the server at the response's address is not a cube worker, and what it
+// answered: "127.0.0.1:8080 is not a cube worker (it answered 404 Not Found, text/html)".
+func notAWorker(resp *http.Response) string {
+	what := resp.Status
+	if what == "" {
+		what = fmt.Sprintf("%d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		ct, _, _ = strings.Cut(ct, ";")
+		what += ", " + ct
+	}
+	return fmt.Sprintf("%s is not a cube worker (it answered %s)", resp.Request.URL.Host, what)
 }
 
 // transportError describes a request that got no answer. A cancelled or expired context is
@@ -366,9 +387,15 @@ func (c *Client) do(ctx context.Context, req request, out any) error {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 		return nil
 	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return task.Errorf(task.EINVALID, "%s", notAWorker(resp))
+	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
+		}
+		if _, ok := err.(*json.SyntaxError); ok {
+			return task.Wrap(task.EINVALID, err, notAWorker(resp))
 		}
 		return task.Wrap(task.EINTERNAL, err, fmt.Sprintf("decode the answer to %s %s", req.method, req.path))
 	}

@@ -114,7 +114,7 @@ func wantError(tb testing.TB, err error, status int, code task.Code, parts ...st
 }
 
 func echo() task.Task {
-	return task.Task{Name: "web", Image: "cube-echo:latest", ExposedPorts: task.PortSet{"7777/tcp": {}}}
+	return task.Task{Name: "web-" + uuid.NewString()[:8], Image: "cube-echo:latest", ExposedPorts: task.PortSet{"7777/tcp": {}}}
 }
 
 func TestTaskLifecycle(t *testing.T) {
@@ -126,12 +126,13 @@ func TestTaskLifecycle(t *testing.T) {
 		t.Fatalf("List with no tasks: got %v, %v; want an empty list", list, err)
 	}
 
-	started, err := c.Start(ctx(t), echo())
+	spec := echo()
+	started, err := c.Start(ctx(t), spec)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	if started.ID == uuid.Nil || started.State != task.Scheduled || started.Name != "web" {
-		t.Errorf("Start: got ID %s state %v name %q, want a new ID, Scheduled, web", started.ID, started.State, started.Name)
+	if started.ID == uuid.Nil || started.State != task.Scheduled || started.Name != spec.Name {
+		t.Errorf("Start: got ID %s state %v name %q, want a new ID, Scheduled, %s", started.ID, started.State, started.Name, spec.Name)
 	}
 	run := h.waitState(t, started.ID, task.Running)
 	if len(run.HostPorts["7777/tcp"]) != 1 {
@@ -261,7 +262,8 @@ func TestStatusKinds(t *testing.T) {
 		{413, `{"HTTPStatusCode":413,"Message":"request body is larger than 1048576 bytes"}`, task.EINVALID, "request body is larger"},
 		{500, `{"HTTPStatusCode":500,"Message":"internal error"}`, task.EINTERNAL, "internal error"},
 		{503, `{"HTTPStatusCode":503,"Message":"the worker's queue is full"}`, task.EUNAVAILABLE, "the worker's queue is full"},
-		{502, "<html><body>Bad Gateway</body></html>", task.EUNAVAILABLE, "the worker answered 502 Bad Gateway"},
+		{502, "<html><body>Bad Gateway</body></html>", task.EUNAVAILABLE, " is not a cube worker (it answered 502 Bad Gateway, text/html)"},
+		{404, "404 page not found\n", task.ENOTFOUND, " is not a cube worker (it answered 404 Not Found, text/plain)"},
 		{401, "Unauthorized\n", task.EFORBIDDEN, "Unauthorized (HTTP 401)"},
 		{500, "", task.EINTERNAL, "the worker answered 500 Internal Server Error"},
 		{408, `{"HTTPStatusCode":408,"Message":"the request body did not arrive within 1m0s"}`, task.EUNAVAILABLE, "did not arrive"},

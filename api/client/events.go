@@ -17,16 +17,17 @@ import (
 )
 
 // Event is one change to a task, from the worker's event stream (GET /events): one of the
-// task's Records (Type and Message) with the task's state after it.
+// task's Records (Type and Message) with the task's state after it. It encodes to JSON as the
+// stream's data does.
 type Event struct {
 	Seq          int64      // the event's number, also its SSE id; one more than the last's within a run of the worker, and never lower across a restart
 	Time         time.Time  // when it happened
 	TaskID       uuid.UUID  // the task it happened to
 	Name         string     // the task's name
 	Type         string     // a task.Record type: Received, Pulling, Pulled, Created, Started, Exited, OOMKilled, Healthy, Unhealthy, Restarting, NotRestarting, Killing, Killed, Stopped, Failed, Paused, Unpaused; State for a change of state or health alone; or EventReset
-	Message      string     // details, as in the task's Record
+	Message      string     `json:",omitempty"` // details, as in the task's Record
 	State        task.State // the task's state after the event
-	HealthStatus string     // the task's health after the event: "starting", "healthy", "unhealthy" or empty
+	HealthStatus string     `json:",omitempty"` // the task's health after the event: "starting", "healthy", "unhealthy" or empty
 	RestartCount int        // the task's restarts after the event
 }
 

@@ -68,13 +68,27 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	return s, err
 }
 
+// Version is the answer of GET /version: which build of cube the worker runs, and its name.
+type Version struct {
+	Version string // the release, or "dev"
+	Commit  string // the commit it was built from
+	Name    string // the worker's name
+}
+
+// Version returns the worker's version, commit and name (GET /version).
+func (c *Client) Version(ctx context.Context) (Version, error) {
+	var v Version
+	err := c.do(ctx, request{method: http.MethodGet, path: "/version"}, &v)
+	return v, err
+}
+
 // Healthz returns nil when the worker serves (GET /healthz).
 func (c *Client) Healthz(ctx context.Context) error {
 	return c.do(ctx, request{method: http.MethodGet, path: "/healthz"}, nil)
 }
 
 // Ready returns nil when the worker is ready to run tasks (GET /readyz), and otherwise an
-// EUNAVAILABLE error with the worker's reason (its container runtime does not answer).
+// EUNAVAILABLE error with the worker's reason (the Docker Engine does not answer, say).
 func (c *Client) Ready(ctx context.Context) error {
 	return c.do(ctx, request{method: http.MethodGet, path: "/readyz"}, nil)
 }

@@ -40,8 +40,9 @@ func (b *bench) apiPhase(ctx context.Context) error {
 	}()
 
 	for range o.apiTasks {
+		id := uuid.New()
 		t := task.Task{
-			ID: uuid.New(), Name: "bench-api", State: task.Scheduled, Image: o.image,
+			ID: id, Name: "bench-api-" + id.String()[:8], State: task.Scheduled, Image: o.image, // names of tasks that have not ended are unique
 			ExposedPorts: task.PortSet{"7777/tcp": {}}, Cmd: []string{"--listen", ":7777"},
 		}
 		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {

@@ -332,7 +332,7 @@ func (r *Results) printTable(out io.Writer) {
 		}
 	}
 
-	fmt.Fprintln(out, "\nthe bar (issue 7):")
+	fmt.Fprintln(out, "\nthe bar (see \"The bar\" in BENCHMARKS.md):")
 	for _, b := range r.Bar {
 		verdict := "MISSED"
 		switch {

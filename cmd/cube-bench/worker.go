@@ -160,9 +160,13 @@ type taskSpec struct {
 	Cmd          []string            `json:",omitempty"`
 }
 
-// eventBody returns a POST /tasks body that starts a new task with the spec, and the task's ID.
+// eventBody returns a POST /tasks body that starts a new task with the spec, its name (if any)
+// made its own with the start of its ID, and the task's ID.
 func eventBody(spec taskSpec) ([]byte, string) {
 	id := uuid.NewString()
+	if spec.Name != "" {
+		spec.Name += "-" + id[:8] // names of tasks that have not ended are unique
+	}
 	type taskBody struct {
 		ID    string
 		State int

@@ -38,10 +38,21 @@ type clientConfig struct {
 	keyFile   string
 }
 
-// addFlags adds the flags that pick the worker and the credentials to cmd. The token's
-// environment fallback is read when it is used, so that --help never shows it.
+// clientFlags are the flags addFlags adds, which `cube worker` refuses, each with what to use
+// instead. (--token-file is the worker's own flag too, with the same meaning.)
+var clientFlags = []struct{ name, instead string }{
+	{"worker", "the worker listens on --host and --port"},
+	{"token", "the worker takes its token from --token-file or CUBE_TOKEN"},
+	{"ca", "the worker serves TLS with --tls-cert and --tls-key"},
+	{"cert", "the worker serves TLS with --tls-cert and --tls-key"},
+	{"key", "the worker serves TLS with --tls-cert and --tls-key"},
+}
+
+// addFlags adds the flags that pick the worker and the credentials to cmd, as persistent flags,
+// so that they may stand anywhere on the line. The token's environment fallback is read when it
+// is used, so that --help never shows it.
 func (cc *clientConfig) addFlags(cmd *cobra.Command) {
-	f := cmd.Flags()
+	f := cmd.PersistentFlags()
 	f.StringVarP(&cc.worker, "worker", "w", envOr(cc.getenv, "CUBE_WORKER", defaultWorker), "the worker to talk to: host:port or a URL [CUBE_WORKER]")
 	f.StringVar(&cc.token, "token", "", "bearer token to send to the worker [CUBE_TOKEN]")
 	f.StringVar(&cc.tokenFile, "token-file", "", "file holding the bearer token to send to the worker")
@@ -52,20 +63,9 @@ func (cc *clientConfig) addFlags(cmd *cobra.Command) {
 
 // client returns a client for the configured worker.
 func (cc *clientConfig) client() (*apiclient.Client, error) {
-	token := cc.token
-	switch {
-	case token != "" && cc.tokenFile != "":
-		return nil, fmt.Errorf("give --token or --token-file, not both")
-	case cc.tokenFile != "":
-		b, err := os.ReadFile(cc.tokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("--token-file: %w", err)
-		}
-		if token = strings.TrimSpace(string(b)); token == "" {
-			return nil, fmt.Errorf("--token-file %s is empty", cc.tokenFile)
-		}
-	case token == "":
-		token = cc.getenv("CUBE_TOKEN")
+	token, err := cc.bearer()
+	if err != nil {
+		return nil, err
 	}
 	opts := []apiclient.Option{apiclient.WithToken(token)}
 	if cc.caFile != "" {
@@ -84,15 +84,35 @@ func (cc *clientConfig) client() (*apiclient.Client, error) {
 	return c, nil
 }
 
-// newClientCmds returns the client commands, each with the flags that pick the worker: --worker
-// (-w, or CUBE_WORKER), --token (or CUBE_TOKEN), --token-file, --ca, --cert and --key. They are
-// not the root's persistent flags, so that `cube worker --token ...` is an error rather than a
-// client flag the daemon ignores.
-func newClientCmds(getenv func(string) string, stdout, stderr io.Writer) []*cobra.Command {
-	cc := &clientConfig{getenv: getenv}
+// bearer returns the token to send: --token, the contents of --token-file, or CUBE_TOKEN.
+func (cc *clientConfig) bearer() (string, error) {
+	token := cc.token
+	switch {
+	case token != "" && cc.tokenFile != "":
+		return "", fmt.Errorf("give --token or --token-file, not both")
+	case cc.tokenFile != "":
+		b, err := os.ReadFile(cc.tokenFile)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		if token = strings.TrimSpace(string(b)); token == "" {
+			return "", fmt.Errorf("--token-file %s is empty", cc.tokenFile)
+		}
+	case token == "":
+		token = cc.getenv("CUBE_TOKEN")
+	}
+	return token, nil
+}
+
+// newClientCmds returns the client commands. The flags that pick the worker are cc's, the root's
+// persistent flags (see addFlags).
+func newClientCmds(cc *clientConfig, stdout, stderr io.Writer) []*cobra.Command {
 	cmds := []*cobra.Command{
 		cc.newRunCmd(stdout, stderr),
-		cc.newLsCmd(stdout),
+		cc.newWaitCmd(stdout, stderr),
+		cc.newVersionCmd(stdout),
+		cc.newPortCmd(stdout),
+		cc.newLsCmd(stdout, stderr),
 		cc.newInspectCmd(stdout),
 		cc.newStopCmd(stdout),
 		cc.newLogsCmd(stdout),
@@ -100,9 +120,32 @@ func newClientCmds(getenv func(string) string, stdout, stderr io.Writer) []*cobr
 		cc.newEventsCmd(stdout),
 	}
 	for _, cmd := range cmds {
-		cc.addFlags(cmd)
+		runE := cmd.RunE
+		cmd.RunE = func(cmd *cobra.Command, args []string) error { return cc.explain(runE(cmd, args)) }
 	}
 	return cmds
+}
+
+// explain turns a 401 into what to do about it when no token was given.
+func (cc *clientConfig) explain(err error) error {
+	if !apiclient.IsUnauthorized(err) {
+		return err
+	}
+	if token, terr := cc.bearer(); terr == nil && token == "" {
+		return fmt.Errorf("the worker wants a token: pass --token or --token-file (or set CUBE_TOKEN)")
+	}
+	return fmt.Errorf("the worker refused the token: %w", err)
+}
+
+// refuseClientFlags returns an error when a client flag was given to cmd, which is not a
+// client command.
+func refuseClientFlags(cmd *cobra.Command) error {
+	for _, f := range clientFlags {
+		if cmd.Flags().Changed(f.name) {
+			return fmt.Errorf("--%s is a client flag, for the commands that talk to a worker; %s", f.name, f.instead)
+		}
+	}
+	return nil
 }
 
 // outputFlag adds -o/--output to cmd and returns where its value lands.
@@ -127,7 +170,8 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // resolve finds the task ref names: a full task ID, the task's name, or a unique prefix of its
-// ID. It fails with ENOTFOUND when nothing matches and EINVALID, listing the candidates, when
+// ID. Of tasks that share a name (an ended task's name may be taken again) it picks the one that
+// has not ended, or else the newest. It fails with ENOTFOUND when nothing matches and EINVALID, listing the candidates, when
 // several tasks do.
 func resolve(ctx context.Context, c *apiclient.Client, ref string) (task.Task, error) {
 	if ref == "" {
@@ -150,10 +194,15 @@ func resolve(ctx context.Context, c *apiclient.Client, ref string) (task.Task, e
 		}
 	}
 	switch {
+	case len(byName) > 1:
+		// A name is unique among the tasks that have not ended: one of them holds it, or else
+		// every one ended, and the newest had it last.
+		if i := slices.IndexFunc(byName, func(t task.Task) bool { return !ended(t) }); i >= 0 {
+			return byName[i], nil
+		}
+		return byName[len(byName)-1], nil
 	case len(byName) == 1:
 		return byName[0], nil
-	case len(byName) > 1:
-		return task.Task{}, ambiguous(fmt.Sprintf("the name %q", ref), "give an ID prefix instead", byName)
 	case len(byPrefix) == 1:
 		return byPrefix[0], nil
 	case len(byPrefix) > 1:

@@ -14,6 +14,7 @@ import (
 	apiclient "github.com/cube-orchestrator/cube/api/client"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/docker/go-units"
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 )
 
@@ -31,6 +32,7 @@ type runFlags struct {
 	cmd        string
 	wait       bool
 	output     *string
+	spec       task.Task // what task built, when the file is not an event
 }
 
 func (cc *clientConfig) newRunCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -38,20 +40,24 @@ func (cc *clientConfig) newRunCmd(stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] [IMAGE] [-- COMMAND ARGS...]",
 		Short: "Start a task on the worker",
-		Long: `Start a task on the worker: from a task file (-f task.json, the task's JSON as the API takes
-it), from flags, or both (flags override the file). Words after -- are the task's command.
+		Long: `Start a task on the worker: from a file (-f), from flags, or both (flags override the file).
+Words after -- are the task's command. The file holds a task's JSON (examples/task.json), or a
+whole task event as POST /tasks takes it (examples/event.json, the shape of the book's sample
+files): the event is then sent as it is, its IDs kept where it has them, so that sending it again
+changes nothing.
 
 Without --wait, run prints the new task's ID as soon as the worker accepted it. With --wait it
-waits until the task is Running (or has ended), showing the progress of an image pull, and prints
-the outcome; a task that fails makes run fail.`,
+says what it waits for and waits until the task is Running and, when it has a health check,
+healthy, showing the progress of an image pull, and prints the outcome. A task that ends Failed
+first, or turns unhealthy, makes run fail (exit code 1).`,
 		Example: `  cube run --name web -p :7777 --memory 64m --health-path /health --wait cube-echo:latest
   cube run --image cube-echo:latest -e GREETING=hi -p 8080:7777 -- --listen :7777
-  cube run -f task.json --wait`,
+  cube run -f examples/task.json --wait`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(*f.output); err != nil {
 				return err
 			}
-			t, err := f.task(cmd, args)
+			ev, err := f.event(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -60,7 +66,12 @@ the outcome; a task that fails makes run fail.`,
 				return err
 			}
 			ctx := cmd.Context()
-			got, err := c.Start(ctx, t)
+			var got task.Task
+			if ev != nil {
+				got, err = c.Submit(ctx, *ev)
+			} else {
+				got, err = c.Start(ctx, f.spec)
+			}
 			if err != nil {
 				return err
 			}
@@ -71,7 +82,7 @@ the outcome; a task that fails makes run fail.`,
 				_, err := fmt.Fprintln(stdout, got.ID)
 				return err
 			}
-			final, err := waitTask(ctx, c, got, newProgress(stderr, isTerminal(stderr), got.Image), 100*time.Millisecond)
+			final, err := waitTask(ctx, c, got, stderr, newProgress(stderr, isTerminal(stderr), got.Image), pollEvery)
 			if err != nil && interrupted(ctx) {
 				return fmt.Errorf("stopped waiting; task %s goes on (%s)", label(got), got.ID)
 			}
@@ -82,10 +93,12 @@ the outcome; a task that fails makes run fail.`,
 				if err := writeJSON(stdout, final); err != nil {
 					return err
 				}
-			} else if final.State != task.Failed {
+			}
+			unhealthy := final.State == task.Running && final.HealthStatus == task.HealthUnhealthy
+			if *f.output != "json" && final.State != task.Failed && !unhealthy {
 				fmt.Fprintln(stdout, outcome(final))
 			}
-			if final.State == task.Failed {
+			if final.State == task.Failed || unhealthy {
 				return fmt.Errorf("%s", outcome(final))
 			}
 			return nil
@@ -102,25 +115,100 @@ the outcome; a task that fails makes run fail.`,
 	fl.StringVar(&f.restart, "restart", "", "restart policy: no, on-failure, always or unless-stopped")
 	fl.StringVar(&f.healthPath, "health-path", "", "HTTP path checked on the task's first port, such as /health")
 	fl.StringVar(&f.cmd, "cmd", "", "the task's command, split on spaces (or give it after --)")
-	fl.BoolVar(&f.wait, "wait", false, "wait until the task runs or ends, and print the outcome")
+	fl.BoolVar(&f.wait, "wait", false, "wait until the task runs (and is healthy, with a health check) or ends, and print the outcome")
 	f.output = outputFlag(cmd)
 	return cmd
 }
 
-// task builds the task the flags and arguments ask for.
-func (f *runFlags) task(cmd *cobra.Command, args []string) (task.Task, error) {
-	var t task.Task
+// fileEvent is a task event in a -f file, as POST /tasks takes it; its IDs may be left out.
+type fileEvent struct {
+	ID        string
+	State     task.State
+	Timestamp string
+	Task      fileTask
+}
+
+// fileTask is the task of a fileEvent: a task.Task whose ID may be left out.
+type fileTask struct {
+	ID string
+	task.Task
+}
+
+// event builds what the flags and arguments ask for: an event to send as it is when the -f file
+// holds one, and otherwise nil, with the task in f.spec.
+func (f *runFlags) event(cmd *cobra.Command, args []string) (*task.Event, error) {
+	var (
+		t  task.Task
+		ev *task.Event
+	)
 	if f.file != "" {
-		b, err := os.ReadFile(f.file)
-		if err != nil {
-			return t, fmt.Errorf("-f: %w", err)
-		}
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&t); err != nil {
-			return t, fmt.Errorf("-f %s: not a task: %v", f.file, strings.TrimPrefix(err.Error(), "json: "))
+		var err error
+		if t, ev, err = readTaskFile(f.file); err != nil {
+			return nil, err
 		}
 	}
+	t, err := f.task(cmd, args, t)
+	if err != nil {
+		return nil, err
+	}
+	if ev == nil {
+		f.spec = t
+		return nil, nil
+	}
+	id := ev.Task.ID
+	ev.Task = t
+	ev.Task.ID = id
+	return ev, nil
+}
+
+// readTaskFile reads a -f file: a task, or a task event (an object with a Task key), which it
+// returns too, its missing IDs made up.
+func readTaskFile(file string) (task.Task, *task.Event, error) {
+	var t task.Task
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return t, nil, fmt.Errorf("-f: %w", err)
+	}
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(b, &keys) == nil && keys["Task"] != nil {
+		var fe fileEvent
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fe); err != nil {
+			return t, nil, fmt.Errorf("-f %s: not a task event: %v", file, strings.TrimPrefix(err.Error(), "json: "))
+		}
+		ev := &task.Event{ID: uuid.New(), State: fe.State, Task: fe.Task.Task}
+		ev.Task.ID = uuid.New()
+		for _, id := range []struct {
+			field, s string
+			to       *uuid.UUID
+		}{{"ID", fe.ID, &ev.ID}, {"Task.ID", fe.Task.ID, &ev.Task.ID}} {
+			if id.s == "" {
+				continue
+			}
+			u, err := uuid.Parse(id.s)
+			if err != nil {
+				return t, nil, fmt.Errorf("-f %s: %s: %q is not a UUID", file, id.field, id.s)
+			}
+			*id.to = u
+		}
+		if fe.Timestamp != "" {
+			if ev.Timestamp, err = time.Parse(time.RFC3339Nano, fe.Timestamp); err != nil {
+				return t, nil, fmt.Errorf("-f %s: Timestamp: %q is not an RFC 3339 time", file, fe.Timestamp)
+			}
+		}
+		return ev.Task, ev, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t); err != nil {
+		return t, nil, fmt.Errorf("-f %s: not a task: %v", file, strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return t, nil, nil
+}
+
+// task applies the flags and arguments to t, the file's task or an empty one.
+func (f *runFlags) task(cmd *cobra.Command, args []string, t task.Task) (task.Task, error) {
 	before, after := args, []string(nil)
 	if dash := cmd.ArgsLenAtDash(); dash >= 0 {
 		before, after = args[:dash], args[dash:]
@@ -222,18 +310,43 @@ func parsePublish(s string) (port, host string, err error) {
 	return num + "/" + proto, host, nil
 }
 
-// waitTask polls the task every poll until it is Running or has ended, showing pull progress on
-// p, and returns it as it is then.
-func waitTask(ctx context.Context, c *apiclient.Client, t task.Task, p *progress, poll time.Duration) (task.Task, error) {
+// waitTask says on w what it waits for, then polls the task every poll until it is Running
+// and, when it has a health check, no longer starting, or has ended, showing pull progress on p,
+// and returns it as it is then. It says on w why the task waits to restart, and when the worker
+// cannot confirm its state (the Docker Engine does not answer).
+func waitTask(ctx context.Context, c *apiclient.Client, t task.Task, w io.Writer, p *progress, poll time.Duration) (task.Task, error) {
 	defer p.end()
+	checked := t.HealthCheck != "" || t.Health != nil
+	what := "Running"
+	if checked {
+		what = "Running and healthy"
+	}
+	fmt.Fprintf(w, "waiting for task %s to be %s\n", label(t), what)
+	var said string // the last note written
+	note := func(s string) {
+		if s != "" && s != said {
+			p.end()
+			fmt.Fprintln(w, s)
+			said = s
+		}
+	}
 	for {
 		cur, err := c.Get(ctx, t.ID)
 		if err != nil {
 			return t, err
 		}
-		switch cur.State {
-		case task.Running, task.Completed, task.Failed:
+		switch {
+		case cur.Unconfirmed != "":
+			note("still waiting: " + cur.Unconfirmed)
+		case cur.State == task.Completed || cur.State == task.Failed:
 			return cur, nil
+		case cur.State == task.Running && (cur.HealthStatus == "" && !checked || cur.HealthStatus == task.HealthHealthy || cur.HealthStatus == task.HealthUnhealthy):
+			return cur, nil
+		case cur.State == task.Running && cur.HealthStatus == task.HealthStarting && !checked:
+			checked = true // the image's own HEALTHCHECK
+			note(fmt.Sprintf("task %s is Running; waiting for its health check", label(cur)))
+		case cur.State == task.Scheduled && cur.RestartCount > 0:
+			note(fmt.Sprintf("task %s: %s", label(cur), cur.Error))
 		}
 		p.show(cur.Pull, time.Now())
 		select {
@@ -248,10 +361,20 @@ func waitTask(ctx context.Context, c *apiclient.Client, t task.Task, p *progress
 func outcome(t task.Task) string {
 	switch t.State {
 	case task.Running:
-		if p := ports(t, false); p != "" {
-			return fmt.Sprintf("task %s is Running, ports %s", label(t), p)
+		state := "Running"
+		switch t.HealthStatus {
+		case task.HealthHealthy:
+			state += " and healthy"
+		case task.HealthUnhealthy:
+			state += " but unhealthy"
+			if r := t.LastHealthCheck; r != nil && r.Output != "" {
+				state += " (" + r.Output + ")"
+			}
 		}
-		return fmt.Sprintf("task %s is Running", label(t))
+		if p := ports(t, false); p != "" {
+			return fmt.Sprintf("task %s is %s, ports %s", label(t), state, p)
+		}
+		return fmt.Sprintf("task %s is %s", label(t), state)
 	case task.Failed:
 		why := t.Error
 		if why == "" {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,13 +17,20 @@ import (
 
 const idHelp = "ID is a task's ID, a unique prefix of it, or the task's name."
 
-func (cc *clientConfig) newLsCmd(stdout io.Writer) *cobra.Command {
-	var output *string
+func (cc *clientConfig) newLsCmd(stdout, stderr io.Writer) *cobra.Command {
+	var (
+		output *string
+		all    bool
+	)
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"ps", "list"},
-		Short:   "List the worker's tasks",
-		Args:    cobra.NoArgs,
+		Short:   "List the worker's tasks that have not ended (-a: all)",
+		Long: `List the worker's tasks that have not ended, as docker ps does; with -a, every task the worker
+keeps, those that ended Completed or Failed too. A task waiting to restart shows as
+"Restarting (EXIT CODE) in 4s". While the Docker Engine does not answer, each state is the last
+one seen, marked "(unconfirmed)", and the reason goes to standard error.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(*output); err != nil {
 				return err
@@ -35,14 +43,72 @@ func (cc *clientConfig) newLsCmd(stdout io.Writer) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if !all {
+				ts = slices.DeleteFunc(ts, ended)
+			}
 			if *output == "json" {
 				return writeJSON(stdout, ts)
 			}
-			return writeTaskTable(stdout, ts, time.Now())
+			if err := writeTaskTable(stdout, ts, time.Now()); err != nil {
+				return err
+			}
+			for _, t := range ts {
+				if t.Unconfirmed != "" {
+					fmt.Fprintln(stderr, "unconfirmed:", t.Unconfirmed)
+					break
+				}
+			}
+			return nil
 		},
 	}
 	output = outputFlag(cmd)
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "list every task, those that ended too")
 	return cmd
+}
+
+// stateOf is a task's state as cube ls shows it: a task waiting to restart shows its last exit
+// code and when it restarts, "Restarting (1) in 4s", as docker ps shows a crash loop; a state the
+// worker cannot confirm says so.
+func stateOf(t task.Task, now time.Time) string {
+	s := t.State.String()
+	if t.State == task.Scheduled && t.RestartCount > 0 {
+		s = fmt.Sprintf("Restarting (%d)", t.ExitCode)
+		if at, ok := restartAt(t.Error); ok {
+			if d := at.Sub(now); d > 0 {
+				s += " in " + roundUp(d)
+			} else {
+				s += " now"
+			}
+		}
+	}
+	if t.Unconfirmed != "" {
+		s += " (unconfirmed)"
+	}
+	return s
+}
+
+// restartAt finds when a task waiting to restart restarts, in its Error: "…; back-off:
+// restarting in 2s (at 2024-05-01T12:00:02Z)".
+func restartAt(msg string) (time.Time, bool) {
+	_, rest, ok := strings.Cut(msg, "back-off: restarting in ")
+	if !ok {
+		return time.Time{}, false
+	}
+	_, rest, ok = strings.Cut(rest, "(at ")
+	if !ok {
+		return time.Time{}, false
+	}
+	stamp, _, _ := strings.Cut(rest, ")")
+	at, err := time.Parse(time.RFC3339, stamp)
+	return at, err == nil
+}
+
+// roundUp writes d in whole seconds, rounded up, or in minutes from 2 minutes on: 4s, 3m.
+func roundUp(d time.Duration) string {
+	if d >= 2*time.Minute {
+		return fmt.Sprintf("%dm", int((d+time.Minute-1)/time.Minute))
+	}
+	return fmt.Sprintf("%ds", int((d+time.Second-1)/time.Second))
 }
 
 // writeTaskTable writes the tasks as cube ls shows them.
@@ -54,7 +120,7 @@ func writeTaskTable(w io.Writer, ts []task.Task, now time.Time) error {
 		if t.State == task.Completed || t.State == task.Failed {
 			health, p = "", "" // what they were, not what they are
 		}
-		state := t.State.String()
+		state := stateOf(t, now)
 		if t.Paused {
 			state += " (paused)"
 		}
@@ -110,7 +176,7 @@ func describe(w io.Writer, t task.Task, now time.Time) error {
 	row("ID", t.ID.String())
 	row("Name", t.Name)
 	row("Image", t.Image)
-	row("State", t.State.String())
+	row("State", stateOf(t, now))
 	if t.HealthStatus != "" {
 		h := t.HealthStatus
 		if r := t.LastHealthCheck; r != nil && r.Output != "" {
@@ -119,6 +185,7 @@ func describe(w io.Writer, t task.Task, now time.Time) error {
 		row("Health", h)
 	}
 	row("Error", t.Error)
+	row("Unconfirmed", t.Unconfirmed)
 	if t.State == task.Completed || t.State == task.Failed {
 		row("Exit code", strconv.Itoa(t.ExitCode))
 	}
@@ -332,9 +399,11 @@ func (cc *clientConfig) newEventsCmd(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "events",
 		Short: "Print the worker's task events as they happen",
-		Long: `Print the worker's task events as they happen, one a line, until interrupted: each change of a
-task's state, health or restarts. With --after N, first the events after event N that the worker
-still keeps (--after 0: all of them). A broken stream is resumed where it left off.`,
+		Long: `Print the worker's task events as they happen, one a line under a header, until interrupted:
+each change of a task's state, health or restarts, with its number, the EVENT column. With
+--after N, first the events after event N that the worker still keeps (--after 0: all of them).
+A broken stream is resumed where it left off. With -o json, each event is one line of JSON, the
+data of the stream's message (GET /events).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(*output); err != nil {
@@ -346,6 +415,9 @@ still keeps (--after 0: all of them). A broken stream is resumed where it left o
 			}
 			ctx := cmd.Context()
 			enc := json.NewEncoder(stdout)
+			if *output != "json" {
+				fmt.Fprintln(stdout, eventHeader)
+			}
 			err = c.Watch(ctx, after, func(ev apiclient.Event) error {
 				if *output == "json" {
 					return enc.Encode(ev)
@@ -364,24 +436,29 @@ still keeps (--after 0: all of them). A broken stream is resumed where it left o
 	return cmd
 }
 
-// eventLine is one event as cube events prints it:
-// time, task, type, the task's state and health after it, and the message.
+// eventColumns are the columns of cube events, in which eventHeader and eventLine write.
+const eventColumns = "%8s  %-29s  %-16s  %-8s  %-13s  %-20s  %s"
+
+// eventHeader is the header of cube events' columns; eventLine writes each event under it.
+var eventHeader = fmt.Sprintf(eventColumns, "EVENT", "TIME", "NAME", "ID", "TYPE", "STATE", "MESSAGE")
+
+// eventLine is one event as cube events prints it, in fixed-width columns so that a stream lines
+// up: the event's number (what --after takes), time, task name and short ID, type, the task's
+// state after it (with its health and restarts), and the message.
 func eventLine(ev apiclient.Event) string {
-	var b strings.Builder
 	if ev.Type == apiclient.EventReset {
 		// No task's: the events in between are lost, and the tasks must be read again.
-		fmt.Fprintf(&b, "%s  %s  %s", ev.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"), ev.Type, ev.Message)
-		return b.String()
+		return strings.TrimRight(fmt.Sprintf(eventColumns, strconv.FormatInt(ev.Seq, 10),
+			ev.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"), "-", "-", ev.Type, "-", ev.Message), " ")
 	}
-	fmt.Fprintf(&b, "%s  %s  %s  %s  %v", ev.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"), orDash(ev.Name), shortID(ev.TaskID), ev.Type, ev.State)
+	state := ev.State.String()
 	if ev.HealthStatus != "" {
-		fmt.Fprintf(&b, " %s", ev.HealthStatus)
+		state += " " + ev.HealthStatus
 	}
 	if ev.RestartCount > 0 {
-		fmt.Fprintf(&b, " restarts=%d", ev.RestartCount)
+		state += fmt.Sprintf(" restarts=%d", ev.RestartCount)
 	}
-	if ev.Message != "" {
-		fmt.Fprintf(&b, "  %s", ev.Message)
-	}
-	return b.String()
+	line := fmt.Sprintf(eventColumns, strconv.FormatInt(ev.Seq, 10), ev.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"),
+		orDash(ev.Name), shortID(ev.TaskID), ev.Type, state, ev.Message)
+	return strings.TrimRight(line, " ")
 }

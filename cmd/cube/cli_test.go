@@ -42,7 +42,7 @@ func (d *daemon) mustCube(t *testing.T, args ...string) string {
 	return out
 }
 
-var outcomeRE = regexp.MustCompile(`^task web \(([0-9a-f]{8})\) is Running, ports (\d+)->7777/tcp\n$`)
+var outcomeRE = regexp.MustCompile(`^task web \(([0-9a-f]{8})\) is Running and healthy, ports (\d+)->7777/tcp\n$`)
 
 func TestCLIEndToEnd(t *testing.T) {
 	t.Parallel()
@@ -78,8 +78,11 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Errorf("cube run --wait of a missing image: got output %q, error %v; want a Failed error line", out, err)
 	}
 
-	// cube ls: the table, and JSON.
-	out = d.mustCube(t, "ls")
+	// cube ls: the tasks that have not ended; -a: all, as a table and as JSON.
+	if out := d.mustCube(t, "ls"); strings.Count(out, "\n") != 3 || strings.Contains(out, "broken") {
+		t.Errorf("cube ls: got\n%s\nwant a header, web and filed, not the Failed task", out)
+	}
+	out = d.mustCube(t, "ls", "-a")
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if got := strings.Fields(lines[0]); !slices.Equal(got, []string{"ID", "NAME", "IMAGE", "STATE", "HEALTH", "PORTS", "RESTARTS", "AGE"}) {
 		t.Errorf("ls header: got %q", lines[0])
@@ -99,8 +102,8 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Errorf("ls row of broken: got %q", broken)
 	}
 	var list []task.Task
-	if err := json.Unmarshal([]byte(d.mustCube(t, "ls", "-o", "json")), &list); err != nil || len(list) != 3 || list[0].Name != "web" {
-		t.Errorf("ls -o json: got %d tasks (%v), want 3, web first", len(list), err)
+	if err := json.Unmarshal([]byte(d.mustCube(t, "ls", "-a", "-o", "json")), &list); err != nil || len(list) != 3 || list[0].Name != "web" {
+		t.Errorf("ls -a -o json: got %d tasks (%v), want 3, web first", len(list), err)
 	}
 
 	// cube inspect, by name and by prefix.
@@ -191,11 +194,28 @@ func TestCLIEndToEnd(t *testing.T) {
 			t.Fatalf("cube events --after 0: %v", err)
 		}
 		// The Started record comes with the change to Running, the health check starting.
-		for _, re := range []string{`  web  ` + prefix + `  Received  Scheduled\n`, `  web  ` + prefix + `  Started  Running starting  container [0-9a-f]{12}\n`,
-			`  broken  [0-9a-f]{8}  Failed  Failed  image pull failed`} {
+		for _, re := range []string{`(?m)^ +EVENT +TIME +NAME +ID +TYPE +STATE +MESSAGE$`, `(?m)^ +\d+  \S+ +web +` + prefix + `  Received +Scheduled$`,
+			`(?m)^ +\d+  \S+ +web +` + prefix + `  Started +Running starting +container [0-9a-f]{12}$`,
+			`(?m)^ +\d+  \S+ +broken +[0-9a-f]{8}  Failed +Failed +image pull failed`} {
 			if !regexp.MustCompile(re).MatchString(out) {
 				t.Errorf("cube events --after 0: got\n%s\nwant a line matching %q", out, re)
 			}
+		}
+	})
+
+	// cube wait prints the exit code when the task ends; a task that fails before it is
+	// healthy makes run --wait fail.
+	t.Run("wait", func(t *testing.T) {
+		d.mustCube(t, "run", "--name", "job", testenv.EchoImage, "--", "--print", "bye", "--sleep", "1s", "--exit", "3")
+		if out := d.mustCube(t, "wait", "job"); out != "3\n" {
+			t.Errorf("cube wait job: got %q, want 3", out)
+		}
+		out, err := d.cube(t, "run", "--name", "dies", "-p", ":7777", "--health-path", "/health", "--wait", testenv.EchoImage, "--", "--sleep", "1s", "--exit", "2")
+		if err == nil || !regexp.MustCompile(`^task dies \([0-9a-f]{8}\) Failed: exited with code 2`).MatchString(err.Error()) || out != "" {
+			t.Errorf("cube run --wait of a task that fails before it is healthy: got %q, %v; want a Failed error", out, err)
+		}
+		if out, err := d.cube(t, "wait", "broken", "no-such-task"); err == nil || out != "125\n" {
+			t.Errorf("cube wait broken no-such-task: got %q, %v; want 125 for the task that never ran, and an error", out, err)
 		}
 	})
 
@@ -236,8 +256,13 @@ func TestCLISecuredWorker(t *testing.T) {
 		t.Errorf("cube ls with CUBE_TOKEN: got %q, %v; want []", out, err)
 	}
 	_, err = cliCube(t, ctx, nil, append([]string{"ls"}, tlsFlags...)...)
-	if err == nil || err.Error() != "this worker needs a bearer token: send the header Authorization: Bearer TOKEN" {
-		t.Errorf("cube ls without a token: got %v, want the worker's 401 message", err)
+	if err == nil || err.Error() != "the worker wants a token: pass --token or --token-file (or set CUBE_TOKEN)" {
+		t.Errorf("cube ls without a token: got %v, want it to name --token", err)
+	}
+	// The client flags stand anywhere on the line.
+	out, err = cliCube(t, ctx, nil, append(append([]string{"--token", testToken}, tlsFlags...), "ls", "-o", "json")...)
+	if err != nil || strings.TrimSpace(out) != "[]" {
+		t.Errorf("cube --token … -w … ls: got %q, %v; want []", out, err)
 	}
 	_, err = cliCube(t, ctx, map[string]string{"CUBE_TOKEN": testToken}, "ls", "-w", addr, "--ca", filepath.Join(dir, "ca.pem"))
 	if err == nil || !strings.HasPrefix(err.Error(), "cannot reach the worker at "+addr+": ") {

@@ -44,11 +44,11 @@ func newCLIFake(t *testing.T) *cliFake {
 	t.Helper()
 	f := &cliFake{rt: workertest.New(), extra: map[string]http.HandlerFunc{}}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f.w = worker.New(f.rt, worker.Config{Name: t.Name(), Logger: log})
+	f.w = worker.New(f.rt, worker.Config{Name: t.Name(), Logger: log, PingInterval: 20 * time.Millisecond, RuntimeName: "the Docker Engine"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.w.Run(ctx) }()
-	h := api.New(f.w, api.Options{Logger: log})
+	h := api.New(f.w, api.Options{Logger: log, Version: api.Version{Version: "v1.2.3", Commit: "abc1234", Name: t.Name()}})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		var extra http.HandlerFunc
@@ -207,7 +207,11 @@ func TestCLIResolve(t *testing.T) {
 	f := newCLIFake(t)
 	web := f.start(t, "web")
 	dup1 := f.start(t, "dup")
-	dup2 := f.start(t, "dup")
+	if _, err := f.cube(t, "run", "--name", "dup", "cube-echo:latest"); err == nil || !strings.Contains(err.Error(), `Task.Name: "dup" is the name of task `+dup1.ID.String()) {
+		t.Errorf("cube run of a name a running task holds: got %v, want the worker's conflict naming %s", err, dup1.ID)
+	}
+	stop(t, f, dup1.ID)
+	dup2 := f.start(t, "dup") // an ended task's name may be taken again
 
 	for _, ref := range []string{"web", web.ID.String(), web.ID.String()[:8], strings.ToUpper(web.ID.String()[:6])} {
 		out, err := f.cube(t, "inspect", "-o", "json", ref)
@@ -221,13 +225,16 @@ func TestCLIResolve(t *testing.T) {
 		}
 	}
 
-	_, err := f.cube(t, "inspect", "dup")
-	for _, want := range []string{`the name "dup" matches 2 tasks; give an ID prefix instead: `, dup1.ID.String() + " (dup, Running)", dup2.ID.String() + " (dup, Running)"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("cube inspect dup: got %v, want it to contain %q", err, want)
+	// The name picks the task that holds it; once every one has ended, the newest.
+	for _, want := range []uuid.UUID{dup2.ID, dup2.ID} {
+		out, err := f.cube(t, "inspect", "-o", "json", "dup")
+		var got task.Task
+		if err != nil || json.Unmarshal([]byte(out), &got) != nil || got.ID != want {
+			t.Errorf("cube inspect dup: got %s, %v; want %s", got.ID, err, want)
 		}
+		stop(t, f, dup2.ID)
 	}
-	_, err = f.cube(t, "stop", "")
+	_, err := f.cube(t, "stop", "")
 	if err == nil || err.Error() != "the task ID or name is empty" {
 		t.Errorf("cube stop '': got %v", err)
 	}
@@ -261,6 +268,24 @@ func TestCLIResolve(t *testing.T) {
 		}
 		tk := f.start(t, fmt.Sprintf("t%d", i))
 		seen[tk.ID.String()[0]] = append(seen[tk.ID.String()[0]], tk)
+	}
+}
+
+// stop stops the task on the fake and waits until it is Completed.
+func stop(t *testing.T, f *cliFake, id uuid.UUID) {
+	t.Helper()
+	if err := f.w.Stop(id); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got, _ := f.w.Get(id); got.State == task.Completed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s did not complete within 5s", id)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -298,20 +323,12 @@ func TestCLILsAndInspect(t *testing.T) {
 		}
 	}
 
-	if err := f.w.Stop(web.ID); err != nil {
-		t.Fatal(err)
+	stop(t, f, web.ID)
+	// As docker ps: ls shows the tasks that have not ended, ls -a every one.
+	if out, err := f.cube(t, "ls"); err != nil || strings.Count(out, "\n") != 1 {
+		t.Errorf("ls with only a Completed task: got %q, %v; want the header alone", out, err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if got, _ := f.w.Get(web.ID); got.State == task.Completed {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("task did not complete")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	out, _ = f.cube(t, "ls")
+	out, _ = f.cube(t, "ls", "-a")
 	lines = strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if got := strings.Fields(lines[1]); len(got) != 8 || got[3] != "Completed" || got[5] != "-" {
 		t.Errorf("ls row of a Completed task: got %q, want state Completed and no ports", got)
@@ -343,9 +360,12 @@ func TestCLIWaitShowsPullProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var progressOut bytes.Buffer
-	got, err := waitTask(context.Background(), c, task.Task{ID: id, Image: "registry.example/big:1"},
+	var progressOut, notes bytes.Buffer
+	got, err := waitTask(context.Background(), c, task.Task{ID: id, Name: "web", Image: "registry.example/big:1"}, &notes,
 		newProgress(&progressOut, false, "registry.example/big:1"), time.Millisecond)
+	if want := "waiting for task web (" + id.String()[:8] + ") to be Running\n"; notes.String() != want {
+		t.Errorf("what waitTask says: got %q, want %q", notes.String(), want)
+	}
 	if err != nil || got.State != task.Running {
 		t.Fatalf("waitTask: got %v, %v; want the Running task", got.State, err)
 	}
@@ -464,8 +484,10 @@ func TestCLIContractRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cube events ended by its context: got %v, want nil", err)
 	}
-	want := "2025-01-02T03:04:05.000" + time.Date(2025, 1, 2, 3, 4, 5, 0, time.Local).Format("Z07:00") + "  web  " + web.ID.String()[:8] + "  Received  Pending\n" +
-		"2025-01-02T03:04:05.000" + time.Date(2025, 1, 2, 3, 4, 5, 0, time.Local).Format("Z07:00") + "  web  " + web.ID.String()[:8] + "  Started  Running  container abc\n"
+	at := fmt.Sprintf("%-29s", "2025-01-02T03:04:05.000"+time.Date(2025, 1, 2, 3, 4, 5, 0, time.Local).Format("Z07:00"))
+	want := eventHeader + "\n" +
+		"       1  " + at + "  web               " + web.ID.String()[:8] + "  Received       Pending\n" +
+		"       2  " + at + "  web               " + web.ID.String()[:8] + "  Started        Running               container abc\n"
 	if out != want {
 		t.Errorf("cube events: got\n%q\nwant\n%q", out, want)
 	}
@@ -550,7 +572,7 @@ func TestCLIWorkerFlagsAndErrors(t *testing.T) {
 	env := map[string]string{"CUBE_WORKER": srv.URL, "CUBE_TOKEN": "from-env"}
 	for _, args := range [][]string{{"ls", "--token", "from-flag"}, {"ls", "--token-file", tokenFile}, {"ls"}} {
 		_, err := cliCube(t, context.Background(), env, args...)
-		if err == nil || err.Error() != "a bearer token is required" {
+		if err == nil || err.Error() != "the worker refused the token: a bearer token is required" {
 			t.Errorf("cube %v against a 401: got %v, want the worker's message", args, err)
 		}
 	}

@@ -26,21 +26,13 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newWorkerCmd(getenv, stderr), newVersionCmd(stdout))
-	root.AddCommand(newClientCmds(getenv, stdout, stderr)...) // run, ls, inspect, stop, logs, stats, events (cli.go)
+	root.Version = fmt.Sprintf("%s (commit %s)", version, commit)
+	root.SetVersionTemplate("cube {{.Version}}\n")
+	cc := &clientConfig{getenv: getenv}
+	cc.addFlags(root) // -w, --token, ...: anywhere on the line
+	root.AddCommand(newWorkerCmd(getenv, stderr))
+	root.AddCommand(newClientCmds(cc, stdout, stderr)...) // run, wait, version, port, ls, inspect, stop, logs, stats, events (cli.go)
 	return root
-}
-
-func newVersionCmd(stdout io.Writer) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			_, err := fmt.Fprintf(stdout, "cube %s (commit %s)\n", version, commit)
-			return err
-		},
-	}
 }
 
 func newWorkerCmd(getenv func(string) string, stderr io.Writer) *cobra.Command {
@@ -113,7 +105,20 @@ unless an --allow-* flag grants that kind.`,
 	f.DurationVar(&cfg.requestTimeout, "request-timeout", api.DefaultRequestTimeout, "bound on a request's body, and again on its answer")
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
+	// The client flags are the root's, and so inherited, but the worker refuses them: its help
+	// does not show them.
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		for _, f := range clientFlags {
+			if fl := c.InheritedFlags().Lookup(f.name); fl != nil {
+				fl.Hidden = true
+			}
+		}
+		c.Root().HelpFunc()(c, args)
+	})
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {
+		if err := refuseClientFlags(cmd); err != nil {
+			return err
+		}
 		if cfg.port < 0 || cfg.port > 65535 {
 			if !cmd.Flags().Changed("port") {
 				return fmt.Errorf("CUBE_WORKER_PORT=%q is not a port number", getenv("CUBE_WORKER_PORT"))

@@ -117,6 +117,7 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		RebuildFromRuntime: cfg.dataDir == "",
 		KeepOrphans:        !cfg.reapOrphans,
 		OrphanGrace:        cfg.orphanGrace,
+		RuntimeName:        "the Docker Engine",
 	})
 	m.Track(w)
 	// Streaming answers (followed logs, event streams) end as the server shuts down, so that
@@ -131,6 +132,7 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		Metrics:        m.Handler(),
 		Observe:        m.ObserveHTTP,
 		StreamContext:  streams,
+		Version:        api.Version{Version: version, Commit: commit, Name: cfg.name},
 	})
 	readHeaderTimeout := cfg.readHeaderTimeout
 	if readHeaderTimeout <= 0 {

@@ -210,7 +210,8 @@ func (d *daemon) waitState(t *testing.T, id uuid.UUID, s task.State, within time
 }
 
 func echoTask(args ...string) task.Task {
-	return task.Task{ID: uuid.New(), Name: "e2e", State: task.Scheduled, Image: testenv.EchoImage, Cmd: args}
+	id := uuid.New()
+	return task.Task{ID: id, Name: "e2e-" + id.String()[:8], State: task.Scheduled, Image: testenv.EchoImage, Cmd: args}
 }
 
 func containerGone(t *testing.T, id string) bool {
@@ -517,7 +518,7 @@ func TestEnvironmentFallbacks(t *testing.T) {
 func TestVersion(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"version"}, os.Getenv, &out, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"--version"}, os.Getenv, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(out.String(), "cube ") {

@@ -305,7 +305,7 @@ func loadClient(i int, st *loadStats, slots chan struct{}, stop chan struct{}, s
 			select {
 			case slots <- struct{}{}:
 				tk := echoTask("--listen", ":7777")
-				tk.Name = fmt.Sprintf("load-%d", i)
+				tk.Name = fmt.Sprintf("load-%d-%s", i, tk.ID.String()[:8]) // names of tasks that have not ended are unique
 				body, _ := json.Marshal(task.Event{ID: uuid.New(), State: task.Running, Timestamp: time.Now(), Task: tk})
 				if code, _ := do("POST", "/tasks", testToken, body, 201); code == 201 {
 					st.mu.Lock()

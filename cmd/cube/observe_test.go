@@ -257,8 +257,8 @@ func TestEventStreamEndToEnd(t *testing.T) {
 		t.Errorf("a failing task's life: got %v, want %v", got, want)
 	}
 	for _, ev := range evs {
-		if ev.TaskID != failing.ID || ev.Name != "e2e" || ev.Time.IsZero() {
-			t.Errorf("event %+v: want task %s named e2e, with a time", ev, failing.ID)
+		if ev.TaskID != failing.ID || ev.Name != failing.Name || ev.Time.IsZero() {
+			t.Errorf("event %+v: want task %s named %s, with a time", ev, failing.ID, failing.Name)
 		}
 	}
 	if last := evs[len(evs)-1]; last.Message != "exited with code 3" {

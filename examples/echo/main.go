@@ -1,11 +1,12 @@
 // Command echo is the small, static test workload used throughout cube's
 // tests and README examples. It is packaged into the cube-echo:latest image
-// (FROM scratch, ENTRYPOINT ["/echo"], CMD ["--listen", ":7777"]).
+// (FROM scratch, ENTRYPOINT ["/echo"], CMD ["--listen", ":7777", "--print-env", "--log-requests"]).
 //
 // Its behaviour is chosen by flags:
 //
 //	--listen ADDR          serve HTTP on ADDR (e.g. ":7777"):
-//	                         /              200 "hello from HOSTNAME\n" (any other path too)
+//	                         /              200 "hello from HOSTNAME\n" (any other path too);
+//	                                        with GREETING=hi in the environment, "hi from HOSTNAME\n"
 //	                         /health        200 "ok" (500 "unhealthy" once --unhealthy-after has elapsed)
 //	                         /echo?msg=X    200 "X" (without msg: the request body)
 //	                         /status/CODE   answers with status CODE (200-599)
@@ -26,6 +27,8 @@
 //	                       is below SIZE), wait a second and exit with 128+signal. The pauses
 //	                       let the Engine see the OOM kill: one within moments of the start,
 //	                       or of a container whose PID 1 dies at once, is sometimes lost.
+//	--print-env            print the environment at start, one KEY=VALUE a line, sorted
+//	--log-requests         print a line to stdout for each HTTP request: "GET /health 200"
 //	--check URL            only GET URL and exit 0 on a 2xx answer, 1 otherwise
 //	                       (for HEALTHCHECK / exec health checks in a shell-less image)
 //	--symlink TARGET:LINK  make the symbolic link LINK pointing to TARGET (at start)
@@ -49,6 +52,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +81,8 @@ type config struct {
 	unhealthyAfter time.Duration
 	symlink        string
 	ls             string
+	printEnv       bool
+	logRequests    bool
 }
 
 // errUsage marks command line errors (exit code 2).
@@ -107,6 +113,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.unhealthyAfter, "unhealthy-after", 0, "/health answers 500 once `DUR` has passed")
 	fs.StringVar(&c.symlink, "symlink", "", "make the symbolic link LINK pointing to TARGET, given as `TARGET:LINK`")
 	fs.StringVar(&c.ls, "ls", "", "print the names in `DIR`, one a line")
+	fs.BoolVar(&c.printEnv, "print-env", false, "print the environment at start, one KEY=VALUE a line")
+	fs.BoolVar(&c.logRequests, "log-requests", false, "print a line for each HTTP request")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -176,6 +184,7 @@ func parseSize(s string) (int64, error) {
 type handler struct {
 	mux            *http.ServeMux
 	hostname       string
+	greeting       string // what / says hello with: $GREETING, or "hello"
 	start          time.Time
 	unhealthyAfter time.Duration
 	now            func() time.Time
@@ -185,6 +194,7 @@ func newHandler(hostname string, unhealthyAfter time.Duration) *handler {
 	h := &handler{
 		mux:            http.NewServeMux(),
 		hostname:       hostname,
+		greeting:       "hello",
 		start:          time.Now(),
 		unhealthyAfter: unhealthyAfter,
 		now:            time.Now,
@@ -200,7 +210,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 
 func (h *handler) root(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "hello from %s\n", h.hostname)
+	fmt.Fprintf(w, "%s from %s\n", h.greeting, h.hostname)
 }
 
 func (h *handler) health(w http.ResponseWriter, _ *http.Request) {
@@ -402,8 +412,16 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 			return 1
 		}
 		hostname, _ := os.Hostname()
+		h := newHandler(hostname, c.unhealthyAfter)
+		if g := os.Getenv("GREETING"); g != "" {
+			h.greeting = g
+		}
+		var handler http.Handler = h
+		if c.logRequests {
+			handler = logRequests(h, stdout)
+		}
 		srv := &http.Server{
-			Handler:           newHandler(hostname, c.unhealthyAfter),
+			Handler:           handler,
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		defer srv.Close()
@@ -441,6 +459,13 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 	if c.stderr != "" {
 		fmt.Fprintln(stderr, c.stderr)
 	}
+	if c.printEnv {
+		env := os.Environ()
+		slices.Sort(env)
+		for _, kv := range env {
+			fmt.Fprintln(stdout, kv)
+		}
+	}
 	printed := make(chan struct{})
 	wg.Add(1)
 	go func() {
@@ -466,6 +491,29 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 			printed = nil
 		}
 	}
+}
+
+// logRequests prints a line to w for each request h answers: method, path and status.
+func logRequests(h http.Handler, w io.Writer) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: rw, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, "%s %s %d\n", r.Method, r.URL.RequestURI(), sw.status)
+	})
+}
+
+// statusWriter remembers the status an answer was written with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
 }
 
 func main() {

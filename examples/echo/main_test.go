@@ -421,3 +421,69 @@ func TestRunSymlinkAndLs(t *testing.T) {
 		t.Errorf("a link that exists already: got %d, want 1", code)
 	}
 }
+
+// With --print-env and --log-requests, as the image runs by default, the program prints its
+// environment at start and a line for each request, and / greets with $GREETING.
+func TestRunPrintsEnvAndLogsRequests(t *testing.T) {
+	t.Setenv("GREETING", "hi")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	out := &syncBuffer{}
+	sig := make(chan os.Signal, 1)
+	done := make(chan int, 1)
+	go func() { done <- run([]string{"--listen", addr, "--print-env", "--log-requests"}, out, io.Discard, sig) }()
+	defer func() {
+		sig <- syscall.SIGINT
+		<-done
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	var body string
+	for {
+		resp, err := http.Get("http://" + addr + "/")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.HasPrefix(body, "hi from ") {
+		t.Errorf("GET / with GREETING=hi: got %q, want it to start with \"hi from \"", body)
+	}
+	http.Get("http://" + addr + "/status/404")
+	for !strings.Contains(out.String(), "GET /status/404 404\n") {
+		if time.Now().After(deadline) {
+			t.Fatalf("stdout: got %q, want a line for each request", out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := out.String(); !strings.Contains(s, "GREETING=hi\n") || !strings.Contains(s, "GET / 200\n") {
+		t.Errorf("stdout: got %q, want GREETING=hi and GET / 200", s)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

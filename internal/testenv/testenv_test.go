@@ -75,7 +75,7 @@ func TestEchoImageConfig(t *testing.T) {
 	if got := img.Config.Entrypoint; !slices.Equal(got, []string{"/echo"}) {
 		t.Errorf("Entrypoint = %q", got)
 	}
-	if got := img.Config.Cmd; !slices.Equal(got, []string{"--listen", ":7777"}) {
+	if got := img.Config.Cmd; !slices.Equal(got, []string{"--listen", ":7777", "--print-env", "--log-requests"}) {
 		t.Errorf("Cmd = %q", got)
 	}
 	if _, ok := img.Config.ExposedPorts["7777/tcp"]; !ok {
