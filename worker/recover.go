@@ -40,6 +40,18 @@ func (w *Worker) markDownLocked(err error) {
 	w.downErr = err
 }
 
+// RuntimeDown notes that the runtime does not answer, and why: what a caller that asked it on the
+// worker's behalf learnt (the daemon, before Run, asking the Engine for its ID). Ready and the
+// tasks' Unconfirmed notes say so until the worker sees the runtime answer.
+func (w *Worker) RuntimeDown(err error) {
+	if err == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.markDownLocked(err)
+}
+
 // markUp notes that the runtime answers again. Coming back from an outage, the worker carries
 // out what it parked, follows the runtime's events afresh and reconciles.
 func (w *Worker) markUp() {

@@ -437,7 +437,7 @@ data of the stream's message (GET /events).`,
 }
 
 // eventColumns are the columns of cube events, in which eventHeader and eventLine write.
-const eventColumns = "%8s  %-29s  %-16s  %-8s  %-13s  %-20s  %s"
+const eventColumns = "%16s  %-29s  %-16s  %-8s  %-13s  %-20s  %s" // event numbers have 16 digits
 
 // eventHeader is the header of cube events' columns; eventLine writes each event under it.
 var eventHeader = fmt.Sprintf(eventColumns, "EVENT", "TIME", "NAME", "ID", "TYPE", "STATE", "MESSAGE")

@@ -194,9 +194,9 @@ func TestCLIEndToEnd(t *testing.T) {
 			t.Fatalf("cube events --after 0: %v", err)
 		}
 		// The Started record comes with the change to Running, the health check starting.
-		for _, re := range []string{`(?m)^ +EVENT +TIME +NAME +ID +TYPE +STATE +MESSAGE$`, `(?m)^ +\d+  \S+ +web +` + prefix + `  Received +Scheduled$`,
-			`(?m)^ +\d+  \S+ +web +` + prefix + `  Started +Running starting +container [0-9a-f]{12}$`,
-			`(?m)^ +\d+  \S+ +broken +[0-9a-f]{8}  Failed +Failed +image pull failed`} {
+		for _, re := range []string{`(?m)^ +EVENT +TIME +NAME +ID +TYPE +STATE +MESSAGE$`, `(?m)^ *\d+  \S+ +web +` + prefix + `  Received +Scheduled$`,
+			`(?m)^ *\d+  \S+ +web +` + prefix + `  Started +Running starting +container [0-9a-f]{12}$`,
+			`(?m)^ *\d+  \S+ +broken +[0-9a-f]{8}  Failed +Failed +image pull failed`} {
 			if !regexp.MustCompile(re).MatchString(out) {
 				t.Errorf("cube events --after 0: got\n%s\nwant a line matching %q", out, re)
 			}

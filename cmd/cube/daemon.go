@@ -79,10 +79,12 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	lock, err := claimName(pctx, rt, cfg, log)
 	cancel()
 	var unknown errEngineUnknown
+	var w0err error // why the Engine did not tell its ID, for the worker to report until it does
 	claimLater := errors.As(err, &unknown)
 	switch {
 	case claimLater:
 		log.Warn("docker does not answer yet; /readyz reports it until it does", "err", err)
+		w0err = unknown.err
 	case err != nil:
 		return err
 	}
@@ -159,7 +161,8 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	claimFailed := make(chan error, 1)
 	go func() {
 		if claimLater {
-			l, err := claimNameWhenUp(wctx, rt, cfg, log)
+			w.RuntimeDown(w0err)
+			l, err := claimNameWhenUp(wctx, rt, cfg, log, w.RuntimeDown)
 			if err != nil {
 				if wctx.Err() == nil {
 					claimFailed <- err

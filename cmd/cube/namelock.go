@@ -50,8 +50,9 @@ func claimName(ctx context.Context, rt engineIdentifier, cfg workerConfig, log *
 }
 
 // claimNameWhenUp claims the name as claimName does, asking the Engine for its ID again, with
-// back-off, until it answers or ctx is done (then it returns ctx's error).
-func claimNameWhenUp(ctx context.Context, rt engineIdentifier, cfg workerConfig, log *slog.Logger) (*namelock.Lock, error) {
+// back-off, until it answers or ctx is done (then it returns ctx's error). It tells down why
+// each ask failed.
+func claimNameWhenUp(ctx context.Context, rt engineIdentifier, cfg workerConfig, log *slog.Logger, down func(error)) (*namelock.Lock, error) {
 	backoff := 100 * time.Millisecond
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -62,6 +63,7 @@ func claimNameWhenUp(ctx context.Context, rt engineIdentifier, cfg workerConfig,
 			return lock, err
 		}
 		log.Debug("the worker name waits for the Docker Engine to tell its ID", "err", err)
+		down(unknown.err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -16,8 +16,8 @@ import (
 
 // A worker whose Docker Engine does not answer says so: /readyz names the Engine (not "still
 // recovering"), and cube run --wait says what it waits for and why it still waits.
+// It runs alone (not in parallel): it points the whole process's DOCKER_HOST elsewhere.
 func TestReadyzNamesTheDockerEngine(t *testing.T) {
-	t.Parallel()
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock")) // nothing listens there
 	logs := newLogSink()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -381,6 +381,15 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 		}
 	}
 
+	// The environment first, before anything is served: a client sees it all in the output
+	// before the first request's line.
+	if c.printEnv {
+		env := os.Environ()
+		slices.Sort(env)
+		for _, kv := range env {
+			fmt.Fprintln(stdout, kv)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs after cancel and the listeners are closed
@@ -458,13 +467,6 @@ func run(args []string, stdout, stderr io.Writer, sig <-chan os.Signal) int {
 
 	if c.stderr != "" {
 		fmt.Fprintln(stderr, c.stderr)
-	}
-	if c.printEnv {
-		env := os.Environ()
-		slices.Sort(env)
-		for _, kv := range env {
-			fmt.Fprintln(stdout, kv)
-		}
 	}
 	printed := make(chan struct{})
 	wg.Add(1)
