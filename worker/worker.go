@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -87,6 +88,7 @@ type Config struct {
 	KeepOrphans        bool          // report containers with no task behind them, but do not remove them
 	OrphanGrace        time.Duration // how long a container is an orphan before it is removed; default 1m
 	PingInterval       time.Duration // how often to ask whether the runtime answers; default 2s (each ask may take 5s)
+	Retention          Retention     // how many ended tasks are kept, and for how long
 }
 
 // Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
@@ -143,6 +145,7 @@ type Worker struct {
 	pingInterval time.Duration
 	recovered    atomic.Bool // recoverState has finished
 	changes      hub         // the task changes subscribers follow
+	gc           gcState     // retention, and the removals under way (guarded by mu)
 }
 
 // lane is the list of operations waiting for one task. A lane exists while it has work; its
@@ -162,6 +165,7 @@ const (
 	opLaunch                 // start a container for a Scheduled task: a start that waited for the runtime
 	opAdopt                  // take up a running container found at start-up: no restart
 	opRelaunch               // start a Scheduled task again now, in a new container
+	opRemove                 // stop the task, remove its container, forget it
 )
 
 // op is one unit of work on one task.
@@ -207,6 +211,7 @@ func New(rt Runtime, cfg Config) *Worker {
 		keepOrphans:    cfg.KeepOrphans,
 		orphanGrace:    cfg.OrphanGrace,
 		pingInterval:   cfg.PingInterval,
+		gc:             gcState{retention: cfg.Retention.withDefaults()},
 	}
 	if w.orphanGrace <= 0 {
 		w.orphanGrace = time.Minute
@@ -260,6 +265,9 @@ func New(rt Runtime, cfg Config) *Worker {
 		case task.OrderStop:
 			w.stopping[o.TaskID] = true
 			w.pending.Enqueue(op{kind: opStop, taskID: o.TaskID, seq: o.Seq})
+		case task.OrderRemove:
+			w.markRemovingLocked(o.TaskID, "by an order accepted before a restart")
+			w.pending.Enqueue(op{kind: opRemove, taskID: o.TaskID, seq: o.Seq})
 		}
 	}
 	w.startSlots = make(chan struct{}, n)
@@ -306,6 +314,9 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	cur, known := w.store.Get(ev.Task.ID)
+	if known && w.isRemovingLocked(ev.Task.ID) {
+		return task.Task{}, task.Errorf(task.ECONFLICT, "Task.ID: task %s is being removed; submit it again once it is gone", ev.Task.ID)
+	}
 	if taskID, ok := w.store.Seen(ev.ID); ok {
 		if taskID != ev.Task.ID {
 			return task.Task{}, task.Errorf(task.ECONFLICT,
@@ -359,7 +370,7 @@ func (w *Worker) Stop(id uuid.UUID) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	cur, ok := w.store.Get(id)
-	if !ok {
+	if !ok || w.isRemovingLocked(id) {
 		return task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
 	if (cur.State == task.Completed && cur.ContainerID == "") || w.stopping[id] {
@@ -391,49 +402,10 @@ func (w *Worker) roomInQueue() error {
 	return nil
 }
 
-// makeRoom makes room for one more task when the store holds maxTasks, by forgetting the tasks
-// that ended longest ago, and fails with ECONFLICT when none has ended. It forgets a tenth of
-// the maximum at once, so that a worker at its limit does not go through every task on every
-// submission. Callers hold w.mu.
-func (w *Worker) makeRoom() error {
-	n := w.store.Len()
-	if n < w.maxTasks {
-		return nil
-	}
-	target := w.maxTasks - max(1, w.maxTasks/10)
-	var gone []uuid.UUID
-	busy := make(map[uuid.UUID]bool)
-	for _, o := range w.store.Orders() {
-		busy[o.TaskID] = true
-	}
-	for id := range w.parkedTasks {
-		busy[id] = true
-	}
-	for _, t := range w.store.List() {
-		if n <= target {
-			break
-		}
-		if l := w.live[t.ID]; (t.State == task.Completed || t.State == task.Failed) && t.ContainerID == "" &&
-			w.lanes[t.ID] == nil && !busy[t.ID] && (l == nil || l.timer == nil) {
-			delete(w.live, t.ID)
-			if err := w.store.Delete(t.ID); err != nil {
-				return fmt.Errorf("forget task %s: %w", t.ID, err)
-			}
-			gone = append(gone, t.ID)
-			n--
-		}
-	}
-	if n >= w.maxTasks {
-		return task.Errorf(task.ECONFLICT, "the worker tracks %d tasks, its maximum, and none has ended with its container removed; delete some first", n)
-	}
-	w.log.Info("forgot ended tasks to make room", "count", len(gone))
-	return nil
-}
-
 // Get returns the task with the given ID, or an ENOTFOUND error.
 func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 	t, ok := w.store.Get(id)
-	if !ok {
+	if !ok || w.removingNow()[id] {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
 	if note := w.unconfirmed(); note != "" && !t.State.Terminal() {
@@ -446,6 +418,9 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 // tasks that have not ended carry a note that their state is unconfirmed.
 func (w *Worker) List() []task.Task {
 	list := w.store.List()
+	if gone := w.removingNow(); gone != nil {
+		list = slices.DeleteFunc(list, func(t task.Task) bool { return gone[t.ID] })
+	}
 	if note := w.unconfirmed(); note != "" {
 		for i := range list {
 			if !list[i].State.Terminal() {
@@ -509,7 +484,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.running = true
 	w.runCtx = ctx
-	w.wg.Add(3)
+	w.wg.Add(4)
 	w.mu.Unlock()
 
 	w.log.Info("worker started", "name", w.name)
@@ -519,6 +494,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.watch(ctx, since)
 	go w.reconcileLoop(ctx)
 	go w.pingLoop(ctx)
+	go w.gcLoop(ctx)
 	for {
 		w.dispatch()
 		select {
@@ -625,6 +601,8 @@ func (w *Worker) apply(ctx context.Context, o op) {
 		err = w.adopt(ctx, opCtx, log, l, o.taskID, o.containerID)
 	case opRelaunch:
 		err = w.restartNow(ctx, opCtx, log, l, o.taskID)
+	case opRemove:
+		err = w.remove(opCtx, log, l, o)
 	}
 	var parked *parkedError
 	switch {

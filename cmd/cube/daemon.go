@@ -40,10 +40,16 @@ type workerConfig struct {
 	tlsCert, tlsKey          string
 	tlsClientCA              string
 	policy                   task.Policy
+	keepEnded                int           // --keep-ended
+	keepEndedFor             time.Duration // --keep-ended-for
+	logMaxSize               string        // --log-max-size
+	logMaxFiles              int           // --log-max-files
 
 	// Hidden flags, for tests. Zero takes the default.
 	readHeaderTimeout time.Duration // default defaultReadHeaderTimeout
 	requestTimeout    time.Duration // default api.DefaultRequestTimeout
+	gcInterval        time.Duration // how often retention looks at ended tasks; default 1m
+	maxTasks          int           // tasks tracked at most; default 10000
 }
 
 const (
@@ -64,7 +70,11 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	rt, err := docker.New(docker.Options{Worker: cfg.name})
+	logMax, err := units.RAMInBytes(cfg.logMaxSize)
+	if err != nil {
+		return fmt.Errorf("--log-max-size: %w", err)
+	}
+	rt, err := docker.New(docker.Options{Worker: cfg.name, LogMaxSize: logMax, LogMaxFiles: cfg.logMaxFiles})
 	if err != nil {
 		return err
 	}
@@ -114,6 +124,8 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		RebuildFromRuntime: cfg.dataDir == "",
 		KeepOrphans:        !cfg.reapOrphans,
 		OrphanGrace:        cfg.orphanGrace,
+		MaxTasks:           cfg.maxTasks,
+		Retention:          worker.Retention{KeepEnded: cfg.keepEnded, KeepEndedFor: cfg.keepEndedFor, Interval: cfg.gcInterval},
 	})
 	m.Track(w)
 	// Streaming answers (followed logs, event streams) end as the server shuts down, so that

@@ -47,6 +47,10 @@ type Options struct {
 	// label cube.worker, and List and Watch see only that worker's containers, so that several
 	// workers can share one Engine.
 	Worker string
+	// LogMaxSize and LogMaxFiles bound a container's log: the json-file driver rotates the log
+	// at LogMaxSize bytes (default 10 MiB) and keeps LogMaxFiles files (default 3).
+	LogMaxSize  int64
+	LogMaxFiles int
 }
 
 // LabelWorker is the container label naming the worker that owns the container.
@@ -87,6 +91,12 @@ func NewWithClient(cli *client.Client, opts Options) *Runtime {
 	}
 	if opts.DockerConfig == "" {
 		opts.DockerConfig = defaultDockerConfig()
+	}
+	if opts.LogMaxSize <= 0 {
+		opts.LogMaxSize = 10 << 20
+	}
+	if opts.LogMaxFiles <= 0 {
+		opts.LogMaxFiles = 3
 	}
 	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull)}
 }
@@ -130,6 +140,9 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		progress = func(task.StartStep) {}
 	}
 	cfg, hostCfg, err := containerConfig(t, r.opts.StopGrace)
+	if err == nil {
+		hostCfg.LogConfig = r.logConfig()
+	}
 	if err != nil {
 		return task.Container{}, err
 	}
@@ -415,6 +428,15 @@ func (r *Runtime) labelFilters() filters.Args {
 // call bounds one Engine call.
 func (r *Runtime) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, r.opts.CallTimeout)
+}
+
+// logConfig is the log of every task container: json-file, which the Engine rotates, so that a
+// chatty task cannot fill the disk, and which GET /tasks/{id}/logs reads as before.
+func (r *Runtime) logConfig() container.LogConfig {
+	return container.LogConfig{Type: "json-file", Config: map[string]string{
+		"max-size": strconv.FormatInt(r.opts.LogMaxSize, 10),
+		"max-file": strconv.Itoa(r.opts.LogMaxFiles),
+	}}
 }
 
 // containerName derives a unique, readable container name from the task.
