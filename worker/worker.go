@@ -404,8 +404,9 @@ func (w *Worker) roomInQueue() error {
 
 // Get returns the task with the given ID, or an ENOTFOUND error.
 func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
+	gone := w.removingNow()[id] // before the store: a removal that ends in between leaves no task
 	t, ok := w.store.Get(id)
-	if !ok || w.removingNow()[id] {
+	if !ok || gone {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
 	if note := w.unconfirmed(); note != "" && !t.State.Terminal() {
@@ -417,8 +418,9 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 // List returns every task, in the order they were submitted. While the runtime does not answer,
 // tasks that have not ended carry a note that their state is unconfirmed.
 func (w *Worker) List() []task.Task {
+	gone := w.removingNow() // before the store: a removal that ends in between leaves no task
 	list := w.store.List()
-	if gone := w.removingNow(); gone != nil {
+	if gone != nil {
 		list = slices.DeleteFunc(list, func(t task.Task) bool { return gone[t.ID] })
 	}
 	if note := w.unconfirmed(); note != "" {
@@ -578,7 +580,8 @@ func (w *Worker) apply(ctx context.Context, o op) {
 	opCtx := context.WithoutCancel(ctx)
 	log := w.log.With("task", o.taskID)
 	if _, ok := w.store.Get(o.taskID); !ok {
-		log.Error("operation for an unknown task dropped")
+		// A container event can follow the removal of its task.
+		log.Debug("operation for a task the worker does not know dropped", "op", o.kind)
 		w.done(log, o)
 		return
 	}
