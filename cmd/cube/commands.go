@@ -94,6 +94,7 @@ unless an --allow-* flag grants that kind.`,
 	f.DurationVar(&cfg.keepEndedFor, "keep-ended-for", 24*time.Hour, "how long an ended task is kept before it is removed with its container")
 	f.StringVar(&cfg.logMaxSize, "log-max-size", "10m", "a task container's log file is rotated at this size (json-file max-size)")
 	f.IntVar(&cfg.logMaxFiles, "log-max-files", 3, "log files kept per task container, the current one included (json-file max-file)")
+	f.DurationVar(&cfg.imageKeep, "image-keep", 24*time.Hour, "an image this worker pulled is removed once no task has used it for this long; images it did not pull are never touched")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.String("log-format", "text", "log format: text (logfmt) or json")
 
@@ -139,8 +140,8 @@ unless an --allow-* flag grants that kind.`,
 		if cfg.keepEnded < 1 {
 			return fmt.Errorf("--keep-ended must be at least 1, got %d", cfg.keepEnded)
 		}
-		if cfg.keepEndedFor <= 0 || cfg.gcInterval <= 0 {
-			return fmt.Errorf("--keep-ended-for and --gc-interval must be positive")
+		if cfg.keepEndedFor <= 0 || cfg.gcInterval <= 0 || cfg.imageKeep <= 0 {
+			return fmt.Errorf("--keep-ended-for, --image-keep and --gc-interval must be positive")
 		}
 		if cfg.maxTasks < 1 {
 			return fmt.Errorf("--max-tasks must be at least 1, got %d", cfg.maxTasks)

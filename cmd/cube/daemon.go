@@ -44,6 +44,7 @@ type workerConfig struct {
 	keepEndedFor             time.Duration // --keep-ended-for
 	logMaxSize               string        // --log-max-size
 	logMaxFiles              int           // --log-max-files
+	imageKeep                time.Duration // --image-keep
 
 	// Hidden flags, for tests. Zero takes the default.
 	readHeaderTimeout time.Duration // default defaultReadHeaderTimeout
@@ -74,7 +75,12 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--log-max-size: %w", err)
 	}
-	rt, err := docker.New(docker.Options{Worker: cfg.name, LogMaxSize: logMax, LogMaxFiles: cfg.logMaxFiles})
+	imageState := ""
+	if cfg.dataDir != "" {
+		imageState = docker.ImageStatePath(cfg.dataDir)
+	}
+	rt, err := docker.New(docker.Options{Worker: cfg.name, LogMaxSize: logMax, LogMaxFiles: cfg.logMaxFiles,
+		ImageState: imageState, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -162,6 +168,12 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	defer stopWorker()
 	metricsDone := make(chan error, 1)
 	go func() { metricsDone <- m.Run(wctx) }()
+	imagesDone := make(chan struct{})
+	go func() {
+		defer close(imagesDone)
+		rt.RunImageGC(wctx, cfg.gcInterval, cfg.imageKeep)
+	}()
+	defer func() { stopWorker(); <-imagesDone }() // before rt.Close
 	workerDone := make(chan error, 1)
 	claimFailed := make(chan error, 1)
 	go func() {

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"regexp"
@@ -51,6 +52,10 @@ type Options struct {
 	// at LogMaxSize bytes (default 10 MiB) and keeps LogMaxFiles files (default 3).
 	LogMaxSize  int64
 	LogMaxFiles int
+	// ImageState is the file where the runtime records the images it pulled, for
+	// CollectImages; "" keeps the record in memory.
+	ImageState string
+	Logger     *slog.Logger // default slog.Default()
 }
 
 // LabelWorker is the container label naming the worker that owns the container.
@@ -63,6 +68,9 @@ type Runtime struct {
 
 	pullMu sync.Mutex
 	pulls  map[string]*pull // pulls under way, by image reference and credentials
+
+	imgMu  sync.Mutex
+	images images // the images this runtime pulled
 }
 
 // New connects to the Docker Engine named by the environment (DOCKER_HOST and friends, or the
@@ -98,7 +106,7 @@ func NewWithClient(cli *client.Client, opts Options) *Runtime {
 	if opts.LogMaxFiles <= 0 {
 		opts.LogMaxFiles = 3
 	}
-	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull)}
+	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull), images: loadImages(opts.ImageState)}
 }
 
 // Close releases the client's connections.
@@ -151,8 +159,17 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 	}
 	name := containerName(t)
 	if t.PullPolicy == task.PullAlways {
+		// Only an image that was not here before the pull (or that this worker pulled before)
+		// is this worker's to remove later.
+		before, err := r.imageID(ctx, t.Image)
+		if err != nil {
+			return task.Container{}, err
+		}
 		if err := r.pullImage(ctx, t, progress); err != nil {
 			return task.Container{}, err
+		}
+		if before == "" || r.pulledBefore(t.Image) {
+			r.pulled(ctx, t.Image)
 		}
 	}
 	created, err := r.create(ctx, cfg, hostCfg, name)
@@ -164,11 +181,13 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		if err := r.pullImage(ctx, t, progress); err != nil {
 			return task.Container{}, err
 		}
+		r.pulled(ctx, t.Image)
 		created, err = r.create(ctx, cfg, hostCfg, name)
 	}
 	if err != nil {
 		return task.Container{}, convert(err, "create container")
 	}
+	r.used(t.Image)
 	progress(task.StartStep{Type: task.RecordCreated, Message: "container " + shortID(created.ID)})
 	sctx, cancel := r.call(ctx)
 	err = r.cli.ContainerStart(sctx, created.ID, container.StartOptions{})
