@@ -252,3 +252,42 @@ func TestTaskLogsAreBounded(t *testing.T) {
 		t.Errorf("log files: %d bytes in all, want at most 2 × 64 KiB", total)
 	}
 }
+
+// An image the daemon pulled from the registry is removed once its task is removed and
+// --image-keep has passed; the local image it was pushed from stays.
+func TestPulledImageCollected(t *testing.T) {
+	testenv.BuildEchoImage(t)
+	reg := testenv.StartRegistry(t, false)
+	ref := reg.Push(t, testenv.EchoImage, "cube/gc-daemon:v1")
+	d := startDaemon(t, "--image-keep", "1s", "--gc-interval", "100ms")
+	tk := echoTask("--print", "bye", "--exit", "0")
+	tk.Image = ref
+	d.submit(t, tk)
+	ended := d.waitState(t, tk.ID, task.Completed, time.Minute)
+	present := func(img string) bool {
+		_, err := testenv.Docker(t).ImageInspect(testenv.Ctx(t, 10*time.Second), img)
+		return err == nil
+	}
+	// Kept while the ended task's container exists, however long that is.
+	start := time.Now()
+	for time.Since(start) < 2*time.Second {
+		if !present(ref) {
+			t.Fatalf("%s removed while a container of it exists", ref)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code := d.do(t, http.MethodDelete, "/tasks/"+tk.ID.String()+"?remove=true", nil, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE ?remove=true: got %d, want 204", code)
+	}
+	waitContainerGone(t, ended.ContainerID, time.Minute)
+	deadline := time.Now().Add(time.Minute)
+	for present(ref) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still present a minute after its last use, with --image-keep 1s", ref)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !present(testenv.EchoImage) {
+		t.Errorf("%s was removed; the worker did not pull it", testenv.EchoImage)
+	}
+}
