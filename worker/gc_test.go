@@ -226,3 +226,30 @@ func TestMaxTasksRemovesEndedTasksWithContainers(t *testing.T) {
 		t.Errorf("a third task with two running: got %v, want ECONFLICT at its maximum", err)
 	}
 }
+
+// A removal whose container the runtime refuses to remove (not an outage) gives the task back,
+// with its container, rather than forget a task whose container still exists; a later removal,
+// once the runtime lets it, completes.
+func TestRemoveRefusedKeepsTheTask(t *testing.T) {
+	rt := workertest.New()
+	store := &MemoryStore{}
+	w := startWorker(t, rt, Config{Store: store})
+	ended := endTask(t, rt, w)
+	rt.SetErrs(nil, task.Errorf(task.ECONFLICT, "removal of container %s is already in progress", ended.ContainerID))
+	if err := w.Remove(ended.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	waitFor(t, waitTimeout, func() bool {
+		got, err := w.Get(ended.ID)
+		return err == nil && got.ContainerID == ended.ContainerID
+	}, "the task shown again, with its container")
+	waitFor(t, waitTimeout, func() bool { return len(store.Orders()) == 0 }, "the failed removal's order done with")
+	rt.SetErrs(nil, nil)
+	if err := w.Remove(ended.ID); err != nil {
+		t.Fatalf("Remove again: %v", err)
+	}
+	waitFor(t, waitTimeout, func() bool { _, ok := store.Get(ended.ID); return !ok }, "the task forgotten")
+	if containerExists(rt, ended.ContainerID) {
+		t.Errorf("container %s exists after the task was forgotten", ended.ContainerID)
+	}
+}
