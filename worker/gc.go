@@ -89,6 +89,13 @@ func (w *Worker) isRemovingLocked(id uuid.UUID) bool {
 	return ok
 }
 
+// isRemoving reports whether a removal of task id is accepted and not yet done.
+func (w *Worker) isRemoving(id uuid.UUID) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.isRemovingLocked(id)
+}
+
 // removingNow returns the tasks being removed, for Get and List to hide.
 func (w *Worker) removingNow() map[uuid.UUID]bool {
 	w.mu.Lock()

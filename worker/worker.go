@@ -404,7 +404,7 @@ func (w *Worker) roomInQueue() error {
 
 // Get returns the task with the given ID, or an ENOTFOUND error.
 func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
-	gone := w.removingNow()[id] // before the store: a removal that ends in between leaves no task
+	gone := w.isRemoving(id) // before the store: a removal that ends in between leaves no task
 	t, ok := w.store.Get(id)
 	if !ok || gone {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
