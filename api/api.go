@@ -5,6 +5,7 @@
 //	GET    /tasks            every task (200, a JSON array)
 //	GET    /tasks/{taskID}   one task (200; 404 unknown; 400 not a UUID)
 //	DELETE /tasks/{taskID}   stop a task: container removed, task Completed unless it had ended (204)
+//	DELETE /tasks/{taskID}?remove=true   remove a task: stopped, container removed, task forgotten (204, then 404)
 //	GET    /tasks/{taskID}/logs   the task's output as text; follow, tail, since, timestamps (200)
 //	GET    /tasks/{taskID}/stats  one sample of the task's CPU, memory, network and block I/O (200)
 //	GET    /stats            node stats in the shape the book's manager reads (200)

@@ -107,7 +107,17 @@ func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	if err := s.w.Stop(id); err != nil {
+	remove, err := boolParam(r.URL.Query().Get("remove"), "remove")
+	if err != nil {
+		s.error(w, r, err)
+		return
+	}
+	if remove {
+		err = s.w.Remove(id)
+	} else {
+		err = s.w.Stop(id)
+	}
+	if err != nil {
 		s.error(w, r, err)
 		return
 	}

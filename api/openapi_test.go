@@ -68,6 +68,8 @@ func TestOpenAPI(t *testing.T) {
 	h.waitState(t, done, task.Running)
 	wantStatus(t, h.do(t, http.MethodDelete, "/tasks/"+done.String(), ""), http.StatusNoContent)
 	h.waitState(t, done, task.Completed)
+	gone := h.post(t, newEvent()).ID
+	h.waitState(t, gone, task.Running)
 
 	tooLarge := bent(t, func(e event) { e.task()["Name"] = strings.Repeat("a", MaxBodyBytes) })
 	tests := []contractCase{
@@ -87,6 +89,10 @@ func TestOpenAPI(t *testing.T) {
 		{name: "get not a UUID", method: "GET", path: "/tasks/not-a-uuid", status: 400, badReq: true},
 		{name: "stop unknown", method: "DELETE", path: "/tasks/" + uuid.NewString(), status: 404},
 		{name: "stop not a UUID", method: "DELETE", path: "/tasks/x", status: 400, badReq: true},
+		{name: "remove bad flag", method: "DELETE", path: "/tasks/{gone}?remove=maybe", status: 400, badReq: true},
+		{name: "remove", method: "DELETE", path: "/tasks/{gone}?remove=true", status: 204},
+		{name: "get removed", method: "GET", path: "/tasks/{gone}", status: 404},
+		{name: "remove removed", method: "DELETE", path: "/tasks/{gone}?remove=true", status: 404},
 		{name: "node stats", method: "GET", path: "/stats", status: 200},
 		{name: "healthz", method: "GET", path: "/healthz", status: 200},
 		{name: "readyz", method: "GET", path: "/readyz", status: 200},
@@ -116,7 +122,7 @@ func TestOpenAPI(t *testing.T) {
 				defer h.rt.SetPingErr(nil)
 				h.readyzUntil(t, http.StatusServiceUnavailable)
 			}
-			path := strings.NewReplacer("{id}", running.String(), "{done}", done.String()).Replace(tt.path)
+			path := strings.NewReplacer("{id}", running.String(), "{done}", done.String(), "{gone}", gone.String()).Replace(tt.path)
 			checkContract(t, doc, router, h.h, tt, path)
 		})
 	}

@@ -166,6 +166,9 @@ const (
 	RecordFailed        = "Failed"
 	RecordPaused        = "Paused"   // the container was paused outside cube: it runs no code
 	RecordUnpaused      = "Unpaused" // and unpaused again
+	// RecordRemoved is the last change of a task that was removed: its container is gone and
+	// the worker forgot it. It is never one of a task's Events.
+	RecordRemoved = "Removed"
 )
 
 // AddRecord appends a Record to the task's Events, keeping the last MaxRecords.
@@ -257,8 +260,9 @@ type OrderKind string
 
 // The kinds of Order.
 const (
-	OrderStart OrderKind = "start" // start or restart the task from Event
-	OrderStop  OrderKind = "stop"  // stop the task
+	OrderStart  OrderKind = "start"  // start or restart the task from Event
+	OrderStop   OrderKind = "stop"   // stop the task
+	OrderRemove OrderKind = "remove" // stop the task, remove its container, forget it
 )
 
 // Order is a request the worker accepted and has not yet carried out. A durable store keeps it

@@ -17,9 +17,9 @@ const statsTimeout = time.Minute
 // ENOTFOUND for an unknown task, ECONFLICT when the task has no container (not started yet, or
 // removed), and EUNAVAILABLE when the runtime does not answer.
 func (w *Worker) Logs(ctx context.Context, id uuid.UUID, opts task.LogOptions) (io.ReadCloser, error) {
-	t, ok := w.store.Get(id)
-	if !ok {
-		return nil, task.Errorf(task.ENOTFOUND, "task %s not found", id)
+	t, err := w.Get(id) // a task being removed is not found
+	if err != nil {
+		return nil, err
 	}
 	if t.ContainerID == "" {
 		return nil, noContainer(t)
@@ -38,9 +38,9 @@ func (w *Worker) Logs(ctx context.Context, id uuid.UUID, opts task.LogOptions) (
 // ENOTFOUND for an unknown task, ECONFLICT when the task is not running, and EUNAVAILABLE when
 // the runtime does not answer.
 func (w *Worker) TaskStats(ctx context.Context, id uuid.UUID) (task.ContainerStats, error) {
-	t, ok := w.store.Get(id)
-	if !ok {
-		return task.ContainerStats{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
+	t, err := w.Get(id) // a task being removed is not found
+	if err != nil {
+		return task.ContainerStats{}, err
 	}
 	if t.State != task.Running || t.ContainerID == "" {
 		return task.ContainerStats{}, task.Errorf(task.ECONFLICT, "task %s is not running: it is %v", id, t.State)

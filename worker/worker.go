@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,6 +93,7 @@ type Config struct {
 	// (GET /readyz, a task's Unconfirmed note), such as "the Docker Engine"; default "the
 	// container runtime".
 	RuntimeName string
+	Retention   Retention // how many ended tasks are kept, and for how long
 }
 
 // Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
@@ -151,6 +153,7 @@ type Worker struct {
 	recovered    atomic.Bool // recoverState has finished
 	changes      hub         // the task changes subscribers follow
 	names        names       // which task holds each name among those that have not ended
+	gc           gcState     // retention, and the removals under way (guarded by mu)
 }
 
 // lane is the list of operations waiting for one task. A lane exists while it has work; its
@@ -171,6 +174,7 @@ const (
 	opAdopt                  // take up a running container found at start-up: no restart
 	opRelaunch               // start a Scheduled task again now, in a new container
 	opPause                  // containerID was paused (paused true) or unpaused outside cube
+	opRemove                 // stop the task, remove its container, forget it
 )
 
 // op is one unit of work on one task.
@@ -218,6 +222,7 @@ func New(rt Runtime, cfg Config) *Worker {
 		orphanGrace:    cfg.OrphanGrace,
 		pingInterval:   cfg.PingInterval,
 		runtimeName:    cfg.RuntimeName,
+		gc:             gcState{retention: cfg.Retention.withDefaults()},
 	}
 	if w.runtimeName == "" {
 		w.runtimeName = "the container runtime"
@@ -279,6 +284,9 @@ func New(rt Runtime, cfg Config) *Worker {
 		case task.OrderStop:
 			w.stopping[o.TaskID] = true
 			w.pending.Enqueue(op{kind: opStop, taskID: o.TaskID, seq: o.Seq})
+		case task.OrderRemove:
+			w.markRemovingLocked(o.TaskID, "by an order accepted before a restart")
+			w.pending.Enqueue(op{kind: opRemove, taskID: o.TaskID, seq: o.Seq})
 		}
 	}
 	w.startSlots = make(chan struct{}, n)
@@ -327,6 +335,9 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	cur, known := w.store.Get(ev.Task.ID)
+	if known && w.isRemovingLocked(ev.Task.ID) {
+		return task.Task{}, task.Errorf(task.ECONFLICT, "Task.ID: task %s is being removed; submit it again once it is gone", ev.Task.ID)
+	}
 	if taskID, ok := w.store.Seen(ev.ID); ok {
 		if taskID != ev.Task.ID {
 			return task.Task{}, task.Errorf(task.ECONFLICT,
@@ -384,7 +395,7 @@ func (w *Worker) Stop(id uuid.UUID) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	cur, ok := w.store.Get(id)
-	if !ok {
+	if !ok || w.isRemovingLocked(id) {
 		return task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
 	if (cur.State == task.Completed && cur.ContainerID == "") || w.stopping[id] {
@@ -427,49 +438,11 @@ func (w *Worker) roomInQueue() error {
 	return nil
 }
 
-// makeRoom makes room for one more task when the store holds maxTasks, by forgetting the tasks
-// that ended longest ago, and fails with ECONFLICT when none has ended. It forgets a tenth of
-// the maximum at once, so that a worker at its limit does not go through every task on every
-// submission. Callers hold w.mu.
-func (w *Worker) makeRoom() error {
-	n := w.store.Len()
-	if n < w.maxTasks {
-		return nil
-	}
-	target := w.maxTasks - max(1, w.maxTasks/10)
-	var gone []uuid.UUID
-	busy := make(map[uuid.UUID]bool)
-	for _, o := range w.store.Orders() {
-		busy[o.TaskID] = true
-	}
-	for id := range w.parkedTasks {
-		busy[id] = true
-	}
-	for _, t := range w.store.List() {
-		if n <= target {
-			break
-		}
-		if l := w.live[t.ID]; (t.State == task.Completed || t.State == task.Failed) && t.ContainerID == "" &&
-			w.lanes[t.ID] == nil && !busy[t.ID] && (l == nil || l.timer == nil) {
-			delete(w.live, t.ID)
-			if err := w.store.Delete(t.ID); err != nil {
-				return fmt.Errorf("forget task %s: %w", t.ID, err)
-			}
-			gone = append(gone, t.ID)
-			n--
-		}
-	}
-	if n >= w.maxTasks {
-		return task.Errorf(task.ECONFLICT, "the worker tracks %d tasks, its maximum, and none has ended with its container removed; delete some first", n)
-	}
-	w.log.Info("forgot ended tasks to make room", "count", len(gone))
-	return nil
-}
-
 // Get returns the task with the given ID, or an ENOTFOUND error.
 func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
+	gone := w.isRemoving(id) // before the store: a removal that ends in between leaves no task
 	t, ok := w.store.Get(id)
-	if !ok {
+	if !ok || gone {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
 	t.ClearLiveFields() // stored by a path or a version that did not apply it
@@ -482,7 +455,11 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 // List returns every task, in the order they were submitted. While the runtime does not answer,
 // tasks that have not ended carry a note that their state is unconfirmed.
 func (w *Worker) List() []task.Task {
+	gone := w.removingNow() // before the store: a removal that ends in between leaves no task
 	list := w.store.List()
+	if gone != nil {
+		list = slices.DeleteFunc(list, func(t task.Task) bool { return gone[t.ID] })
+	}
 	note := w.unconfirmed()
 	for i := range list {
 		list[i].ClearLiveFields()
@@ -557,7 +534,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.running = true
 	w.runCtx = ctx
-	w.wg.Add(3)
+	w.wg.Add(4)
 	w.mu.Unlock()
 
 	w.log.Info("worker started", "name", w.name)
@@ -567,6 +544,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.watch(ctx, since)
 	go w.reconcileLoop(ctx)
 	go w.pingLoop(ctx)
+	go w.gcLoop(ctx)
 	for {
 		w.dispatch()
 		select {
@@ -650,7 +628,8 @@ func (w *Worker) apply(ctx context.Context, o op) {
 	opCtx := context.WithoutCancel(ctx)
 	log := w.log.With("task", o.taskID)
 	if _, ok := w.store.Get(o.taskID); !ok {
-		log.Error("operation for an unknown task dropped")
+		// A container event can follow the removal of its task.
+		log.Debug("operation for a task the worker does not know dropped", "op", o.kind)
 		w.done(log, o)
 		return
 	}
@@ -675,6 +654,8 @@ func (w *Worker) apply(ctx context.Context, o op) {
 		err = w.restartNow(ctx, opCtx, log, l, o.taskID)
 	case opPause:
 		err = w.pauseChanged(ctx, opCtx, log, l, o.taskID, o.containerID, o.paused)
+	case opRemove:
+		err = w.remove(opCtx, log, l, o)
 	}
 	var parked *parkedError
 	switch {

@@ -159,6 +159,13 @@ func TestTaskLifecycle(t *testing.T) {
 	if done.FinishTime.IsZero() {
 		t.Errorf("FinishTime: got zero, want set")
 	}
+
+	if err := c.Remove(ctx(t), started.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	_, err = c.Get(ctx(t), started.ID)
+	wantError(t, err, http.StatusNotFound, task.ENOTFOUND, started.ID.String())
+	wantError(t, c.Remove(ctx(t), started.ID), http.StatusNotFound, task.ENOTFOUND, started.ID.String())
 }
 
 func TestSubmit(t *testing.T) {

@@ -57,6 +57,14 @@ func (c *Client) Stop(ctx context.Context, id uuid.UUID) error {
 	return c.do(ctx, request{method: http.MethodDelete, path: taskPath(id)}, nil)
 }
 
+// Remove asks the worker to remove the task (DELETE /tasks/{id}?remove=true): it is stopped if
+// it has not ended, its container is removed, and the task is forgotten. It returns once the
+// worker accepted the removal, after which the task is not found; it fails with ENOTFOUND for an
+// unknown task.
+func (c *Client) Remove(ctx context.Context, id uuid.UUID) error {
+	return c.do(ctx, request{method: http.MethodDelete, path: taskPath(id), query: url.Values{"remove": {"true"}}}, nil)
+}
+
 // Stats are a worker's node stats: memory, disk, CPU time, load, and TaskCount, the tasks
 // Running. The JSON keys are those of goprocinfo's Linux types, which the book's manager reads.
 type Stats = nodestats.Stats

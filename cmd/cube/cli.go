@@ -1,6 +1,6 @@
 package main
 
-// The client commands: cube run, ls, inspect, stop, logs, stats and events. They talk to a worker
+// The client commands: cube run, ls, inspect, stop, rm, logs, stats and events. They talk to a worker
 // through api/client; this file holds what they share: the flags that say which worker and how
 // to reach it, finding a task by ID prefix or name, and output helpers.
 
@@ -115,6 +115,7 @@ func newClientCmds(cc *clientConfig, stdout, stderr io.Writer) []*cobra.Command 
 		cc.newLsCmd(stdout, stderr),
 		cc.newInspectCmd(stdout),
 		cc.newStopCmd(stdout),
+		cc.newRmCmd(stdout),
 		cc.newLogsCmd(stdout),
 		cc.newStatsCmd(stdout),
 		cc.newEventsCmd(stdout),

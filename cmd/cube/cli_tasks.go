@@ -267,6 +267,38 @@ func (cc *clientConfig) newStopCmd(stdout io.Writer) *cobra.Command {
 	}
 }
 
+func (cc *clientConfig) newRmCmd(stdout io.Writer) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rm [-f] ID...",
+		Short: "Remove tasks: their containers are removed and the worker forgets them",
+		Long:  "Remove tasks that have ended: their containers (kept for their logs) are removed, and the worker\nforgets them. A task that has not ended is refused, as docker rm refuses a running container;\nwith -f it is stopped first. It prints the ID of each task the worker accepted the removal for.\n" + idHelp,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cc.client()
+			if err != nil {
+				return err
+			}
+			for _, ref := range args {
+				t, err := resolve(cmd.Context(), c, ref)
+				if err != nil {
+					return err
+				}
+				if !force && !t.State.Ended() {
+					return fmt.Errorf("task %s (%s) is %v: stop it first, or remove it with -f", shortID(t.ID), t.Name, t.State)
+				}
+				if err := c.Remove(cmd.Context(), t.ID); err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout, t.ID)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop a task that has not ended, then remove it")
+	return cmd
+}
+
 func (cc *clientConfig) newLogsCmd(stdout io.Writer) *cobra.Command {
 	var (
 		follow, timestamps bool

@@ -679,3 +679,30 @@ func TestTaskTableShowsAPause(t *testing.T) {
 		t.Errorf("cube ls: got\n%s\nwant the state Running (paused)", b.String())
 	}
 }
+
+// cube rm refuses a task that has not ended, names -f, and leaves it be; with -f it removes
+// each task named; a removed task is not found again.
+func TestCLIRm(t *testing.T) {
+	t.Parallel()
+	f := newCLIFake(t)
+	web := f.start(t, "web")
+	if out, err := f.cube(t, "rm", "web"); err == nil || !strings.Contains(err.Error(), "is Running") || !strings.Contains(err.Error(), "-f") {
+		t.Errorf("rm of a running task: got %q, %v; want it refused, naming -f", out, err)
+	}
+	if got, err := f.w.Get(web.ID); err != nil || got.State != task.Running {
+		t.Errorf("after the refused rm: got %v, %v; want it Running", got.State, err)
+	}
+	db := f.start(t, "db")
+	out, err := f.cube(t, "rm", "-f", "web", "db")
+	if err != nil || out != web.ID.String()+"\n"+db.ID.String()+"\n" {
+		t.Fatalf("rm -f web db: got %q, %v; want both IDs", out, err)
+	}
+	for _, id := range []uuid.UUID{web.ID, db.ID} {
+		if _, err := f.w.Get(id); task.ErrorCode(err) != task.ENOTFOUND {
+			t.Errorf("task %s after rm -f: got %v, want not found", id, err)
+		}
+	}
+	if _, err := f.cube(t, "rm", "web"); err == nil {
+		t.Error("rm of a removed task: got no error")
+	}
+}

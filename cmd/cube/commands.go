@@ -83,6 +83,11 @@ unless an --allow-* flag grants that kind.`,
 		"directory of the locks that keep two workers from using one name on one Docker Engine; every worker on the host must use the same [CUBE_LOCK_DIR]")
 	f.BoolVar(&cfg.reapOrphans, "reap-orphans", true, "remove labelled containers with no task behind them after --orphan-grace; false only reports them")
 	f.DurationVar(&cfg.orphanGrace, "orphan-grace", time.Minute, "how long a container may be an orphan before it is removed")
+	f.IntVar(&cfg.keepEnded, "keep-ended", 100, "ended tasks kept at most; beyond it the longest-ended are removed with their containers")
+	f.DurationVar(&cfg.keepEndedFor, "keep-ended-for", 24*time.Hour, "how long an ended task is kept before it is removed with its container")
+	f.StringVar(&cfg.logMaxSize, "log-max-size", "10m", "a task container's log file is rotated at this size (json-file max-size)")
+	f.IntVar(&cfg.logMaxFiles, "log-max-files", 3, "log files kept per task container, the current one included (json-file max-file)")
+	f.DurationVar(&cfg.imageKeep, "image-keep", 24*time.Hour, "an image this worker pulled is removed once no task has used it for this long; images it did not pull are never touched")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	f.String("log-format", "text", "log format: text (logfmt) or json")
 
@@ -103,6 +108,10 @@ unless an --allow-* flag grants that kind.`,
 	// Hidden: tests shorten them; an operator should not need to.
 	f.DurationVar(&cfg.readHeaderTimeout, "read-header-timeout", defaultReadHeaderTimeout, "bound on a request's TLS handshake and header")
 	f.DurationVar(&cfg.requestTimeout, "request-timeout", api.DefaultRequestTimeout, "bound on a request's body, and again on its answer")
+	f.DurationVar(&cfg.gcInterval, "gc-interval", time.Minute, "how often ended tasks are looked at for removal")
+	f.IntVar(&cfg.maxTasks, "max-tasks", 10000, "tasks tracked at most")
+	f.MarkHidden("gc-interval")
+	f.MarkHidden("max-tasks")
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
 	// The client flags are the root's, and so inherited, but the worker refuses them: its help
@@ -133,6 +142,21 @@ unless an --allow-* flag grants that kind.`,
 		}
 		if cfg.orphanGrace <= 0 {
 			return fmt.Errorf("--orphan-grace must be positive, got %v", cfg.orphanGrace)
+		}
+		if cfg.keepEnded < 1 {
+			return fmt.Errorf("--keep-ended must be at least 1, got %d", cfg.keepEnded)
+		}
+		if cfg.keepEndedFor <= 0 || cfg.gcInterval <= 0 || cfg.imageKeep <= 0 {
+			return fmt.Errorf("--keep-ended-for, --image-keep and --gc-interval must be positive")
+		}
+		if cfg.maxTasks < 1 {
+			return fmt.Errorf("--max-tasks must be at least 1, got %d", cfg.maxTasks)
+		}
+		if n, err := units.RAMInBytes(cfg.logMaxSize); err != nil || n < 1 {
+			return fmt.Errorf("--log-max-size %q: want a size such as 10m", cfg.logMaxSize)
+		}
+		if cfg.logMaxFiles < 1 {
+			return fmt.Errorf("--log-max-files must be at least 1, got %d", cfg.logMaxFiles)
 		}
 		if cfg.reserveCPU < 0 {
 			return fmt.Errorf("--reserve-cpu must not be negative, got %g", cfg.reserveCPU)

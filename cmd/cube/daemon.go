@@ -41,10 +41,17 @@ type workerConfig struct {
 	tlsCert, tlsKey          string
 	tlsClientCA              string
 	policy                   task.Policy
+	keepEnded                int           // --keep-ended
+	keepEndedFor             time.Duration // --keep-ended-for
+	logMaxSize               string        // --log-max-size
+	logMaxFiles              int           // --log-max-files
+	imageKeep                time.Duration // --image-keep
 
 	// Hidden flags, for tests. Zero takes the default.
 	readHeaderTimeout time.Duration // default defaultReadHeaderTimeout
 	requestTimeout    time.Duration // default api.DefaultRequestTimeout
+	gcInterval        time.Duration // how often retention looks at ended tasks; default 1m
+	maxTasks          int           // tasks tracked at most; default 10000
 }
 
 const (
@@ -67,7 +74,16 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	}
 	// Bind sources are checked where their links lead on this host, and pinned as they start.
 	cfg.policy.Resolve = hostpath.Resolve
-	rt, err := docker.New(docker.Options{Worker: cfg.name, Policy: cfg.policy})
+	logMax, err := units.RAMInBytes(cfg.logMaxSize)
+	if err != nil {
+		return fmt.Errorf("--log-max-size: %w", err)
+	}
+	imageState := ""
+	if cfg.dataDir != "" {
+		imageState = docker.ImageStatePath(cfg.dataDir)
+	}
+	rt, err := docker.New(docker.Options{Worker: cfg.name, Policy: cfg.policy, LogMaxSize: logMax, LogMaxFiles: cfg.logMaxFiles,
+		ImageState: imageState, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -120,6 +136,8 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		KeepOrphans:        !cfg.reapOrphans,
 		OrphanGrace:        cfg.orphanGrace,
 		RuntimeName:        "the Docker Engine",
+		MaxTasks:           cfg.maxTasks,
+		Retention:          worker.Retention{KeepEnded: cfg.keepEnded, KeepEndedFor: cfg.keepEndedFor, Interval: cfg.gcInterval},
 	})
 	m.Track(w)
 	// Streaming answers (followed logs, event streams) end as the server shuts down, so that
@@ -157,6 +175,12 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	defer stopWorker()
 	metricsDone := make(chan error, 1)
 	go func() { metricsDone <- m.Run(wctx) }()
+	imagesDone := make(chan struct{})
+	go func() {
+		defer close(imagesDone)
+		rt.RunImageGC(wctx, cfg.gcInterval, cfg.imageKeep)
+	}()
+	defer func() { stopWorker(); <-imagesDone }() // before rt.Close
 	workerDone := make(chan error, 1)
 	claimFailed := make(chan error, 1)
 	go func() {

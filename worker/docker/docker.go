@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"regexp"
@@ -55,6 +56,14 @@ type Options struct {
 	// PinDir is where bind sources are pinned while their container starts; default
 	// /run/cube/pins. It must not lie under a path tasks may bind-mount.
 	PinDir string
+	// LogMaxSize and LogMaxFiles bound a container's log: the json-file driver rotates the log
+	// at LogMaxSize bytes (default 10 MiB) and keeps LogMaxFiles files (default 3).
+	LogMaxSize  int64
+	LogMaxFiles int
+	// ImageState is the file where the runtime records the images it pulled, for
+	// CollectImages; "" keeps the record in memory.
+	ImageState string
+	Logger     *slog.Logger // default slog.Default()
 }
 
 // LabelWorker is the container label naming the worker that owns the container.
@@ -71,6 +80,8 @@ type Runtime struct {
 	pinOnce sync.Once
 	pins    *hostpath.Pinner // made on the first start with a bind mount
 	pinErr  error
+	imgMu   sync.Mutex
+	images  images // the images this runtime pulled
 }
 
 // New connects to the Docker Engine named by the environment (DOCKER_HOST and friends, or the
@@ -100,7 +111,13 @@ func NewWithClient(cli *client.Client, opts Options) *Runtime {
 	if opts.DockerConfig == "" {
 		opts.DockerConfig = defaultDockerConfig()
 	}
-	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull)}
+	if opts.LogMaxSize <= 0 {
+		opts.LogMaxSize = 10 << 20
+	}
+	if opts.LogMaxFiles <= 0 {
+		opts.LogMaxFiles = 3
+	}
+	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull), images: loadImages(opts.ImageState)}
 }
 
 // Close releases the client's connections.
@@ -148,6 +165,9 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		progress = func(task.StartStep) {}
 	}
 	cfg, hostCfg, err := containerConfig(t, r.opts.StopGrace)
+	if err == nil {
+		hostCfg.LogConfig = r.logConfig()
+	}
 	if err != nil {
 		return task.Container{}, err
 	}
@@ -163,8 +183,17 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 	// hold them after that.
 	defer release()
 	if t.PullPolicy == task.PullAlways {
+		// Only an image that was not here before the pull (or that this worker pulled before)
+		// is this worker's to remove later.
+		before, err := r.imageID(ctx, t.Image)
+		if err != nil {
+			return task.Container{}, err
+		}
 		if err := r.pullImage(ctx, t, progress); err != nil {
 			return task.Container{}, err
+		}
+		if before == "" || r.pulledBefore(t.Image) {
+			r.pulled(ctx, t.Image)
 		}
 	}
 	created, err := r.create(ctx, cfg, hostCfg, name)
@@ -176,11 +205,13 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		if err := r.pullImage(ctx, t, progress); err != nil {
 			return task.Container{}, err
 		}
+		r.pulled(ctx, t.Image)
 		created, err = r.create(ctx, cfg, hostCfg, name)
 	}
 	if err != nil {
 		return task.Container{}, convert(err, "create container")
 	}
+	r.used(t.Image)
 	progress(task.StartStep{Type: task.RecordCreated, Message: "container " + shortID(created.ID)})
 	sctx, cancel := r.call(ctx)
 	err = r.cli.ContainerStart(sctx, created.ID, container.StartOptions{})
@@ -471,6 +502,15 @@ func (r *Runtime) labelFilters() filters.Args {
 // call bounds one Engine call.
 func (r *Runtime) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, r.opts.CallTimeout)
+}
+
+// logConfig is the log of every task container: json-file, which the Engine rotates, so that a
+// chatty task cannot fill the disk, and which GET /tasks/{id}/logs reads as before.
+func (r *Runtime) logConfig() container.LogConfig {
+	return container.LogConfig{Type: "json-file", Config: map[string]string{
+		"max-size": strconv.FormatInt(r.opts.LogMaxSize, 10),
+		"max-file": strconv.Itoa(r.opts.LogMaxFiles),
+	}}
 }
 
 // containerName derives a unique, readable container name from the task.
