@@ -80,13 +80,11 @@ type Config struct {
 	MaxTasks          int              // tasks tracked at most; ended tasks are forgotten first; default 10000
 	Rand              func() float64   // jitter source in [0, 1); default math/rand/v2
 	Policy            task.Policy      // the host access tasks may ask for; default none
-	// RebuildFromRuntime makes a worker whose store starts empty rebuild its tasks from the
-	// labels of the runtime's containers: what a worker without a durable store does after a
-	// restart.
-	RebuildFromRuntime bool
-	KeepOrphans        bool          // report containers with no task behind them, but do not remove them
-	OrphanGrace        time.Duration // how long a container is an orphan before it is removed; default 1m
-	PingInterval       time.Duration // how often to ask whether the runtime answers; default 2s
+	// KeepOrphans makes the worker report the containers it may remove (of a task that was
+	// stopped or has ended, or superseded by a later start of their task), not remove them.
+	KeepOrphans  bool
+	OrphanGrace  time.Duration // how long a container is removable before it is removed; default 1m
+	PingInterval time.Duration // how often to ask whether the runtime answers; default 2s
 }
 
 // Capacity is what the tasks on a worker may claim in all: the machine's CPUs and memory less
@@ -129,15 +127,14 @@ type Worker struct {
 	runCtx   context.Context     // Run's context, while running
 	wg       sync.WaitGroup
 
-	parked      []op                 // operations waiting for the runtime to answer, in order
-	parkedTasks map[uuid.UUID]bool   // tasks with parked operations
-	downReason  string               // why the runtime is thought not to answer; "" when it does
-	downSince   time.Time            // since when
-	watchCancel context.CancelFunc   // ends the current event subscription
-	orphans     map[string]time.Time // containers with no task behind them, and since when
-	reported    map[string]bool      // orphans already reported, when they are kept
+	parked      []op               // operations waiting for the runtime to answer, in order
+	parkedTasks map[uuid.UUID]bool // tasks with parked operations
+	downReason  string             // why the runtime is thought not to answer; "" when it does
+	downSince   time.Time          // since when
+	watchCancel context.CancelFunc // ends the current event subscription
+	orphans     map[string]orphan  // containers the worker may remove, since when and why
+	reported    map[string]bool    // containers already reported: whose unknown, or removable and kept
 
-	rebuild      bool
 	keepOrphans  bool
 	orphanGrace  time.Duration
 	pingInterval time.Duration
@@ -200,10 +197,9 @@ func New(rt Runtime, cfg Config) *Worker {
 		maxQueue:       cfg.MaxQueue,
 		maxTasks:       cfg.MaxTasks,
 		rand:           cfg.Rand,
-		orphans:        make(map[string]time.Time),
+		orphans:        make(map[string]orphan),
 		parkedTasks:    make(map[uuid.UUID]bool),
 		reported:       make(map[string]bool),
-		rebuild:        cfg.RebuildFromRuntime,
 		keepOrphans:    cfg.KeepOrphans,
 		orphanGrace:    cfg.OrphanGrace,
 		pingInterval:   cfg.PingInterval,
@@ -248,8 +244,6 @@ func New(rt Runtime, cfg Config) *Worker {
 	if n <= 0 {
 		n = 4
 	}
-	// Decided now: tasks submitted while the worker recovers must not stop the rebuild.
-	w.rebuild = cfg.RebuildFromRuntime && w.store.Len() == 0
 	// Orders accepted before a restart and not yet applied come first.
 	for _, o := range w.store.Orders() {
 		switch o.Kind {

@@ -84,7 +84,8 @@ unless an --allow-* flag grants that kind.`,
 	f.IntVar(&cfg.concurrency, "concurrency", 4, "container starts under way at once")
 	f.Float64Var(&cfg.reserveCPU, "reserve-cpu", 0, "cores kept for the host: tasks may claim the machine's CPUs less these")
 	f.StringVar(&cfg.reserveMemory, "reserve-memory", "0", "memory kept for the host (e.g. 512m, 2g): tasks may claim the machine's memory less this")
-	f.StringVar(&cfg.dataDir, "data-dir", envOr(getenv, "CUBE_DATA_DIR", ""), "keep tasks and accepted events in DIR/cube.db (bbolt); without it state is in memory and rebuilt from container labels [CUBE_DATA_DIR]")
+	f.StringVar(&cfg.dataDir, "data-dir", envOr(getenv, "CUBE_DATA_DIR", ""), "keep tasks and accepted events in DIR/cube.db (bbolt); default /var/lib/cube/NAME as root, else $XDG_STATE_HOME/cube/NAME or ~/.local/state/cube/NAME [CUBE_DATA_DIR]")
+	f.BoolVar(&cfg.inMemory, "in-memory", false, "keep no state on disk: a crash loses accepted tasks not yet running and acknowledged stops")
 	f.BoolVar(&cfg.reapOrphans, "reap-orphans", true, "remove labelled containers with no task behind them after --orphan-grace; false only reports them")
 	f.DurationVar(&cfg.orphanGrace, "orphan-grace", time.Minute, "how long a container may be an orphan before it is removed")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -133,6 +134,18 @@ unless an --allow-* flag grants that kind.`,
 		}
 		if cfg.name == "" {
 			return fmt.Errorf("--name is empty and the hostname is unknown; give the worker a name")
+		}
+		switch {
+		case cfg.inMemory && cmd.Flags().Changed("data-dir"):
+			return fmt.Errorf("--in-memory and --data-dir exclude each other")
+		case cfg.inMemory:
+			cfg.dataDir = "" // the flag beats CUBE_DATA_DIR
+		case cfg.dataDir == "":
+			dir, err := defaultDataDir(getenv, os.Geteuid(), cfg.name)
+			if err != nil {
+				return err
+			}
+			cfg.dataDir = dir
 		}
 		for i, p := range cfg.policy.AllowBindMounts {
 			clean, err := task.CleanBindPrefix(p)

@@ -54,7 +54,7 @@ func startProc(t *testing.T, name, dockerHost string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, args...)
+	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, withState(t, args)...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = os.Environ()
 	if dockerHost != "" {
