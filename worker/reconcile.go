@@ -96,6 +96,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 			w.enqueue(op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "reconcile: container not running"})
 		}
 	}
+	w.log.Debug("reconciled with the container runtime", "containers", len(list))
 }
 
 // sleep waits for d or until ctx is done, and reports whether the full time passed.

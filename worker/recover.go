@@ -205,12 +205,13 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) i
 			t.StartTime = info.StartedAt
 		}
 		t.AddRecord(w.now(), task.RecordReceived, "rebuilt from container %s, which this worker made and has no record of", shortID(c.ID))
-		w.writeMu.Lock()
+		mu := w.writeLock(id)
+		mu.Lock()
 		_, known := w.store.Get(id)
 		if !known {
 			err = w.store.Put(t)
 		}
-		w.writeMu.Unlock()
+		mu.Unlock()
 		if known {
 			continue
 		}

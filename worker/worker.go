@@ -115,7 +115,10 @@ type Worker struct {
 	maxTasks int
 	rand     func() float64
 
-	writeMu sync.Mutex // makes each read-modify-write of a task in the store atomic
+	// writeMu makes each read-modify-write of a task in the store atomic: a task's writes take
+	// the lock of its stripe, so that writes of different tasks may reach a durable store at the
+	// same time and share its transactions.
+	writeMu [64]sync.Mutex
 
 	mu       sync.Mutex // guards everything below
 	pending  *queue.Queue
@@ -687,10 +690,11 @@ func (w *Worker) liveOf(id uuid.UUID) *live {
 }
 
 // modify applies fn to the stored task with the given ID and stores the result, atomically with
-// respect to every other modify. fn's error aborts the change.
+// respect to every other modify of that task. fn's error aborts the change.
 func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, error) {
-	w.writeMu.Lock()
-	defer w.writeMu.Unlock()
+	mu := w.writeLock(id)
+	mu.Lock()
+	defer mu.Unlock()
 	t, ok := w.store.Get(id)
 	if !ok {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
@@ -704,6 +708,11 @@ func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, e
 	}
 	w.publish(before, t)
 	return t, nil
+}
+
+// writeLock returns the lock of the task's stripe of writeMu.
+func (w *Worker) writeLock(id uuid.UUID) *sync.Mutex {
+	return &w.writeMu[id[15]%uint8(len(w.writeMu))]
 }
 
 // publish tells subscribers what changed between two versions of a task.

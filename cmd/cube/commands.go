@@ -108,6 +108,8 @@ unless an --allow-* flag grants that kind.`,
 	// Hidden: tests shorten them; an operator should not need to.
 	f.DurationVar(&cfg.readHeaderTimeout, "read-header-timeout", defaultReadHeaderTimeout, "bound on a request's TLS handshake and header")
 	f.DurationVar(&cfg.requestTimeout, "request-timeout", api.DefaultRequestTimeout, "bound on a request's body, and again on its answer")
+	f.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 0, "how often to compare Docker's containers with the tasks; 0: 10s")
+	f.MarkHidden("reconcile-interval")
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
 	cmd.PreRunE = func(cmd *cobra.Command, args []string) error {

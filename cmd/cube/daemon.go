@@ -46,6 +46,7 @@ type workerConfig struct {
 	// Hidden flags, for tests. Zero takes the default.
 	readHeaderTimeout time.Duration // default defaultReadHeaderTimeout
 	requestTimeout    time.Duration // default api.DefaultRequestTimeout
+	reconcileInterval time.Duration // default the worker's
 }
 
 const (
@@ -96,14 +97,15 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	// The metrics time every call to the runtime, and follow the worker's tasks and changes.
 	m := metrics.New(metrics.Options{Logger: log})
 	w := worker.New(m.Runtime(rt), worker.Config{
-		Name:        cfg.name,
-		Concurrency: cfg.concurrency,
-		Logger:      log,
-		Capacity:    capacity,
-		Policy:      cfg.policy,
-		Store:       store,
-		KeepOrphans: !cfg.reapOrphans,
-		OrphanGrace: cfg.orphanGrace,
+		Name:              cfg.name,
+		Concurrency:       cfg.concurrency,
+		Logger:            log,
+		Capacity:          capacity,
+		Policy:            cfg.policy,
+		Store:             store,
+		KeepOrphans:       !cfg.reapOrphans,
+		ReconcileInterval: cfg.reconcileInterval,
+		OrphanGrace:       cfg.orphanGrace,
 	})
 	m.Track(w)
 	// Streaming answers (followed logs, event streams) end as the server shuts down, so that

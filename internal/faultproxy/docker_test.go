@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"regexp"
 	"testing"
 	"time"
 
@@ -176,5 +177,55 @@ func TestDockerEventsSurviveHangAndBreakOnDown(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("events stream still open 2 s after down")
+	}
+}
+
+// A delayed request reaches the daemon late, and still reaches it when its client has given
+// up: the daemon then acts on it, as it would on a slow call of a client that died.
+func TestDockerDelayedRequest(t *testing.T) {
+	p, direct := startDocker(t)
+	cli := dockerClient(t, p.DockerHost())
+	const d = 500 * time.Millisecond
+	p.Delay(regexp.MustCompile(`^(GET|HEAD) /[^ ]*_ping`), d)
+	took, err := ping(cli, 10*time.Second)
+	if err != nil || took < d {
+		t.Fatalf("delayed ping: took %v, err %v; want success after at least %v", took, err, d)
+	}
+	if now, total := p.Held(); now != 0 || total != 1 {
+		t.Errorf("Held after the ping: %d now, %d in all; want 0 and 1", now, total)
+	}
+
+	p.Delay(regexp.MustCompile(`^POST /[^ ]*volumes/create`), d)
+	var suffix [4]byte
+	rand.Read(suffix[:])
+	name := "faultproxy-delay-" + hex.EncodeToString(suffix[:])
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		direct.VolumeRemove(ctx, name, true)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err = cli.VolumeCreate(ctx, volume.CreateOptions{Name: name})
+	cancel()
+	if err == nil {
+		t.Fatal("VolumeCreate returned within 100ms through a delay of 500ms")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := direct.VolumeInspect(ctx, name)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the volume whose create was held never appeared: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	p.Delay(nil, 0)
+	if took, err := ping(cli, 10*time.Second); err != nil || took >= d {
+		t.Errorf("ping after the delay ended: took %v, err %v; want fast", took, err)
 	}
 }

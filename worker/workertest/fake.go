@@ -115,6 +115,21 @@ func (r *Runtime) Create(t task.Task) task.Container {
 	return *r.newContainer(t)
 }
 
+// Add adds c as it is (with a new ID when it has none), as if made outside the worker, and
+// returns it.
+func (r *Runtime) Add(c task.Container) task.Container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.ID == "" {
+		c.ID = uuid.NewString()
+	}
+	if c.Created.IsZero() {
+		c.Created = time.Now()
+	}
+	r.containers[c.ID] = &c
+	return c
+}
+
 // newContainer makes a container for t, not started. The caller holds r.mu.
 func (r *Runtime) newContainer(t task.Task) *task.Container {
 	spec := t.Redacted()
