@@ -50,7 +50,12 @@ func newWorkerCmd(getenv func(string) string, stderr io.Writer) *cobra.Command {
 		Long: `Run the worker daemon: serve the task API and run tasks on the local Docker Engine.
 
 Flags fall back to environment variables: CUBE_WORKER_HOST, CUBE_WORKER_PORT, CUBE_WORKER_NAME,
-and CUBE_TOKEN / CUBE_READ_TOKEN (the tokens themselves) for --token-file / --read-token-file.
+CUBE_DATA_DIR, and CUBE_TOKEN / CUBE_READ_TOKEN (the tokens themselves) for --token-file /
+--read-token-file.
+
+State (tasks, accepted events and stops) is kept on disk, by default in /var/lib/cube/NAME as
+root and in $XDG_STATE_HOME/cube/NAME or ~/.local/state/cube/NAME otherwise; --in-memory keeps
+none, and a crash then loses accepted work that has no container yet.
 The Docker Engine is found as the docker CLI finds it (DOCKER_HOST, or the default socket).
 On SIGINT or SIGTERM the daemon stops serving and exits; containers keep running.
 
