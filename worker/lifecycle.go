@@ -253,18 +253,22 @@ func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 
 // progress records a start step the runtime reports, and pull progress while it pulls.
 func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep) {
-	w.modify(id, func(t *task.Task) error {
-		if step.Pull != nil {
-			p := *step.Pull
-			t.Pull = &p
-		}
-		// Started is recorded with the change to Running (markRunning), so that the record and
-		// the state it reports come together.
-		if step.Type != "" && step.Type != task.RecordStarted {
-			t.AddRecord(w.now(), step.Type, "%s", step.Message)
-		}
-		return nil
-	})
+	// Started is recorded with the change to Running (markRunning), so that the record and the
+	// state it reports come together; a step with nothing to record writes nothing, which on a
+	// durable store would cost a sync.
+	record := step.Type != "" && step.Type != task.RecordStarted
+	if step.Pull != nil || record {
+		w.modify(id, func(t *task.Task) error {
+			if step.Pull != nil {
+				p := *step.Pull
+				t.Pull = &p
+			}
+			if record {
+				t.AddRecord(w.now(), step.Type, "%s", step.Message)
+			}
+			return nil
+		})
+	}
 	if step.Pull != nil {
 		log.Info("pulling image", "layers", step.Pull.Layers, "layers_done", step.Pull.LayersDone,
 			"bytes", step.Pull.Bytes, "bytes_total", step.Pull.BytesTotal)
