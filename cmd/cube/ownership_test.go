@@ -127,6 +127,7 @@ func checkTruth(t *testing.T, p *proc, accepted []jobOrServer) {
 // started again with the same flags each time (its state in a data dir, as by default): every
 // task answered 201 runs once, and ends as it truly did.
 func TestKill9DuringBurstsOfStarts(t *testing.T) {
+	t.Parallel() // with the other kill -9 and ownership tests: they spend much of their time waiting
 	testenv.BuildEchoImage(t)
 	name := "cube-burst-" + uuid.NewString()[:8]
 	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
@@ -138,7 +139,7 @@ func TestKill9DuringBurstsOfStarts(t *testing.T) {
 	var accepted []jobOrServer
 	for round := range 5 {
 		wait := postAll(p.url, mixedTasks(20))
-		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond) // the random moment of the crash
+		time.Sleep(time.Duration(rng.IntN(1000)) * time.Millisecond) // the random moment of the crash
 		p.kill(t)
 		got := wait()
 		t.Logf("round %d: %d of 20 answered 201 before the kill", round+1, len(got))
@@ -157,6 +158,7 @@ func TestKill9DuringBurstsOfStarts(t *testing.T) {
 // records the exits they really make. With --in-memory the tasks are rebuilt from those
 // containers; tasks accepted with no container yet are lost in that mode, as the README says.
 func TestKill9WhileDockerStarts(t *testing.T) {
+	t.Parallel() // with the other kill -9 and ownership tests: they spend much of their time waiting
 	testenv.BuildEchoImage(t)
 	for _, mode := range []string{"data dir", "in memory"} {
 		for _, held := range []string{"forwarded", "lost"} {
@@ -224,6 +226,7 @@ func waitHeld(t *testing.T, proxy *faultproxy.Proxy, ok func(now, total int64) b
 // A worker started on a fresh data dir takes up the containers it made before (running, and
 // ended), and removes none of them.
 func TestFreshDataDirTakesUpContainers(t *testing.T) {
+	t.Parallel() // with the other kill -9 and ownership tests: they spend much of their time waiting
 	testenv.BuildEchoImage(t)
 	name := "cube-fresh-" + uuid.NewString()[:8]
 	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
@@ -278,6 +281,7 @@ func waitReconciles(t *testing.T, p *proc, n int) {
 
 // Two workers with different names on one Engine leave each other's containers alone.
 func TestWorkersWithDifferentNamesLeaveEachOtherAlone(t *testing.T) {
+	t.Parallel() // with the other kill -9 and ownership tests: they spend much of their time waiting
 	testenv.BuildEchoImage(t)
 	a, b := "cube-a-"+uuid.NewString()[:8], "cube-b-"+uuid.NewString()[:8]
 	t.Cleanup(func() {
