@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -136,7 +137,24 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: ctx.Err()}
 	}
 	sctx, cancel := context.WithTimeout(opCtx, w.startTimeout)
-	c, err := w.rt.Start(sctx, t, func(step task.StartStep) { w.progress(log, id, step) })
+	// The Created record is stored while the runtime goes on to start the container, so that
+	// its write (a sync on a durable store) is not on the way to Running; every later write
+	// waits for it, so that the records keep their order.
+	var created sync.WaitGroup
+	c, err := w.rt.Start(sctx, t, func(step task.StartStep) {
+		at := w.now()
+		created.Wait()
+		if step.Type == task.RecordCreated && step.Pull == nil {
+			created.Add(1)
+			go func() {
+				defer created.Done()
+				w.progress(log, id, step, at)
+			}()
+			return
+		}
+		w.progress(log, id, step, at)
+	})
+	created.Wait()
 	cancel()
 	<-w.startSlots
 
@@ -251,8 +269,9 @@ func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 	return nil
 }
 
-// progress records a start step the runtime reports, and pull progress while it pulls.
-func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep) {
+// progress records a start step the runtime reports at the time at, and pull progress while
+// it pulls.
+func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep, at time.Time) {
 	// Started is recorded with the change to Running (markRunning), so that the record and the
 	// state it reports come together; a step with nothing to record writes nothing, which on a
 	// durable store would cost a sync.
@@ -264,7 +283,7 @@ func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep) {
 				t.Pull = &p
 			}
 			if record {
-				t.AddRecord(w.now(), step.Type, "%s", step.Message)
+				t.AddRecord(at, step.Type, "%s", step.Message)
 			}
 			return nil
 		})
