@@ -111,9 +111,11 @@ func TestConcurrentWritesShareTransactions(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	if txs := txID() - before; txs >= n/2 {
+	txs := txID() - before
+	if txs >= n/2 {
 		t.Errorf("%d concurrent writes took %d transactions, want them to share (fewer than %d)", n, txs, n/2)
 	}
+	t.Logf("%d concurrent writes, %d transactions", n, txs)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
