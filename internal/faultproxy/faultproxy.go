@@ -28,8 +28,8 @@
 //
 // Besides a mode, a proxy may delay some requests on their way to the daemon ([Proxy.Delay]):
 // a request whose bytes match a pattern (say, a container start) is held for a while and then
-// forwarded, even if its client has died meanwhile, as a slow daemon would still carry out a
-// request whose client is gone. A test can so kill the program while that call is under way.
+// forwarded, even if its client has died meanwhile (the daemon may then carry it out, or see
+// the client gone and drop it). A test can so kill the program while that call is under way.
 //
 // The proxy is only a fault injector for tests: it has no access control beyond the socket
 // file's mode, and every connection costs two goroutines while it is open.
