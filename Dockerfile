@@ -12,5 +12,7 @@
 FROM scratch
 COPY bin/cube /cube
 EXPOSE 5556
+# The worker's state (its tasks, accepted events and stops): keep this volume across containers.
+VOLUME ["/var/lib/cube"]
 ENTRYPOINT ["/cube"]
 CMD ["worker", "--host", "0.0.0.0", "--port", "5556"]

@@ -16,6 +16,7 @@ type Container struct {
 	TaskID     uuid.UUID
 	Running    bool // running, paused included
 	Paused     bool // paused (docker pause): its processes are frozen
+	Removing   bool // the runtime is removing it
 	ExitCode   int
 	OOMKilled  bool
 	Error      string // the runtime's own error for the container, if it gave one
@@ -26,6 +27,7 @@ type Container struct {
 	Health     string // the runtime's own health status (from an image's HEALTHCHECK), if any
 	Created    time.Time
 	EventID    string // the event whose start made the container (label LabelEventID)
+	Worker     string // the worker that made it (the Docker adapter's label cube.worker), if known
 	Spec       *Task  // the task as the container was made for it (label LabelSpec), if readable
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
+	"github.com/cube-orchestrator/cube/worker/boltstore"
 	"github.com/cube-orchestrator/cube/worker/workertest"
 	"github.com/google/uuid"
 )
@@ -228,5 +229,61 @@ func benchSubmitFailing(b *testing.B, n, maxTasks int) {
 	b.ReportAllocs()
 	for b.Loop() {
 		submitAndWait()
+	}
+}
+
+// BenchmarkStartToRunning is what the worker adds to a start, submit to Running, on a fake
+// runtime that takes no time, with its state in memory and in a bbolt store on disk (fsync on):
+// one start at a time, and bursts of 20 at once, whose writes share transactions.
+func BenchmarkStartToRunning(b *testing.B) {
+	stores := []struct {
+		name string
+		open func(b *testing.B) worker.Store
+	}{
+		{"memory", func(*testing.B) worker.Store { return &worker.MemoryStore{} }},
+		{"disk", func(b *testing.B) worker.Store {
+			s, err := boltstore.OpenDir(b.TempDir(), boltstore.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}},
+	}
+	for _, st := range stores {
+		for _, n := range []int{1, 20} {
+			b.Run(fmt.Sprintf("%s/starts=%d", st.name, n), func(b *testing.B) {
+				w := worker.New(workertest.New(), worker.Config{Name: "bench", Logger: slog.New(slog.DiscardHandler),
+					Store: st.open(b), MaxTasks: 1 << 20, Concurrency: 20})
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- w.Run(ctx) }()
+				defer func() { cancel(); <-done }()
+				_, changes, stop := w.Changes(w.LastChange())
+				defer stop()
+				t := benchTask()
+				t.State = task.Scheduled
+				t.ContainerID, t.HostPorts, t.StartTime = "", nil, time.Time{}
+				for b.Loop() {
+					ids := make(map[uuid.UUID]bool, n)
+					for range n {
+						t.ID = uuid.New()
+						ids[t.ID] = true
+						if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					for len(ids) > 0 {
+						c, ok := <-changes
+						if !ok {
+							b.Fatal("the change stream fell behind")
+						}
+						if c.State == task.Running {
+							delete(ids, c.TaskID)
+						}
+					}
+				}
+			})
+		}
 	}
 }

@@ -132,10 +132,23 @@ func (w *Worker) remove(opCtx context.Context, log *slog.Logger, l *live, o op) 
 		w.mu.Unlock()
 		return fmt.Errorf("remove task: %w", err)
 	}
+	// Every container of the task goes before its record, not only the one the record names: a
+	// stray one (a start superseded, a second container of a task that ended) would otherwise
+	// be a container of a task the worker has no record of, which it takes up and never removes.
+	if err := w.removeAllContainers(opCtx, log, o.taskID); err != nil {
+		if unavailable(err) {
+			return &parkedError{op: o, err: err}
+		}
+		w.mu.Lock()
+		delete(w.gc.removing, o.taskID)
+		w.mu.Unlock()
+		return fmt.Errorf("remove task: %w", err)
+	}
 	t, _ := w.store.Get(o.taskID)
-	w.writeMu.Lock()
+	mu := w.writeLock(o.taskID)
+	mu.Lock()
 	err = w.store.Delete(o.taskID)
-	w.writeMu.Unlock()
+	mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("forget task %s: %w", o.taskID, err)
 	}
@@ -263,5 +276,28 @@ func (w *Worker) makeRoom() error {
 		return task.Errorf(task.ECONFLICT, "the worker tracks %d tasks, its maximum, and none has ended without work pending; delete some first", n)
 	}
 	w.log.Info("removed ended tasks to make room", "forgotten", forgot, "removing", removing)
+	return nil
+}
+
+// removeAllContainers removes every container of task id that the runtime lists.
+func (w *Worker) removeAllContainers(ctx context.Context, log *slog.Logger, id uuid.UUID) error {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	list, err := w.rt.List(lctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	for _, c := range list {
+		if c.TaskID != id {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, w.stopTimeout)
+		err := w.rt.Remove(rctx, c.ID)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("remove container %s: %w", shortID(c.ID), err)
+		}
+		log.Debug("container of a removed task removed", "container", shortID(c.ID))
+	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -73,12 +74,7 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, o 
 			log.Info("start already applied", "event", ev.ID, "state", old.State)
 			return nil
 		}
-		if c, ok, err := w.findStarted(opCtx, id, ev.ID.String()); err != nil {
-			return &parkedError{op: o, err: err}
-		} else if ok {
-			log.Info("taking up the container this start already made", "container", shortID(c.ID))
-			return w.markRunning(ctx, log, l, id, c)
-		}
+		// The runtime finds the container this start made, if it made one, and carries on.
 		return w.launch(ctx, opCtx, log, l, id, o.seq)
 	}
 	if !task.ValidTransition(old.State, task.Scheduled) {
@@ -130,40 +126,15 @@ func (w *Worker) start(ctx, opCtx context.Context, log *slog.Logger, l *live, o 
 	return w.launch(ctx, opCtx, log, l, id, o.seq)
 }
 
-// findStarted looks for a running container of the task made by the start of event eventID.
-func (w *Worker) findStarted(ctx context.Context, id uuid.UUID, eventID string) (task.Container, bool, error) {
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	list, err := w.rt.List(lctx)
-	cancel()
-	if err != nil {
-		return task.Container{}, false, err
-	}
-	var found task.Container
-	for _, c := range list {
-		if c.TaskID != id || c.EventID != eventID || !c.Running {
-			continue
-		}
-		if found.ID == "" || c.Created.After(found.Created) {
-			found = c
-		}
-	}
-	if found.ID == "" {
-		return task.Container{}, false, nil
-	}
-	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	c, err := w.rt.Inspect(ictx, found.ID)
-	cancel()
-	if err != nil {
-		return task.Container{}, false, err
-	}
-	return c, c.Running, nil
-}
-
 // launch starts a container for a Scheduled task. The task ends Running, or, when the start
 // fails, Failed or back in Scheduled waiting to restart, as its policy says; a task with a stop
 // accepted is not started, and the stop ends it. When the runtime
 // does not answer, the task waits in Scheduled and the launch is parked: a runtime that is away
 // fails no task. seq is the stored order the launch completes, if any.
+//
+// A launch may be tried again after a crash or a lost answer: the runtime then carries on with
+// the container the start already made (it is named for the start), in whatever state it is.
+// One that has run and ended is recorded as started, then its exit as it was.
 func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, seq uint64) error {
 	t, ok := w.store.Get(id)
 	if !ok || t.State != task.Scheduled {
@@ -192,7 +163,24 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		return nil
 	}
 	sctx, cancel := context.WithTimeout(opCtx, w.startTimeout)
-	c, err := w.rt.Start(sctx, t, func(step task.StartStep) { w.progress(log, id, step) })
+	// The Created record is stored while the runtime goes on to start the container, so that
+	// its write (a sync on a durable store) is not on the way to Running; every later write
+	// waits for it, so that the records keep their order.
+	var created sync.WaitGroup
+	c, err := w.rt.Start(sctx, t, func(step task.StartStep) {
+		at := w.now()
+		created.Wait()
+		if step.Type == task.RecordCreated && step.Pull == nil {
+			created.Add(1)
+			go func() {
+				defer created.Done()
+				w.progress(log, id, step, at)
+			}()
+			return
+		}
+		w.progress(log, id, step, at)
+	})
+	created.Wait()
 	cancel()
 	<-w.startSlots
 
@@ -221,6 +209,10 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 		// The container runs but the task cannot say so; remove it rather than lose track of it.
 		w.removeContainer(opCtx, log, t, c.ID)
 		return err
+	}
+	if !c.Running {
+		log.Info("the container of this start ran and ended before the worker could follow it", "container", shortID(c.ID))
+		return w.check(ctx, opCtx, log, l, id, c.ID, "start-up", nil)
 	}
 	return nil
 }
@@ -265,20 +257,8 @@ func (w *Worker) noteRevoked(log *slog.Logger, t task.Task) {
 }
 
 // relaunch carries out a launch that waited for the runtime. The first attempt may have made a
-// container after all (its answer lost), so that one is taken up rather than made again.
+// container after all (its answer lost); launch carries on with that one.
 func (w *Worker) relaunch(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, seq uint64) error {
-	t, ok := w.store.Get(id)
-	if !ok || t.State != task.Scheduled {
-		return nil
-	}
-	c, found, err := w.findStarted(opCtx, id, t.LastEvent)
-	switch {
-	case err != nil:
-		return &parkedError{op: op{kind: opLaunch, taskID: id, seq: seq}, err: err}
-	case found:
-		log.Info("taking up the container an interrupted start made", "container", shortID(c.ID))
-		return w.markRunning(ctx, log, l, id, c)
-	}
 	return w.launch(ctx, opCtx, log, l, id, seq)
 }
 
@@ -373,20 +353,25 @@ func (w *Worker) adopt(ctx, opCtx context.Context, log *slog.Logger, l *live, id
 	return nil
 }
 
-// progress records a start step the runtime reports, and pull progress while it pulls.
-func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep) {
-	w.modify(id, func(t *task.Task) error {
-		if step.Pull != nil {
-			p := *step.Pull
-			t.Pull = &p
-		}
-		// Started is recorded with the change to Running (markRunning), so that the record and
-		// the state it reports come together.
-		if step.Type != "" && step.Type != task.RecordStarted {
-			t.AddRecord(w.now(), step.Type, "%s", step.Message)
-		}
-		return nil
-	})
+// progress records a start step the runtime reports at the time at, and pull progress while
+// it pulls.
+func (w *Worker) progress(log *slog.Logger, id uuid.UUID, step task.StartStep, at time.Time) {
+	// Started is recorded with the change to Running (markRunning), so that the record and the
+	// state it reports come together; a step with nothing to record writes nothing, which on a
+	// durable store would cost a sync.
+	record := step.Type != "" && step.Type != task.RecordStarted
+	if step.Pull != nil || record {
+		w.modify(id, func(t *task.Task) error {
+			if step.Pull != nil {
+				p := *step.Pull
+				t.Pull = &p
+			}
+			if record {
+				t.AddRecord(at, step.Type, "%s", step.Message)
+			}
+			return nil
+		})
+	}
 	if step.Pull != nil {
 		log.Info("pulling image", "layers", step.Pull.Layers, "layers_done", step.Pull.LayersDone,
 			"bytes", step.Pull.Bytes, "bytes_total", step.Pull.BytesTotal)
@@ -471,9 +456,9 @@ func (w *Worker) restartDue(ctx, opCtx context.Context, log *slog.Logger, l *liv
 	return w.restartNow(ctx, opCtx, log, l, id)
 }
 
-// restartNow starts a Scheduled task again in a new container, removing the old one. When a
-// running container of the task's current start already exists (a restart interrupted by a
-// crash of the worker), it is taken up instead.
+// restartNow starts a Scheduled task again in a new container, removing the old one. When the
+// container of the task's current start already exists (a restart interrupted by a crash of
+// the worker), launch carries on with it instead.
 func (w *Worker) restartNow(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID) error {
 	t, _ := w.store.Get(id)
 	if t.State != task.Scheduled || w.isStopping(id) {
@@ -497,14 +482,6 @@ func (w *Worker) restartNow(ctx, opCtx context.Context, log *slog.Logger, l *liv
 		}); err != nil {
 			return err
 		}
-	}
-	c, found, err := w.findStarted(opCtx, id, t.LastEvent)
-	switch {
-	case err != nil:
-		return &parkedError{op: op{kind: opRelaunch, taskID: id}, err: err}
-	case found:
-		log.Info("taking up the container an interrupted restart made", "container", shortID(c.ID))
-		return w.markRunning(ctx, log, l, id, c)
 	}
 	log.Info("restarting task", "restart_count", t.RestartCount, "streak", t.RestartStreak)
 	return w.launch(ctx, opCtx, log, l, id, 0)

@@ -105,6 +105,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 			w.enqueue(op{kind: opPause, taskID: t.ID, containerID: t.ContainerID, paused: paused[t.ContainerID]})
 		}
 	}
+	w.log.Debug("reconciled with the container runtime", "containers", len(list))
 }
 
 // sleep waits for d or until ctx is done, and reports whether the full time passed.

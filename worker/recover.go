@@ -118,9 +118,9 @@ func (w *Worker) pingLoop(ctx context.Context) {
 // recoverState brings the store and the runtime together when Run starts: running containers of
 // known tasks are taken up as they are (never restarted), exits and disappearances that happened
 // while the worker was away are recorded and their restart policies applied, tasks that were
-// waiting to restart restart, and containers with no task behind them are marked as orphans. A
-// worker whose store is not durable first rebuilds its tasks from the containers' labels. It
-// waits for the runtime to answer, and returns early only when ctx is done.
+// waiting to restart restart, and the worker's containers of tasks it has no record of are taken
+// up from their labels, whatever its store. It waits for the runtime to answer, and returns early
+// only when ctx is done.
 func (w *Worker) recoverState(ctx context.Context) {
 	var list []task.Container
 	backoff := 100 * time.Millisecond
@@ -141,9 +141,7 @@ func (w *Worker) recoverState(ctx context.Context) {
 		backoff = min(backoff*2, 5*time.Second)
 	}
 	w.markUp()
-	if w.rebuild {
-		w.rebuildFromLabels(ctx, list)
-	}
+	rebuilt := w.rebuildFromLabels(ctx, list)
 	ordered := make(map[uuid.UUID]bool)
 	for _, o := range w.store.Orders() {
 		if o.Kind == task.OrderStart {
@@ -166,7 +164,8 @@ func (w *Worker) recoverState(ctx context.Context) {
 			w.route(op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "start-up"})
 			checked++
 		case t.State == task.Scheduled && !ordered[t.ID] && !w.stopping[t.ID]:
-			// It was waiting to restart, or restarting, when the worker stopped.
+			// It was waiting to restart, or restarting, when the worker stopped; or it was
+			// rebuilt from a container that was made but never started.
 			w.route(op{kind: opRelaunch, taskID: t.ID})
 			relaunched++
 		case (t.State == task.Completed || t.State == task.Failed) && t.ContainerID != "" && !exists:
@@ -174,28 +173,32 @@ func (w *Worker) recoverState(ctx context.Context) {
 		}
 	}
 	w.mu.Unlock()
-	orphans := w.noteOrphans(list)
-	w.log.Info("recovered state", "tasks", w.store.Len(), "containers", len(list), "adopted", adopted,
-		"exited_or_gone", checked, "restarting", relaunched, "orders", len(w.store.Orders()), "orphans", orphans)
+	removable, unowned := w.noteOrphans(list)
+	w.log.Info("recovered state", "tasks", w.store.Len(), "containers", len(list), "rebuilt", rebuilt, "adopted", adopted,
+		"exited_or_gone", checked, "restarting", relaunched, "orders", len(w.store.Orders()),
+		"superseded_or_deleted", removable, "unowned", unowned)
 }
 
-// rebuildFromLabels makes tasks again from the labels of the runtime's containers: the task's
-// spec, its ID and the start that made the container. Of several containers of one task the
-// newest running one (else the newest) is the task's; the rest are orphans.
-func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) {
-	newest := make(map[uuid.UUID]task.Container)
+// rebuildFromLabels makes a task again from the labels of the worker's containers for every task
+// it has no record of: the task's spec, its ID and the start that made the container. Of several
+// containers of one task the latest start's is the task's (the rest were superseded by it). A
+// container that has run is taken up as Running (an exit is then recorded as it was); one that
+// was made but never started makes the task Scheduled, so that its start carries on. It returns
+// how many tasks it rebuilt.
+func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) int {
+	latest := make(map[uuid.UUID]task.Container)
 	for _, c := range list {
 		if c.Spec == nil {
 			continue
 		}
-		cur, ok := newest[c.TaskID]
-		if !ok || (c.Running && !cur.Running) || (c.Running == cur.Running && c.Created.After(cur.Created)) {
-			newest[c.TaskID] = c
+		if cur, ok := latest[c.TaskID]; !ok || laterStart(c, cur) {
+			latest[c.TaskID] = c
 		}
 	}
-	for id, c := range newest {
+	n := 0
+	for id, c := range latest {
 		if _, known := w.store.Get(id); known {
-			continue // submitted again while the worker recovered: the submission wins
+			continue // known, or submitted again while the worker recovered: the record wins
 		}
 		ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		info, err := w.rt.Inspect(ictx, c.ID)
@@ -206,34 +209,85 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) {
 		}
 		t := c.Spec.Clone()
 		t.ID = id
-		t.State = task.Running
-		t.ContainerID = c.ID
-		t.HostPorts = info.HostPorts
-		t.StartTime = info.StartedAt
 		t.LastEvent = c.EventID
-		t.AddRecord(w.now(), task.RecordReceived, "rebuilt from container %s after the worker restarted", shortID(c.ID))
-		if err := w.store.Put(t); err != nil {
+		if !info.Running && info.StartedAt.IsZero() {
+			// Made, never started: the start was under way. It carries on (the runtime finds
+			// the container by the start's name); it never counts as an exit.
+			t.State = task.Scheduled
+		} else {
+			t.State = task.Running
+			t.ContainerID = c.ID
+			t.HostPorts = info.HostPorts
+			t.StartTime = info.StartedAt
+		}
+		t.AddRecord(w.now(), task.RecordReceived, "rebuilt from container %s, which this worker made and has no record of", shortID(c.ID))
+		mu := w.writeLock(id)
+		mu.Lock()
+		_, known := w.store.Get(id)
+		if !known {
+			err = w.store.Put(t)
+		}
+		mu.Unlock()
+		if known {
+			continue
+		}
+		if err != nil {
 			w.log.Error("store rebuilt task", "task", id, "err", err)
 			continue
 		}
 		w.names.update(task.Task{}, t)
-		w.log.Info("rebuilt task from its container's labels", "task", id, "container", shortID(c.ID), "running", info.Running)
+		w.publish(task.Task{ID: id}, t)
+		n++
+		w.log.Info("rebuilt task from its container's labels", "task", id, "container", shortID(c.ID),
+			"running", info.Running, "started", !info.StartedAt.IsZero())
 	}
+	return n
 }
 
-// noteOrphans marks the containers that belong to no task: neither a task's current container
-// nor one that a start under way or interrupted has made. It forgets orphans that are gone and
-// returns how many there are.
-func (w *Worker) noteOrphans(list []task.Container) int {
-	mine := make(map[string]bool)
-	starting := make(map[string]bool) // task ID + event ID of starts not yet recorded
+// laterStart reports whether container a was made by a later start of its task than b: starts of
+// one task come one after another, each a restart of the one before.
+func laterStart(a, b task.Container) bool {
+	if !a.Created.Equal(b.Created) {
+		return a.Created.After(b.Created)
+	}
+	if a.Spec != nil && b.Spec != nil && a.Spec.RestartCount != b.Spec.RestartCount {
+		return a.Spec.RestartCount > b.Spec.RestartCount
+	}
+	return a.Running && !b.Running
+}
+
+// whose says what the worker may do with container c: nothing when it is a task's current
+// container or that of a start under way ("" and true), remove it when it can prove that c is
+// no longer wanted (the reason, and true), or only report it when it cannot say whose it is
+// ("", false). Provably unwanted are containers of a task that has ended other than the one it
+// keeps for its logs (the task was stopped or ended in another container), and containers of an
+// earlier start of a task than its current one (superseded). A task's stored record is what
+// proves it: a container of a task the worker has no record of is never removed.
+func whose(c task.Container, t task.Task, known bool) (reason string, owned bool) {
+	switch {
+	case !known:
+		return "", false
+	case c.ID == t.ContainerID:
+		return "", true
+	case t.State == task.Completed || t.State == task.Failed:
+		return fmt.Sprintf("its task has ended (%v)", t.State), true
+	case c.EventID != t.LastEvent:
+		return "superseded by a later start of its task", true
+	case c.Spec == nil:
+		return "", false // which restart of the start made it is unknown
+	case c.Spec.RestartCount < t.RestartCount:
+		return "superseded by a later restart of its task", true
+	}
+	return "", true // the container of the start under way
+}
+
+// noteOrphans marks the containers the worker may remove (see whose), and notes those it cannot
+// say are whose, which it only reports. It forgets those that are gone and returns how many of
+// each there are.
+func (w *Worker) noteOrphans(list []task.Container) (removable, unowned int) {
+	tasks := make(map[uuid.UUID]task.Task)
 	for _, t := range w.store.List() {
-		if t.ContainerID != "" {
-			mine[t.ContainerID] = true
-		}
-		if t.State == task.Scheduled || t.State == task.Pending {
-			starting[t.ID.String()+t.LastEvent] = true
-		}
+		tasks[t.ID] = t
 	}
 	now := w.now()
 	w.mu.Lock()
@@ -241,12 +295,24 @@ func (w *Worker) noteOrphans(list []task.Container) int {
 	present := make(map[string]bool, len(list))
 	for _, c := range list {
 		present[c.ID] = true
-		if mine[c.ID] || (c.Running && starting[c.TaskID.String()+c.EventID]) {
+		t, known := tasks[c.TaskID]
+		reason, owned := whose(c, t, known)
+		switch {
+		case !owned:
 			delete(w.orphans, c.ID)
-			continue
-		}
-		if _, ok := w.orphans[c.ID]; !ok {
-			w.orphans[c.ID] = now
+			if !w.reported[c.ID] {
+				w.reported[c.ID] = true
+				w.log.Warn("container labelled by this worker, of a task it has no record of; left alone",
+					"container", shortID(c.ID), "task", c.TaskID)
+			}
+			unowned++
+		case reason == "":
+			delete(w.orphans, c.ID)
+		default:
+			if o, ok := w.orphans[c.ID]; !ok || o.reason != reason {
+				w.orphans[c.ID] = orphan{since: now, reason: reason}
+			}
+			removable++
 		}
 	}
 	for id := range w.orphans {
@@ -254,18 +320,31 @@ func (w *Worker) noteOrphans(list []task.Container) int {
 			delete(w.orphans, id)
 		}
 	}
-	return len(w.orphans)
+	for id := range w.reported {
+		if !present[id] {
+			delete(w.reported, id)
+		}
+	}
+	return removable, unowned
 }
 
-// reapOrphans removes the orphans that have been orphans for the grace period, or, when the
-// worker keeps orphans, reports each once.
+// orphan is a container the worker may remove, since when, and why.
+type orphan struct {
+	since  time.Time
+	reason string
+}
+
+// reapOrphans removes the containers that have been removable for the grace period, or, when the
+// worker keeps them, reports each once.
 func (w *Worker) reapOrphans(ctx context.Context) {
 	now := w.now()
 	var due []string
+	reasons := make(map[string]string)
 	w.mu.Lock()
-	for id, since := range w.orphans {
-		if now.Sub(since) >= w.orphanGrace {
+	for id, o := range w.orphans {
+		if now.Sub(o.since) >= w.orphanGrace {
 			due = append(due, id)
+			reasons[id] = o.reason
 		}
 	}
 	w.mu.Unlock()
@@ -276,7 +355,7 @@ func (w *Worker) reapOrphans(ctx context.Context) {
 			w.reported[id] = true
 			w.mu.Unlock()
 			if !reported {
-				w.log.Warn("orphan container: labelled by this worker, but no task is behind it; not removed (--reap-orphans=false)", "container", shortID(id))
+				w.log.Warn("orphan container: "+reasons[id]+"; not removed (--reap-orphans=false)", "container", shortID(id))
 			}
 			continue
 		}
@@ -290,6 +369,6 @@ func (w *Worker) reapOrphans(ctx context.Context) {
 		w.mu.Lock()
 		delete(w.orphans, id)
 		w.mu.Unlock()
-		w.log.Warn("removed orphan container: labelled by this worker, but no task is behind it", "container", shortID(id))
+		w.log.Warn("removed orphan container: "+reasons[id], "container", shortID(id))
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 var errDown = task.Errorf(task.EUNAVAILABLE, "Cannot connect to the Docker daemon")
 
-// A worker without a durable store rebuilds its tasks from the runtime's containers, even when a
+// A worker that has no record of a task rebuilds it from its container, even when a
 // new task is submitted before it has recovered.
 func TestRebuildFromLabelsDespiteEarlySubmit(t *testing.T) {
 	rt := workertest.New()
@@ -21,7 +21,7 @@ func TestRebuildFromLabelsDespiteEarlySubmit(t *testing.T) {
 	spec.RestartCount = 3
 	run := runTask(t, first, spec)
 
-	w := New(rt, Config{Logger: testLogger(t), RebuildFromRuntime: true})
+	w := New(rt, Config{Logger: testLogger(t)})
 	early := newTask()
 	submit(t, w, eventFor(early)) // before Run: the rebuild must still happen
 	ctx, cancel := context.WithCancel(context.Background())

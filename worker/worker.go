@@ -82,13 +82,11 @@ type Config struct {
 	MaxTasks          int              // tasks tracked at most; ended tasks are forgotten first; default 10000
 	Rand              func() float64   // jitter source in [0, 1); default math/rand/v2
 	Policy            task.Policy      // the host access tasks may ask for; default none
-	// RebuildFromRuntime makes a worker whose store starts empty rebuild its tasks from the
-	// labels of the runtime's containers: what a worker without a durable store does after a
-	// restart.
-	RebuildFromRuntime bool
-	KeepOrphans        bool          // report containers with no task behind them, but do not remove them
-	OrphanGrace        time.Duration // how long a container is an orphan before it is removed; default 1m
-	PingInterval       time.Duration // how often to ask whether the runtime answers; default 2s (each ask may take 5s)
+	// KeepOrphans makes the worker report the containers it may remove (of a task that was
+	// stopped or has ended, or superseded by a later start of their task), not remove them.
+	KeepOrphans  bool
+	OrphanGrace  time.Duration // how long a container is removable before it is removed; default 1m
+	PingInterval time.Duration // how often to ask whether the runtime answers; default 2s (each ask may take 5s)
 	// RuntimeName names the runtime in what the worker tells clients when it does not answer
 	// (GET /readyz, a task's Unconfirmed note), such as "the Docker Engine"; default "the
 	// container runtime".
@@ -125,7 +123,10 @@ type Worker struct {
 	maxTasks int
 	rand     func() float64
 
-	writeMu sync.Mutex // makes each read-modify-write of a task in the store atomic
+	// writeMu makes each read-modify-write of a task in the store atomic: a task's writes take
+	// the lock of its stripe, so that writes of different tasks may reach a durable store at the
+	// same time and share its transactions.
+	writeMu [64]sync.Mutex
 
 	mu       sync.Mutex // guards everything below
 	pending  *queue.Queue
@@ -137,15 +138,14 @@ type Worker struct {
 	runCtx   context.Context     // Run's context, while running
 	wg       sync.WaitGroup
 
-	parked      []op                 // operations waiting for the runtime to answer, in order
-	parkedTasks map[uuid.UUID]bool   // tasks with parked operations
-	downErr     error                // why the runtime is thought not to answer; nil when it does
-	downSince   time.Time            // since when
-	watchCancel context.CancelFunc   // ends the current event subscription
-	orphans     map[string]time.Time // containers with no task behind them, and since when
-	reported    map[string]bool      // orphans already reported, when they are kept
+	parked      []op               // operations waiting for the runtime to answer, in order
+	parkedTasks map[uuid.UUID]bool // tasks with parked operations
+	downErr     error              // why the runtime is thought not to answer; nil when it does
+	downSince   time.Time          // since when
+	watchCancel context.CancelFunc // ends the current event subscription
+	orphans     map[string]orphan  // containers the worker may remove, since when and why
+	reported    map[string]bool    // containers already reported: whose unknown, or removable and kept
 
-	rebuild      bool
 	keepOrphans  bool
 	orphanGrace  time.Duration
 	pingInterval time.Duration
@@ -214,10 +214,9 @@ func New(rt Runtime, cfg Config) *Worker {
 		maxQueue:       cfg.MaxQueue,
 		maxTasks:       cfg.MaxTasks,
 		rand:           cfg.Rand,
-		orphans:        make(map[string]time.Time),
+		orphans:        make(map[string]orphan),
 		parkedTasks:    make(map[uuid.UUID]bool),
 		reported:       make(map[string]bool),
-		rebuild:        cfg.RebuildFromRuntime,
 		keepOrphans:    cfg.KeepOrphans,
 		orphanGrace:    cfg.OrphanGrace,
 		pingInterval:   cfg.PingInterval,
@@ -272,8 +271,6 @@ func New(rt Runtime, cfg Config) *Worker {
 			w.names.update(task.Task{}, t)
 		}
 	}
-	// Decided now: tasks submitted while the worker recovers must not stop the rebuild.
-	w.rebuild = cfg.RebuildFromRuntime && w.store.Len() == 0
 	// Orders accepted before a restart and not yet applied come first.
 	for _, o := range w.store.Orders() {
 		switch o.Kind {
@@ -691,10 +688,11 @@ func (w *Worker) liveOf(id uuid.UUID) *live {
 }
 
 // modify applies fn to the stored task with the given ID and stores the result, atomically with
-// respect to every other modify. fn's error aborts the change.
+// respect to every other modify of that task. fn's error aborts the change.
 func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, error) {
-	w.writeMu.Lock()
-	defer w.writeMu.Unlock()
+	mu := w.writeLock(id)
+	mu.Lock()
+	defer mu.Unlock()
 	t, ok := w.store.Get(id)
 	if !ok {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
@@ -713,6 +711,11 @@ func (w *Worker) modify(id uuid.UUID, fn func(t *task.Task) error) (task.Task, e
 	}
 	w.publish(before, t)
 	return t, nil
+}
+
+// writeLock returns the lock of the task's stripe of writeMu.
+func (w *Worker) writeLock(id uuid.UUID) *sync.Mutex {
+	return &w.writeMu[id[15]%uint8(len(w.writeMu))]
 }
 
 // publish tells subscribers what changed between two versions of a task.

@@ -120,7 +120,7 @@ func (b *bench) run(ctx context.Context) (err error) {
 	phase("api", b.apiPhase)
 	if ctx.Err() == nil && b.needsWorker() {
 		b.logf("starting %s worker --name %s (log: %s)", o.cubeBin, b.workerName, o.workerLog)
-		w, err := startWorker(ctx, o.cubeBin, b.workerName, o.concurrency, o.workerLog)
+		w, err := startWorker(ctx, o.cubeBin, b.workerName, o.concurrency, o.workerLog, o.inMemory)
 		if err != nil {
 			b.res.Errors = append(b.res.Errors, err.Error())
 		} else {

@@ -18,6 +18,7 @@ type options struct {
 	workerLog   string
 	only        map[string]bool
 	concurrency int
+	inMemory    bool // run the worker with --in-memory rather than on a data dir of its own
 
 	starts      int           // sequential starts (and stops) of each kind
 	burst       int           // tasks in one burst
@@ -49,6 +50,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.workerLog, "worker-log", "bench-results/worker.log", "where the worker subprocess logs")
 	fs.StringVar(&only, "only", "", "run only these comma-separated phases: "+strings.Join(phases, ","))
 	fs.IntVar(&o.concurrency, "concurrency", 4, "the worker's --concurrency, and the raw SDK burst's")
+	fs.BoolVar(&o.inMemory, "in-memory", false, "run the worker with --in-memory (default: durable state in a temporary --data-dir, as a worker keeps it by default)")
 	fs.BoolVar(&quick, "quick", false, "smaller counts and shorter windows, for a run of about 2 minutes")
 	fs.IntVar(&o.starts, "starts", 30, "sequential starts and stops, of cube and of the raw SDK each")
 	fs.IntVar(&o.burst, "burst", 50, "tasks in one burst")

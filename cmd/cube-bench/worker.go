@@ -39,6 +39,7 @@ type workerProc struct {
 	url     string
 	cmd     *exec.Cmd
 	logf    *os.File
+	dataDir string        // the worker's --data-dir, removed when it has stopped; "" with --in-memory
 	done    chan struct{} // closed when the process has exited; exitErr says how
 	http    *http.Client
 	once    sync.Once
@@ -48,8 +49,9 @@ type workerProc struct {
 }
 
 // startWorker runs `cube worker` on 127.0.0.1 with a free port and the given name, and waits
-// until it answers /readyz.
-func startWorker(ctx context.Context, bin, name string, concurrency int, logPath string) (*workerProc, error) {
+// until it answers /readyz. Its state is on disk in a temporary data dir, as a worker keeps it by
+// default, or with inMemory in memory.
+func startWorker(ctx context.Context, bin, name string, concurrency int, logPath string, inMemory bool) (*workerProc, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("the cube binary: %w (build it with make build)", err)
 	}
@@ -64,22 +66,37 @@ func startWorker(ctx context.Context, bin, name string, concurrency int, logPath
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "worker", "--host", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--name", name, "--concurrency", strconv.Itoa(concurrency))
+	args := []string{"worker", "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--name", name, "--concurrency", strconv.Itoa(concurrency)}
+	dataDir := ""
+	if inMemory {
+		args = append(args, "--in-memory")
+	} else {
+		if dataDir, err = os.MkdirTemp("", "cube-bench-state-"); err != nil {
+			logf.Close()
+			return nil, err
+		}
+		args = append(args, "--data-dir", dataDir)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that a Ctrl-C at the terminal reaches cube-bench alone, which
 	// then stops the worker in order; and SIGTERM should cube-bench die without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
+		if dataDir != "" {
+			os.RemoveAll(dataDir)
+		}
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	w := &workerProc{
-		name: name,
-		url:  "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		cmd:  cmd,
-		logf: logf,
-		done: make(chan struct{}),
+		name:    name,
+		dataDir: dataDir,
+		url:     "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		cmd:     cmd,
+		logf:    logf,
+		done:    make(chan struct{}),
 		http: &http.Client{Transport: &http.Transport{
 			MaxIdleConns:        256,
 			MaxIdleConnsPerHost: 256,
@@ -120,6 +137,9 @@ func (w *workerProc) stop() error {
 	w.once.Do(func() {
 		defer w.logf.Close()
 		defer w.http.CloseIdleConnections()
+		if w.dataDir != "" {
+			defer os.RemoveAll(w.dataDir)
+		}
 		_ = w.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-w.done:

@@ -486,8 +486,8 @@ func TestCLIContractRoutes(t *testing.T) {
 	}
 	at := fmt.Sprintf("%-29s", "2025-01-02T03:04:05.000"+time.Date(2025, 1, 2, 3, 4, 5, 0, time.Local).Format("Z07:00"))
 	want := eventHeader + "\n" +
-		"       1  " + at + "  web               " + web.ID.String()[:8] + "  Received       Pending\n" +
-		"       2  " + at + "  web               " + web.ID.String()[:8] + "  Started        Running               container abc\n"
+		fmt.Sprintf("%16d  ", 1) + at + "  web               " + web.ID.String()[:8] + "  Received       Pending\n" +
+		fmt.Sprintf("%16d  ", 2) + at + "  web               " + web.ID.String()[:8] + "  Started        Running               container abc\n"
 	if out != want {
 		t.Errorf("cube events: got\n%q\nwant\n%q", out, want)
 	}
@@ -586,7 +586,7 @@ func TestCLILogFormat(t *testing.T) {
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := run(ctx, []string{"worker", "--port", "0", "--name", "json-logs", "--log-format", "json"}, func(string) string { return "" }, io.Discard, &logs)
+	err := run(ctx, []string{"worker", "--port", "0", "--name", "json-logs", "--log-format", "json", "--data-dir", t.TempDir()}, func(string) string { return "" }, io.Discard, &logs)
 	if err != nil {
 		t.Fatalf("cube worker --log-format json: %v", err)
 	}

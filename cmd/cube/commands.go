@@ -44,7 +44,12 @@ func newWorkerCmd(getenv func(string) string, stderr io.Writer) *cobra.Command {
 		Long: `Run the worker daemon: serve the task API and run tasks on the local Docker Engine.
 
 Flags fall back to environment variables: CUBE_WORKER_HOST, CUBE_WORKER_PORT, CUBE_WORKER_NAME,
-and CUBE_TOKEN / CUBE_READ_TOKEN (the tokens themselves) for --token-file / --read-token-file.
+CUBE_DATA_DIR, and CUBE_TOKEN / CUBE_READ_TOKEN (the tokens themselves) for --token-file /
+--read-token-file.
+
+State (tasks, accepted events and stops) is kept on disk, by default in /var/lib/cube/NAME as
+root and in $XDG_STATE_HOME/cube/NAME or ~/.local/state/cube/NAME otherwise; --in-memory keeps
+none, and a crash then loses accepted work that has no container yet.
 The Docker Engine is found as the docker CLI finds it (DOCKER_HOST, or the default socket).
 On SIGINT or SIGTERM the daemon stops serving and exits; containers keep running.
 
@@ -78,7 +83,8 @@ unless an --allow-* flag grants that kind.`,
 	f.IntVar(&cfg.concurrency, "concurrency", 4, "container starts under way at once")
 	f.Float64Var(&cfg.reserveCPU, "reserve-cpu", 0, "cores kept for the host: tasks may claim the machine's CPUs less these")
 	f.StringVar(&cfg.reserveMemory, "reserve-memory", "0", "memory kept for the host (e.g. 512m, 2g): tasks may claim the machine's memory less this")
-	f.StringVar(&cfg.dataDir, "data-dir", envOr(getenv, "CUBE_DATA_DIR", ""), "keep tasks and accepted events in DIR/cube.db (bbolt); without it state is in memory and rebuilt from container labels [CUBE_DATA_DIR]")
+	f.StringVar(&cfg.dataDir, "data-dir", envOr(getenv, "CUBE_DATA_DIR", ""), "keep tasks and accepted events in DIR/cube.db (bbolt); default /var/lib/cube/NAME as root, else $XDG_STATE_HOME/cube/NAME or ~/.local/state/cube/NAME [CUBE_DATA_DIR]")
+	f.BoolVar(&cfg.inMemory, "in-memory", false, "keep no state on disk: a crash loses accepted tasks not yet running and acknowledged stops")
 	f.StringVar(&cfg.lockDir, "lock-dir", envOr(getenv, "CUBE_LOCK_DIR", namelock.DefaultDir(getenv, os.Geteuid())),
 		"directory of the locks that keep two workers from using one name on one Docker Engine; every worker on the host must use the same [CUBE_LOCK_DIR]")
 	f.BoolVar(&cfg.reapOrphans, "reap-orphans", true, "remove labelled containers with no task behind them after --orphan-grace; false only reports them")
@@ -112,6 +118,8 @@ unless an --allow-* flag grants that kind.`,
 	f.IntVar(&cfg.maxTasks, "max-tasks", 10000, "tasks tracked at most")
 	f.MarkHidden("gc-interval")
 	f.MarkHidden("max-tasks")
+	f.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 0, "how often to compare Docker's containers with the tasks; 0: 10s")
+	f.MarkHidden("reconcile-interval")
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
 	// The client flags are the root's, and so inherited, but the worker refuses them: its help
@@ -169,6 +177,18 @@ unless an --allow-* flag grants that kind.`,
 		}
 		if cfg.name == "" {
 			return fmt.Errorf("--name is empty and the hostname is unknown; give the worker a name")
+		}
+		switch {
+		case cfg.inMemory && cmd.Flags().Changed("data-dir"):
+			return fmt.Errorf("--in-memory and --data-dir exclude each other")
+		case cfg.inMemory:
+			cfg.dataDir = "" // the flag beats CUBE_DATA_DIR
+		case cfg.dataDir == "":
+			dir, err := defaultDataDir(getenv, os.Geteuid(), cfg.name)
+			if err != nil {
+				return err
+			}
+			cfg.dataDir = dir
 		}
 		for i, p := range cfg.policy.AllowBindMounts {
 			clean, err := task.CleanBindPrefix(p)

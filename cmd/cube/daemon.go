@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
@@ -29,7 +31,8 @@ type workerConfig struct {
 	concurrency int
 	logLevel    string
 
-	dataDir                  string
+	dataDir                  string // where the state is kept; resolved to the default when not given
+	inMemory                 bool   // --in-memory: keep no state on disk
 	lockDir                  string // where the worker name's lock lives (namelock)
 	reapOrphans              bool
 	orphanGrace              time.Duration
@@ -52,6 +55,7 @@ type workerConfig struct {
 	requestTimeout    time.Duration // default api.DefaultRequestTimeout
 	gcInterval        time.Duration // how often retention looks at ended tasks; default 1m
 	maxTasks          int           // tasks tracked at most; default 10000
+	reconcileInterval time.Duration // default the worker's
 }
 
 const (
@@ -126,18 +130,18 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 	// The metrics time every call to the runtime, and follow the worker's tasks and changes.
 	m := metrics.New(metrics.Options{Logger: log})
 	w := worker.New(m.Runtime(rt), worker.Config{
-		Name:               cfg.name,
-		Concurrency:        cfg.concurrency,
-		Logger:             log,
-		Capacity:           capacity,
-		Policy:             cfg.policy,
-		Store:              store,
-		RebuildFromRuntime: cfg.dataDir == "",
-		KeepOrphans:        !cfg.reapOrphans,
-		OrphanGrace:        cfg.orphanGrace,
-		RuntimeName:        "the Docker Engine",
-		MaxTasks:           cfg.maxTasks,
-		Retention:          worker.Retention{KeepEnded: cfg.keepEnded, KeepEndedFor: cfg.keepEndedFor, Interval: cfg.gcInterval},
+		Name:              cfg.name,
+		Concurrency:       cfg.concurrency,
+		Logger:            log,
+		Capacity:          capacity,
+		Policy:            cfg.policy,
+		Store:             store,
+		KeepOrphans:       !cfg.reapOrphans,
+		ReconcileInterval: cfg.reconcileInterval,
+		OrphanGrace:       cfg.orphanGrace,
+		RuntimeName:       "the Docker Engine",
+		MaxTasks:          cfg.maxTasks,
+		Retention:         worker.Retention{KeepEnded: cfg.keepEnded, KeepEndedFor: cfg.keepEndedFor, Interval: cfg.gcInterval},
 	})
 	m.Track(w)
 	// Streaming answers (followed logs, event streams) end as the server shuts down, so that
@@ -283,11 +287,11 @@ func tokenKinds(s security) string {
 	return "none"
 }
 
-// openStore opens the durable store in --data-dir, or an in-memory one without it. A data dir
-// another worker holds is an error at once.
+// openStore opens the durable store in the data dir, or an in-memory one with --in-memory. A data
+// dir another worker holds is an error at once.
 func openStore(cfg workerConfig, log *slog.Logger) (worker.Store, error) {
-	if cfg.dataDir == "" {
-		log.Info("state is kept in memory; after a restart tasks are rebuilt from their containers (use --data-dir to keep it)")
+	if cfg.inMemory {
+		log.Warn("state is kept in memory (--in-memory): a crash loses accepted tasks that have no container yet and acknowledged stops; running containers are taken up again from their labels")
 		return &worker.MemoryStore{}, nil
 	}
 	s, err := boltstore.OpenDir(cfg.dataDir, boltstore.Options{})
@@ -296,4 +300,25 @@ func openStore(cfg workerConfig, log *slog.Logger) (worker.Store, error) {
 	}
 	log.Info("state is kept on disk", "data_dir", cfg.dataDir, "tasks", s.Len(), "orders", len(s.Orders()))
 	return s, nil
+}
+
+// defaultDataDir is where a worker keeps its state when --data-dir does not say: as root
+// /var/lib/cube/NAME, otherwise $XDG_STATE_HOME/cube/NAME or ~/.local/state/cube/NAME. The
+// worker's name is part of the path so that workers with different names on one machine keep
+// their states apart (a data dir is held by one worker at a time); a worker that is renamed
+// starts from a new one, and takes up its containers from their labels.
+func defaultDataDir(getenv func(string) string, euid int, name string) (string, error) {
+	if name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return "", fmt.Errorf("the worker's name %q cannot name its state directory; give --data-dir", name)
+	}
+	if euid == 0 {
+		return filepath.Join("/var/lib/cube", name), nil
+	}
+	if x := getenv("XDG_STATE_HOME"); filepath.IsAbs(x) {
+		return filepath.Join(x, "cube", name), nil
+	}
+	if home := getenv("HOME"); filepath.IsAbs(home) {
+		return filepath.Join(home, ".local", "state", "cube", name), nil
+	}
+	return "", fmt.Errorf("no state directory: HOME is not set; give --data-dir, or --in-memory")
 }

@@ -43,7 +43,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	d := &daemon{name: "cube-test-" + uuid.NewString()[:8], done: make(chan error, 1), logs: newLogSink()}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	args = append([]string{"worker", "--port", "0", "--name", d.name, "--log-level", "debug"}, args...)
+	args = append([]string{"worker", "--port", "0", "--name", d.name, "--log-level", "debug"}, withState(t, args)...)
 	go func() { d.done <- run(ctx, args, func(string) string { return "" }, io.Discard, d.logs) }()
 	select {
 	case addr := <-d.logs.addr:
@@ -76,6 +76,18 @@ func tokenArg(t *testing.T, args []string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// withState returns args with a data dir of the test's own when they name none (nor --in-memory):
+// a test never uses the default state directory.
+func withState(t *testing.T, args []string) []string {
+	t.Helper()
+	for _, a := range args {
+		if a == "--in-memory" || a == "--data-dir" || strings.HasPrefix(a, "--data-dir=") {
+			return args
+		}
+	}
+	return append(args, "--data-dir", t.TempDir())
 }
 
 // stop shuts the daemon down as SIGTERM would and waits for it. It is safe to call twice.
@@ -468,7 +480,7 @@ func TestPortInUseIsAnError(t *testing.T) {
 	defer ln.Close()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	// A name of its own: the worker claims it on the Engine before it listens.
-	err = run(context.Background(), []string{"worker", "--port", port, "--name", "busy-" + uuid.NewString()[:8]}, func(string) string { return "" }, io.Discard, io.Discard)
+	err = run(context.Background(), []string{"worker", "--port", port, "--name", "busy-" + uuid.NewString()[:8], "--data-dir", t.TempDir()}, func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("got %v, want an 'address already in use' error", err)
 	}
@@ -484,7 +496,8 @@ func TestEnvironmentFallbacks(t *testing.T) {
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	name := "from-env-" + uuid.NewString()[:8]     // a name of its own: the worker claims it on the Engine
 	lockDir := filepath.Join(t.TempDir(), "locks") // made by the worker when it claims its name
-	env := map[string]string{"CUBE_WORKER_HOST": "127.0.0.1", "CUBE_WORKER_PORT": port, "CUBE_WORKER_NAME": name, "CUBE_LOCK_DIR": lockDir}
+	env := map[string]string{"CUBE_WORKER_HOST": "127.0.0.1", "CUBE_WORKER_PORT": port, "CUBE_WORKER_NAME": name, "CUBE_LOCK_DIR": lockDir,
+		"CUBE_DATA_DIR": t.TempDir()}
 	// The port from the environment is taken, so the daemon fails naming it: proof it was used.
 	err = run(context.Background(), []string{"worker"}, func(k string) string { return env[k] }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:"+port) {

@@ -55,7 +55,7 @@ func startProc(t *testing.T, name, dockerHost string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, args...)
+	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, withState(t, args)...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = os.Environ()
 	if dockerHost != "" {
@@ -123,7 +123,7 @@ func TestKill9Loop(t *testing.T) {
 			testenv.BuildEchoImage(t)
 			name := "cube-kill-" + uuid.NewString()[:8]
 			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
-			var args []string
+			args := []string{"--in-memory"}
 			if durable {
 				args = []string{"--data-dir", t.TempDir()}
 			}
@@ -260,8 +260,11 @@ func TestDeleteAcceptedThenCrash(t *testing.T) {
 	}
 }
 
-// A container labelled as the worker's with no task behind it is removed after the grace
-// period, and only reported with --reap-orphans=false.
+// The worker removes a container it labelled only when it can prove it is not wanted: here a
+// second container of a task that has ended (as a start that a worker which died left under way
+// would make). It is removed after the grace period, and only reported with
+// --reap-orphans=false. A container of a task the worker has no record of (and cannot rebuild,
+// for it has no spec label) is reported and left alone, always.
 func TestOrphans(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
@@ -269,32 +272,49 @@ func TestOrphans(t *testing.T) {
 		t.Run(fmt.Sprintf("reap=%v", reap), func(t *testing.T) {
 			name := "cube-orphan-" + uuid.NewString()[:8]
 			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
-			p := startProc(t, name, "", "--data-dir", t.TempDir(), "--orphan-grace", "1s", fmt.Sprintf("--reap-orphans=%v", reap))
+			p := startProc(t, name, "", "--orphan-grace", "100ms", "--reconcile-interval", "100ms", fmt.Sprintf("--reap-orphans=%v", reap))
+			ended := p.submit(t, echoTask("--exit", "0"))
+			ended = p.waitState(t, ended.ID, task.Completed, time.Minute)
 			cli := testenv.Docker(t)
 			ctx := testenv.Ctx(t, time.Minute)
-			created, err := cli.ContainerCreate(ctx, &container.Config{
-				Image:  testenv.EchoImage,
-				Labels: map[string]string{task.LabelTaskID: uuid.NewString(), docker.LabelWorker: name},
-			}, nil, nil, nil, "")
-			if err != nil {
-				t.Fatal(err)
+			labelled := func(taskID uuid.UUID, eventID string) string {
+				created, err := cli.ContainerCreate(ctx, &container.Config{
+					Image:  testenv.EchoImage,
+					Labels: map[string]string{task.LabelTaskID: taskID.String(), task.LabelEventID: eventID, docker.LabelWorker: name},
+				}, nil, nil, nil, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				return created.ID
 			}
-			if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			want := "removed orphan container"
+			stray := labelled(ended.ID, ended.LastEvent)
+			unknown := labelled(uuid.New(), uuid.NewString())
+			want := "removed orphan container: its task has ended (Completed)"
 			if !reap {
-				want = "orphan container: labelled by this worker, but no task is behind it; not removed"
+				want = "orphan container: its task has ended (Completed); not removed (--reap-orphans=false)"
 			}
 			deadline := time.Now().Add(45 * time.Second)
 			for !strings.Contains(p.logs.String(), want) {
 				if time.Now().After(deadline) {
 					t.Fatalf("no %q in the log within 45s:\n%s", want, p.logs)
 				}
-				time.Sleep(50 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond)
 			}
-			if gone := containerGone(t, created.ID); gone != reap {
-				t.Errorf("container gone: %v, want %v", gone, reap)
+			if gone := containerGone(t, stray); gone != reap {
+				t.Errorf("the ended task's stray container gone: %v, want %v", gone, reap)
+			}
+			if containerGone(t, ended.ContainerID) {
+				t.Errorf("the ended task's own container %s was removed; it is kept for its logs", ended.ContainerID[:12])
+			}
+			waitReconciles(t, p, 5)
+			if containerGone(t, unknown) {
+				t.Error("the container of a task the worker has no record of was removed")
+			}
+			if !strings.Contains(p.logs.String(), "of a task it has no record of; left alone") {
+				t.Errorf("the container of a task the worker has no record of was not reported:\n%s", p.logs)
 			}
 		})
 	}

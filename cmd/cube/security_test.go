@@ -214,7 +214,7 @@ func TestInsecureAndAllowancesWarnAtStart(t *testing.T) {
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // start, log, and stop at once
-	err := run(ctx, []string{"worker", "--host", "0.0.0.0", "--port", "0", "--name", "insecure", "--insecure",
+	err := run(ctx, []string{"worker", "--host", "0.0.0.0", "--port", "0", "--name", "insecure", "--insecure", "--in-memory",
 		"--allow-privileged", "--allow-bind-mounts", "/srv/data/,/var/log"},
 		func(string) string { return "" }, io.Discard, &logs)
 	if err != nil {

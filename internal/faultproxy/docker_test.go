@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"regexp"
 	"testing"
 	"time"
 
@@ -176,5 +177,54 @@ func TestDockerEventsSurviveHangAndBreakOnDown(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("events stream still open 2 s after down")
+	}
+}
+
+// A delayed request reaches the daemon late, and is still forwarded when its client has given
+// up meanwhile (what the daemon then does with it is its own affair: it may see the client gone).
+func TestDockerDelayedRequest(t *testing.T) {
+	p, _ := startDocker(t)
+	cli := dockerClient(t, p.DockerHost())
+	const d = 500 * time.Millisecond
+	p.Delay(regexp.MustCompile(`^(GET|HEAD) /[^ ]*_ping`), d)
+	took, err := ping(cli, 10*time.Second)
+	if err != nil || took < d {
+		t.Fatalf("delayed ping: took %v, err %v; want success after at least %v", took, err, d)
+	}
+	if now, total := p.Held(); now != 0 || total != 1 {
+		t.Errorf("Held after the ping: %d now, %d in all; want 0 and 1", now, total)
+	}
+
+	p.Delay(regexp.MustCompile(`^POST /[^ ]*volumes/create`), d)
+	up := p.Stats().BytesUp
+	var suffix [4]byte
+	rand.Read(suffix[:])
+	name := "faultproxy-delay-" + hex.EncodeToString(suffix[:])
+	t.Cleanup(func() {
+		direct := dockerClient(t, "unix://"+p.Upstream())
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		direct.VolumeRemove(ctx, name, true)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err = cli.VolumeCreate(ctx, volume.CreateOptions{Name: name})
+	cancel()
+	if err == nil {
+		t.Fatal("VolumeCreate returned within 100ms through a delay of 500ms")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for now, _ := p.Held(); now != 0; now, _ = p.Held() {
+		if time.Now().After(deadline) {
+			t.Fatal("the held request was not let go within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if sent := p.Stats().BytesUp - up; sent < int64(len("POST /volumes/create HTTP/1.1\r\n")) {
+		t.Errorf("after the hold %d bytes went to the daemon, want the held request", sent)
+	}
+
+	p.Delay(nil, 0)
+	if took, err := ping(cli, 10*time.Second); err != nil || took >= d {
+		t.Errorf("ping after the delay ended: took %v, err %v; want fast", took, err)
 	}
 }

@@ -26,6 +26,11 @@
 //	   Pass ──▶ Down ──▶ Pass     streams broken, new connections work again
 //	   any mode ──▶ any mode, at any time, from any goroutine
 //
+// Besides a mode, a proxy may delay some requests on their way to the daemon ([Proxy.Delay]):
+// a request whose bytes match a pattern (say, a container start) is held for a while and then
+// forwarded, even if its client has died meanwhile (the daemon may then carry it out, or see
+// the client gone and drop it). A test can so kill the program while that call is under way.
+//
 // The proxy is only a fault injector for tests: it has no access control beyond the socket
 // file's mode, and every connection costs two goroutines while it is open.
 package faultproxy
@@ -37,6 +42,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,8 +135,34 @@ type Proxy struct {
 
 	wg sync.WaitGroup // accept loops and connections
 
+	delay         atomic.Pointer[delayRule] // requests to hold before forwarding, if any
+	held, delayed atomic.Int64              // requests held now, and held in all
+
 	accepted, forwarded, dialErrors, bytesUp, bytesDown atomic.Int64
 }
+
+// delayRule holds the requests that match re for d.
+type delayRule struct {
+	re *regexp.Regexp
+	d  time.Duration
+}
+
+// Delay makes the proxy hold each request that matches re (in the bytes a client writes, as they
+// arrive: a request line such as `POST /v1.41/containers/abc/start`) for d before it forwards
+// it; a nil re or a d of 0 ends the delay for requests that arrive from now on. A held request
+// is forwarded when its time is up whether or not its client is still there; Down and Close drop
+// it. Only requests that come whole in one write match reliably, as the Docker SDK writes them.
+func (p *Proxy) Delay(re *regexp.Regexp, d time.Duration) {
+	if re == nil || d <= 0 {
+		p.delay.Store(nil)
+		return
+	}
+	p.delay.Store(&delayRule{re: re, d: d})
+}
+
+// Held returns how many requests the proxy holds now under Delay, and how many it has held in
+// all.
+func (p *Proxy) Held() (now, total int64) { return p.held.Load(), p.delayed.Load() }
 
 // New starts a proxy listening on its socket in the mode opts.Mode. It returns an error when
 // the upstream cannot be worked out from DOCKER_HOST, when the socket's path is too long for a
@@ -466,9 +498,9 @@ func (c *conn) serve() {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c.pipe(up, c.client, &c.p.bytesUp)
+		c.pipe(up, c.client, &c.p.bytesUp, true)
 	}()
-	c.pipe(c.client, up, &c.p.bytesDown)
+	c.pipe(c.client, up, &c.p.bytesDown, false)
 	wg.Wait()
 }
 
@@ -490,8 +522,9 @@ func (c *conn) flow() bool {
 
 // pipe copies src to dst, stopping before each read and each write while the proxy hangs. At
 // the end of src it half-closes dst, so a client's CloseWrite reaches the daemon (and the
-// daemon's reaches the client); any other error closes the whole connection.
-func (c *conn) pipe(dst, src *net.UnixConn, n *atomic.Int64) {
+// daemon's reaches the client); any other error closes the whole connection. Bytes to the
+// daemon (toDaemon) that match the proxy's Delay are held first.
+func (c *conn) pipe(dst, src *net.UnixConn, n *atomic.Int64, toDaemon bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		if !c.flow() {
@@ -499,6 +532,9 @@ func (c *conn) pipe(dst, src *net.UnixConn, n *atomic.Int64) {
 		}
 		nr, rerr := src.Read(buf)
 		if nr > 0 {
+			if rule := c.p.delay.Load(); toDaemon && rule != nil && rule.re.Match(buf[:nr]) && !c.hold(rule.d) {
+				return
+			}
 			if !c.flow() {
 				return
 			}
@@ -517,6 +553,22 @@ func (c *conn) pipe(dst, src *net.UnixConn, n *atomic.Int64) {
 			c.close()
 			return
 		}
+	}
+}
+
+// hold waits d, counting the request as held meanwhile, and reports whether the connection is
+// still open after it.
+func (c *conn) hold(d time.Duration) bool {
+	c.p.held.Add(1)
+	c.p.delayed.Add(1)
+	defer c.p.held.Add(-1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.done:
+		return false
 	}
 }
 

@@ -4,9 +4,10 @@
 //
 // A *Store satisfies worker.Store. It keeps a copy of everything in memory, loaded at Open, and
 // reads only that copy, so reads never touch the disk and cannot fail. Every write goes to the
-// file first, in one bbolt transaction that has committed (and, unless Options.NoSync, been synced
+// file first, in a bbolt transaction that has committed (and, unless Options.NoSync, been synced
 // to disk) before the write returns; only then does the in-memory copy change. A write that fails
-// leaves the store as it was.
+// leaves the store as it was. Writes made at the same time share a transaction (a group commit):
+// one fsync for all of them, while a write made alone waits for nothing but its own.
 //
 // The file is locked while a Store has it open: a second worker on the same file fails at Open
 // with an error that matches ErrLocked, instead of waiting.
@@ -83,10 +84,15 @@ type Store struct {
 	db   *bolt.DB
 	path string
 
-	// wmu serialises writers, so a writer may read the fields below without mu: only a writer
-	// holding wmu changes them, and it takes mu to do so.
-	wmu sync.Mutex
-	mu  sync.RWMutex
+	// Writes are committed in groups (see commit): qmu guards the queue of writes waiting and
+	// whether a writer is committing them. Only the committing writer, holding cmu, changes
+	// the fields below mu, and it takes mu to do so; so it may read them without mu.
+	qmu       sync.Mutex
+	queue     []*write
+	committer bool
+	cmu       sync.Mutex
+	batchSeq  map[uuid.UUID]uint64 // insertion sequences of new tasks in the transaction under way
+	mu        sync.RWMutex
 
 	tasks  map[uuid.UUID]stored
 	order  []uuid.UUID // task IDs by insertion sequence

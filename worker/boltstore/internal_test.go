@@ -3,10 +3,12 @@ package boltstore
 import (
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/google/uuid"
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestDiskFailureChangesNothing makes every write fail in bbolt, after encoding succeeded, by
@@ -76,4 +78,58 @@ func dump(s *Store) memory {
 		m.Seen[ev] = id
 	}
 	return m
+}
+
+// Writes made at the same time share transactions, each of which costs its fsyncs, and every one
+// of them is on disk when it returns.
+func TestConcurrentWritesShareTransactions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	txID := func() int {
+		var id int
+		s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil })
+		return id
+	}
+	const n = 32
+	before := txID()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	ids := make([]uuid.UUID, n)
+	for i := range n {
+		ids[i] = uuid.New()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := s.Put(task.Task{ID: ids[i], Name: "t"}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	txs := txID() - before
+	if txs >= n/2 {
+		t.Errorf("%d concurrent writes took %d transactions, want them to share (fewer than %d)", n, txs, n/2)
+	}
+	t.Logf("%d concurrent writes, %d transactions", n, txs)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, id := range ids {
+		if _, ok := s.Get(id); !ok {
+			t.Errorf("task %s is not on disk", id)
+		}
+	}
+	if got := s.Len(); got != n {
+		t.Errorf("Len after reopen: %d, want %d", got, n)
+	}
 }

@@ -67,20 +67,15 @@ func (s *Store) Seen(eventID uuid.UUID) (uuid.UUID, bool) {
 // The stored copy is t as read back from the file, so a task reads the same before and after a
 // reopen: times lose their monotonic clock reading, and empty slices of omitempty fields become nil.
 func (s *Store) Put(t task.Task) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	var st stored
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.commit(func(tx *bolt.Tx) error {
 		var err error
 		st, err = s.putTask(tx, t)
 		return err
-	})
+	}, func() { s.setTask(st) })
 	if err != nil {
 		return fmt.Errorf("store task %s in %s: %w", t.ID, s.path, err)
 	}
-	s.mu.Lock()
-	s.setTask(st)
-	s.mu.Unlock()
 	return nil
 }
 
@@ -88,18 +83,23 @@ func (s *Store) Put(t task.Task) error {
 // not an error. Orders for the task stay until they are done. It returns once the file has
 // forgotten them, and fails, changing nothing, when it cannot write the file.
 func (s *Store) Delete(id uuid.UUID) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if _, ok := s.tasks[id]; !ok {
+	s.mu.RLock()
+	_, known := s.tasks[id]
+	s.mu.RUnlock()
+	if !known {
 		return nil
 	}
 	var events []uuid.UUID
-	for ev, tid := range s.seen {
-		if tid == id {
-			events = append(events, ev)
+	err := s.commit(func(tx *bolt.Tx) error {
+		events = events[:0]
+		if _, known = s.tasks[id]; !known {
+			return nil
 		}
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+		for ev, tid := range s.seen {
+			if tid == id {
+				events = append(events, ev)
+			}
+		}
 		if err := tx.Bucket(bucketTasks).Delete(id[:]); err != nil {
 			return err
 		}
@@ -110,17 +110,19 @@ func (s *Store) Delete(id uuid.UUID) error {
 			}
 		}
 		return nil
+	}, func() {
+		if !known {
+			return
+		}
+		delete(s.tasks, id)
+		s.order = slices.DeleteFunc(s.order, func(x uuid.UUID) bool { return x == id })
+		for _, ev := range events {
+			delete(s.seen, ev)
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("delete task %s from %s: %w", id, s.path, err)
 	}
-	s.mu.Lock()
-	delete(s.tasks, id)
-	s.order = slices.DeleteFunc(s.order, func(x uuid.UUID) bool { return x == id })
-	for _, ev := range events {
-		delete(s.seen, ev)
-	}
-	s.mu.Unlock()
 	return nil
 }
 
@@ -129,13 +131,11 @@ func (s *Store) Delete(id uuid.UUID) error {
 // for o.TaskID. It returns a copy of the stored order once the file has all of it, and fails,
 // changing nothing, when any of it cannot be encoded or written.
 func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
 	var (
 		st  stored
 		got task.Order // o as it will read back
 	)
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.commit(func(tx *bolt.Tx) error {
 		if t != nil {
 			var err error
 			if st, err = s.putTask(tx, *t); err != nil {
@@ -152,6 +152,7 @@ func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
 		if err != nil {
 			return fmt.Errorf("encode order: %w", err)
 		}
+		got = task.Order{}
 		if err := json.Unmarshal(data, &got); err != nil {
 			return fmt.Errorf("decode order: %w", err)
 		}
@@ -164,19 +165,18 @@ func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
 			}
 		}
 		return nil
+	}, func() {
+		if t != nil {
+			s.setTask(st)
+		}
+		s.orders = append(s.orders, got) // commits apply in Seq order
+		if got.Event != nil {
+			s.seen[got.Event.ID] = got.TaskID
+		}
 	})
 	if err != nil {
 		return task.Order{}, fmt.Errorf("store an order for task %s in %s: %w", o.TaskID, s.path, err)
 	}
-	s.mu.Lock()
-	if t != nil {
-		s.setTask(st)
-	}
-	s.orders = append(s.orders, got)
-	if got.Event != nil {
-		s.seen[got.Event.ID] = got.TaskID
-	}
-	s.mu.Unlock()
 	return cloneOrder(got), nil
 }
 
@@ -184,46 +184,136 @@ func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
 // error. It returns once the file has forgotten it, and fails, changing nothing, when it cannot
 // write the file.
 func (s *Store) Done(seq uint64) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	i := slices.IndexFunc(s.orders, func(o task.Order) bool { return o.Seq == seq })
-	if i < 0 {
+	s.mu.RLock()
+	known := slices.ContainsFunc(s.orders, func(o task.Order) bool { return o.Seq == seq })
+	s.mu.RUnlock()
+	if !known {
 		return nil
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.commit(func(tx *bolt.Tx) error {
+		if !slices.ContainsFunc(s.orders, func(o task.Order) bool { return o.Seq == seq }) {
+			return nil
+		}
 		return tx.Bucket(bucketOrders).Delete(seqKey(seq))
+	}, func() {
+		s.orders = slices.DeleteFunc(s.orders, func(o task.Order) bool { return o.Seq == seq })
 	})
 	if err != nil {
 		return fmt.Errorf("forget order %d in %s: %w", seq, s.path, err)
 	}
-	s.mu.Lock()
-	s.orders = slices.Delete(s.orders, i, i+1)
-	s.mu.Unlock()
 	return nil
 }
 
 // Close closes the database file and releases its lock. The store must not be used after; its
 // writes fail. Close fails when bbolt cannot close the file.
 func (s *Store) Close() error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	s.cmu.Lock()
+	defer s.cmu.Unlock()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close database %s: %w", s.path, err)
 	}
 	return nil
 }
 
+// write is one write waiting to be committed.
+type write struct {
+	tx    func(*bolt.Tx) error // writes to the file; it may run more than once
+	apply func()               // changes memory once the transaction has committed
+	err   error
+	done  chan struct{} // closed once committed, or failed
+	lead  chan struct{} // closed when this write's writer is to commit the writes queued
+}
+
+// commit writes with tx, in a transaction it may share with other writes made at the same
+// time, and once that has committed runs apply under mu. tx and apply run in the goroutine of
+// the writer committing the group, which is the only one to change memory: they may read the
+// in-memory fields without mu. Writes commit, and apply, in the order they were queued.
+//
+// A writer that finds no commit under way commits its write at once. Writes made meanwhile
+// queue, and when the commit is done the first of them commits them all, in one transaction.
+// (bbolt's own DB.Batch waits up to MaxBatchDelay, 10 ms, for company, which a write made alone
+// would pay on every step of a task's start.)
+func (s *Store) commit(tx func(*bolt.Tx) error, apply func()) error {
+	w := &write{tx: tx, apply: apply, done: make(chan struct{}), lead: make(chan struct{})}
+	s.qmu.Lock()
+	s.queue = append(s.queue, w)
+	if s.committer {
+		s.qmu.Unlock()
+		select {
+		case <-w.done:
+			return w.err
+		case <-w.lead:
+		}
+		s.qmu.Lock()
+	}
+	s.committer = true
+	group := s.queue
+	s.queue = nil
+	s.qmu.Unlock()
+	s.run(group)
+	s.qmu.Lock()
+	if len(s.queue) > 0 {
+		close(s.queue[0].lead) // its writer commits what queued meanwhile
+	} else {
+		s.committer = false
+	}
+	s.qmu.Unlock()
+	return w.err
+}
+
+// run commits a group of writes in one transaction. When one of them fails, the transaction
+// is rolled back and each write is committed on its own, so that only the failing one fails.
+func (s *Store) run(group []*write) {
+	s.cmu.Lock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		s.batchSeq = nil
+		for _, w := range group {
+			if err := w.tx(tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	s.batchSeq = nil
+	if err == nil {
+		s.mu.Lock()
+		for _, w := range group {
+			w.apply()
+		}
+		s.mu.Unlock()
+	}
+	s.cmu.Unlock()
+	if err != nil && len(group) > 1 {
+		for _, w := range group {
+			s.run([]*write{w})
+		}
+		return
+	}
+	for _, w := range group {
+		w.err = err
+		close(w.done)
+	}
+}
+
 // putTask writes t in tx, under its old insertion sequence or a new one, and returns it as it
-// will read back. The caller holds wmu.
+// will read back. The caller is the committing writer.
 func (s *Store) putTask(tx *bolt.Tx, t task.Task) (stored, error) {
 	b := tx.Bucket(bucketTasks)
 	st, ok := s.tasks[t.ID]
 	if !ok {
-		seq, err := b.NextSequence()
-		if err != nil {
-			return stored{}, err
+		if seq, ok := s.batchSeq[t.ID]; ok {
+			st.seq = seq // stored earlier in this transaction
+		} else {
+			seq, err := b.NextSequence()
+			if err != nil {
+				return stored{}, err
+			}
+			st.seq = seq
+			if s.batchSeq == nil {
+				s.batchSeq = make(map[uuid.UUID]uint64)
+			}
+			s.batchSeq[t.ID] = seq
 		}
-		st.seq = seq
 	}
 	data, err := json.Marshal(taskRecord{Seq: st.seq, Task: t})
 	if err != nil {
@@ -239,7 +329,7 @@ func (s *Store) putTask(tx *bolt.Tx, t task.Task) (stored, error) {
 	return stored{seq: st.seq, task: r.Task}, nil
 }
 
-// setTask puts st in memory. The caller holds wmu and mu.
+// setTask puts st in memory. The caller is the committing writer and holds mu.
 func (s *Store) setTask(st stored) {
 	id := st.task.ID
 	if _, ok := s.tasks[id]; !ok {

@@ -174,7 +174,7 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 	if r.opts.Worker != "" {
 		cfg.Labels[LabelWorker] = r.opts.Worker
 	}
-	name := containerName(t)
+	name := ContainerName(t)
 	release, err := r.pinBinds(t, hostCfg)
 	if err != nil {
 		return task.Container{}, err
@@ -208,11 +208,33 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		r.pulled(ctx, t.Image)
 		created, err = r.create(ctx, cfg, hostCfg, name)
 	}
+	made := err == nil // by this call, rather than by an earlier attempt of the same start
+	if err != nil && cerrdefs.IsConflict(err) && t.LastEvent != "" {
+		// The name is this start's: an earlier attempt (a worker that died, an answer that was
+		// lost) made the container, or is still making it. Carry on from where it got to.
+		var c task.Container
+		c, made, err = r.existing(ctx, t, name, func() (container.CreateResponse, error) {
+			return r.create(ctx, cfg, hostCfg, name)
+		})
+		if err != nil {
+			return task.Container{}, err
+		}
+		created.ID = c.ID
+		if !made && (c.Running || !c.StartedAt.IsZero()) {
+			// Started already: running, or run and ended. The caller takes it up as it is.
+			progress(task.StartStep{Type: task.RecordStarted, Message: "container " + shortID(c.ID) + " (started by an earlier attempt)"})
+			return c, nil
+		}
+	}
 	if err != nil {
 		return task.Container{}, convert(err, "create container")
 	}
 	r.used(t.Image)
-	progress(task.StartStep{Type: task.RecordCreated, Message: "container " + shortID(created.ID)})
+	msg := "container " + shortID(created.ID)
+	if !made {
+		msg += " (made by an earlier attempt, never started)"
+	}
+	progress(task.StartStep{Type: task.RecordCreated, Message: msg})
 	sctx, cancel := r.call(ctx)
 	err = r.cli.ContainerStart(sctx, created.ID, container.StartOptions{})
 	cancel()
@@ -228,6 +250,62 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 	}
 	progress(task.StartStep{Type: task.RecordStarted, Message: "container " + shortID(created.ID)})
 	return c, nil
+}
+
+// existing finds the container of t's start whose create failed on a name conflict. The name
+// is taken from the moment the Engine begins a create until the container is removed, so a
+// create still under way (or a removal) shows as a conflict while the container cannot be
+// inspected yet (or any more): existing waits for either, trying create again when the name may
+// be free, until ctx is done. It returns the container and whether create made it after all.
+// A container by that name that is not this start's (another worker's, another task's) is an
+// ECONFLICT error: it is never taken up.
+func (r *Runtime) existing(ctx context.Context, t task.Task, name string, create func() (container.CreateResponse, error)) (task.Container, bool, error) {
+	delay := 20 * time.Millisecond
+	for {
+		c, err := r.Inspect(ctx, name)
+		switch {
+		case err == nil && c.Removing:
+			// Being removed: wait until the name is free.
+		case err == nil:
+			if err := r.isStartOf(c, t); err != nil {
+				return task.Container{}, false, err
+			}
+			return c, false, nil
+		case task.ErrorCode(err) != task.ENOTFOUND:
+			return task.Container{}, false, err
+		default:
+			created, err := create()
+			if err == nil {
+				c, err := r.Inspect(ctx, created.ID)
+				if err != nil {
+					r.Remove(context.WithoutCancel(ctx), created.ID)
+					return task.Container{}, false, err
+				}
+				return c, true, nil
+			}
+			if !cerrdefs.IsConflict(err) {
+				return task.Container{}, false, convert(err, "create container")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return task.Container{}, false, convert(ctx.Err(), "create container "+name+": the name is taken by a container being created or removed")
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
+}
+
+// isStartOf returns nil when c was made by the start of t it is named for: the same worker,
+// task, start event and restart.
+func (r *Runtime) isStartOf(c task.Container, t task.Task) error {
+	if c.TaskID == t.ID && c.EventID == t.LastEvent && c.Worker == r.opts.Worker &&
+		(c.Spec == nil || c.Spec.RestartCount == t.RestartCount) {
+		return nil
+	}
+	return &task.Error{Code: task.ECONFLICT, Message: fmt.Sprintf(
+		"create container: the name %s is taken by container %s, which is not this start's (task %s, event %s, worker %q)",
+		ContainerName(t), shortID(c.ID), c.TaskID, c.EventID, c.Worker)}
 }
 
 // hostPortRE finds the host address in the Engine's "port is already allocated" and "address
@@ -389,6 +467,7 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Contain
 	if s := info.State; s != nil {
 		c.Running = s.Running || s.Restarting || s.Paused
 		c.Paused = s.Paused
+		c.Removing = s.Status == container.StateRemoving
 		c.ExitCode = s.ExitCode
 		c.OOMKilled = s.OOMKilled
 		c.Error = s.Error
@@ -513,13 +592,21 @@ func (r *Runtime) logConfig() container.LogConfig {
 	}}
 }
 
-// containerName derives a unique, readable container name from the task.
-func containerName(t task.Task) string {
+// ContainerName derives the container's name from the task and the start that makes it: the
+// start's event and the task's RestartCount (a restart the policy decides counts up, one made by
+// an event has a new event). The Engine refuses a second container by one name, so a start
+// cannot make two containers however often it is tried, even while an earlier attempt's create
+// is still under way. A start without an event gets a random suffix and no such promise.
+func ContainerName(t task.Task) string {
 	name := t.Name
 	if name == "" {
 		name = "task"
 	}
-	return fmt.Sprintf("cube-%s-%s-%s", name, t.ID.String()[:8], uuid.NewString()[:8])
+	start := uuid.NewString()[:8]
+	if ev, err := uuid.Parse(t.LastEvent); err == nil {
+		start = ev.String()[:8] + "-" + strconv.Itoa(t.RestartCount)
+	}
+	return fmt.Sprintf("cube-%s-%s-%s", name, t.ID.String()[:8], start)
 }
 
 // containerConfig translates a task's spec into Docker's configuration.
@@ -589,6 +676,7 @@ func specLabel(t task.Task) string {
 func fromLabels(c *task.Container, labels map[string]string) {
 	c.TaskID, _ = uuid.Parse(labels[task.LabelTaskID])
 	c.EventID = labels[task.LabelEventID]
+	c.Worker = labels[LabelWorker]
 	if spec := labels[task.LabelSpec]; spec != "" {
 		var t task.Task
 		if json.Unmarshal([]byte(spec), &t) == nil && t.ID == c.TaskID {

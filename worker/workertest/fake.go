@@ -78,6 +78,9 @@ func New() *Runtime {
 
 // Start records t and "runs" a container for it, publishing each of its ports on a made-up host
 // port (or the one bound in PortBindings). It reports the Created and Started steps to progress.
+// Like the Docker adapter, it makes at most one container per start (t's LastEvent and
+// RestartCount): a start tried again returns that start's container as it is, starting it
+// first when it was made and never started (see Create).
 func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.StartStep)) (task.Container, error) {
 	r.mu.Lock()
 	r.starts = append(r.starts, t.Clone())
@@ -90,9 +93,52 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if t.LastEvent != "" {
+		for _, c := range r.containers {
+			if c.TaskID == t.ID && c.EventID == t.LastEvent && c.Spec != nil && c.Spec.RestartCount == t.RestartCount {
+				if !c.Running && c.StartedAt.IsZero() {
+					c.Running, c.StartedAt = true, time.Now()
+				}
+				return *c, nil
+			}
+		}
+	}
+	c := r.newContainer(t)
+	c.Running, c.StartedAt = true, time.Now()
+	if progress != nil {
+		progress(task.StartStep{Type: task.RecordCreated, Message: "container " + c.ID[:8]})
+		progress(task.StartStep{Type: task.RecordStarted, Message: "container " + c.ID[:8]})
+	}
+	return *c, nil
+}
+
+// Create makes a container for t's start without starting it: what a worker that died in the
+// middle of a start leaves behind.
+func (r *Runtime) Create(t task.Task) task.Container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return *r.newContainer(t)
+}
+
+// Add adds c as it is (with a new ID when it has none), as if made outside the worker, and
+// returns it.
+func (r *Runtime) Add(c task.Container) task.Container {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c.ID == "" {
+		c.ID = uuid.NewString()
+	}
+	if c.Created.IsZero() {
+		c.Created = time.Now()
+	}
+	r.containers[c.ID] = &c
+	return c
+}
+
+// newContainer makes a container for t, not started. The caller holds r.mu.
+func (r *Runtime) newContainer(t task.Task) *task.Container {
 	spec := t.Redacted()
-	c := &task.Container{ID: uuid.NewString(), TaskID: t.ID, Running: true, StartedAt: time.Now(), Created: time.Now(),
-		EventID: t.LastEvent, Spec: &spec}
+	c := &task.Container{ID: uuid.NewString(), TaskID: t.ID, Created: time.Now(), EventID: t.LastEvent, Spec: &spec}
 	for _, p := range t.Ports() {
 		host := t.PortBindings[p]
 		if host == "" {
@@ -105,11 +151,7 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		c.HostPorts[p] = []task.PortBinding{{HostIP: "0.0.0.0", HostPort: host}}
 	}
 	r.containers[c.ID] = c
-	if progress != nil {
-		progress(task.StartStep{Type: task.RecordCreated, Message: "container " + c.ID[:8]})
-		progress(task.StartStep{Type: task.RecordStarted, Message: "container " + c.ID[:8]})
-	}
-	return *c, nil
+	return c
 }
 
 // SetErrs sets StopErr and RemoveErr while the runtime is in use.
