@@ -18,15 +18,16 @@ import (
 	"github.com/google/uuid"
 )
 
-// plantOrphan starts a container labelled as the named worker's, with no task behind it, so
-// that the worker's log shows when it has reconciled and reaped.
-func plantOrphan(t *testing.T, worker string) string {
+// plantOrphan starts a container labelled as worker's, of its task taskID but of an earlier
+// start (an event ID the task no longer has): one the worker can prove unwanted, superseded by
+// the task's current start, and removes after --orphan-grace.
+func plantOrphan(t *testing.T, worker string, taskID uuid.UUID) string {
 	t.Helper()
 	cli := testenv.Docker(t)
 	ctx := testenv.Ctx(t, time.Minute)
 	created, err := cli.ContainerCreate(ctx, &container.Config{
 		Image:  testenv.EchoImage,
-		Labels: map[string]string{task.LabelTaskID: uuid.NewString(), docker.LabelWorker: worker},
+		Labels: map[string]string{task.LabelTaskID: taskID.String(), task.LabelEventID: uuid.NewString(), docker.LabelWorker: worker},
 	}, nil, nil, nil, "")
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +68,7 @@ func TestTwoNamesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 		tasks = append(tasks, p.waitState(t, tk.ID, task.Running, time.Minute))
 		procs = append(procs, p)
 	}
-	orphans := []string{plantOrphan(t, names[0]), plantOrphan(t, names[1])}
+	orphans := []string{plantOrphan(t, names[0], tasks[0].ID), plantOrphan(t, names[1], tasks[1].ID)}
 	for i, p := range procs {
 		// A reconcile with the orphan past its grace removes it: proof that this worker
 		// reconciled and reaped while the other worker's containers ran beside its own.
