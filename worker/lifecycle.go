@@ -144,7 +144,7 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 	// is checked against the host access the worker allows now, which may be less than when
 	// the task was accepted.
 	if err := w.policy.Check(t); err != nil {
-		return w.refuse(log, l, id, err)
+		return w.refuseOrTakeUp(ctx, opCtx, log, l, t, seq, err)
 	}
 	w.slotWaiters.Add(1)
 	select {
@@ -194,9 +194,15 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 	}
 	if task.ErrorCode(err) == task.EFORBIDDEN {
 		// The runtime found, pinning a bind source, that it now leads out of the allowed paths.
-		return w.refuse(log, l, id, err)
+		return w.refuseOrTakeUp(ctx, opCtx, log, l, t, seq, err)
 	}
 	if err != nil {
+		// An earlier attempt of this start may have started its container before the worker
+		// died, and this attempt failed before it got to it (a bind source changed since, say):
+		// that container is the task's, not a failure.
+		if c, found, ferr := w.startedBefore(opCtx, t); ferr == nil && found && (c.Running || !c.StartedAt.IsZero()) {
+			return w.takeUpStarted(ctx, opCtx, log, l, id, c)
+		}
 		log.Warn("task failed to start", "err", err)
 		_, merr := w.modify(id, func(t *task.Task) error {
 			t.Pull = nil
@@ -212,6 +218,72 @@ func (w *Worker) launch(ctx, opCtx context.Context, log *slog.Logger, l *live, i
 	}
 	if !c.Running {
 		log.Info("the container of this start ran and ended before the worker could follow it", "container", shortID(c.ID))
+		return w.check(ctx, opCtx, log, l, id, c.ID, "start-up", nil)
+	}
+	return nil
+}
+
+// refuseOrTakeUp handles a start the worker's policy does not allow (why says which field and
+// flag). An earlier attempt of the same start that the Engine carried out before the worker died
+// made a container that is the task's: it is taken up as it is (a running one is left to run,
+// reported), never disowned. A container that attempt made and never started is removed: it
+// never ran, and will not. Otherwise the task is refused.
+func (w *Worker) refuseOrTakeUp(ctx, opCtx context.Context, log *slog.Logger, l *live, t task.Task, seq uint64, why error) error {
+	c, found, err := w.startedBefore(opCtx, t)
+	switch {
+	case err != nil && unavailable(err):
+		return &parkedError{op: op{kind: opLaunch, taskID: t.ID, seq: seq}, err: err}
+	case err != nil:
+		return fmt.Errorf("look for a container of this start before refusing it: %w", err)
+	case found && (c.Running || !c.StartedAt.IsZero()):
+		return w.takeUpStarted(ctx, opCtx, log, l, t.ID, c)
+	case found:
+		if err := w.removeContainer(opCtx, log, t, c.ID); err != nil {
+			return err
+		}
+	}
+	return w.refuse(log, l, t.ID, why)
+}
+
+// startedBefore returns the container an earlier attempt of t's current start made (its event
+// and restart), if the runtime has one, in its current state.
+func (w *Worker) startedBefore(ctx context.Context, t task.Task) (task.Container, bool, error) {
+	if t.LastEvent == "" {
+		return task.Container{}, false, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	list, err := w.rt.List(lctx)
+	cancel()
+	if err != nil {
+		return task.Container{}, false, err
+	}
+	for _, c := range list {
+		if c.TaskID != t.ID || c.EventID != t.LastEvent || (c.Spec != nil && c.Spec.RestartCount != t.RestartCount) {
+			continue
+		}
+		ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		info, err := w.rt.Inspect(ictx, c.ID)
+		cancel()
+		switch {
+		case task.ErrorCode(err) == task.ENOTFOUND:
+			continue
+		case err != nil:
+			return task.Container{}, false, err
+		}
+		return info, true, nil
+	}
+	return task.Container{}, false, nil
+}
+
+// takeUpStarted makes container c, which an earlier attempt of the task's start started, the
+// task's: Running (markRunning reports host access the worker no longer allows), and its exit
+// recorded when it has ended.
+func (w *Worker) takeUpStarted(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, c task.Container) error {
+	log.Info("an earlier attempt of this start started its container; it is taken up", "container", shortID(c.ID))
+	if err := w.markRunning(ctx, log, l, id, c); err != nil {
+		return err
+	}
+	if !c.Running {
 		return w.check(ctx, opCtx, log, l, id, c.ID, "start-up", nil)
 	}
 	return nil

@@ -221,3 +221,42 @@ func TestRevokedAllowanceLeavesTheRunningContainer(t *testing.T) {
 		t.Errorf("starts: got %d, want 1", n)
 	}
 }
+
+// A start accepted with an allowance, whose container the Engine started before the worker died
+// and before the worker recorded it, is replayed by a worker without the allowance: the running
+// container is the task's, taken up and reported, never disowned (and so never reaped) nor
+// doubled.
+func TestRevokedAllowanceReplayTakesUpTheStartedContainer(t *testing.T) {
+	for _, a := range allowances {
+		t.Run(a.name, func(t *testing.T) {
+			rt := workertest.New()
+			store := &MemoryStore{}
+			var granted task.Policy
+			a.allow(&granted)
+			spec := newTask()
+			a.ask(&spec)
+			// Accepted: the start order waits in the store; the Engine had started its
+			// container when the worker died.
+			ev := eventFor(spec)
+			accepted := submit(t, New(rt, Config{Store: store, Policy: granted, Logger: testLogger(t)}), ev)
+			made := rt.Add(task.Container{TaskID: spec.ID, EventID: ev.ID.String(), Running: true, StartedAt: time.Now(), Spec: &accepted})
+
+			w, _ := runUntilStopped(t, rt, Config{Store: store, OrphanGrace: time.Millisecond, ReconcileInterval: 5 * time.Millisecond})
+			got := waitTask(t, w, spec, "its running container taken up and reported", func(t task.Task) bool {
+				return t.State == task.Running && hasRecord(t, task.RecordNotRestarting, a.flag)
+			})
+			if got.ContainerID != made.ID {
+				t.Errorf("ContainerID: got %s, want the started container %s", got.ContainerID, made.ID)
+			}
+			waitFor(t, waitTimeout, func() bool { return len(store.Orders()) == 0 }, "the replayed order to be done")
+			// Past the orphan grace and some reconciles, the container still runs, alone.
+			time.Sleep(50 * time.Millisecond)
+			if cs := rt.Containers(); len(cs) != 1 || !slices.Contains(rt.Running(), made.ID) {
+				t.Errorf("containers: got %+v, want just %s, running", cs, made.ID)
+			}
+			if n := len(rt.Starts()); n != 0 {
+				t.Errorf("starts: got %d, want none", n)
+			}
+		})
+	}
+}

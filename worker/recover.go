@@ -142,18 +142,22 @@ func (w *Worker) recoverState(ctx context.Context) {
 	}
 	w.markUp()
 	rebuilt := w.rebuildFromLabels(ctx, list)
-	ordered := make(map[uuid.UUID]bool)
-	for _, o := range w.store.Orders() {
-		if o.Kind == task.OrderStart {
-			ordered[o.TaskID] = true
-		}
-	}
 	byID := make(map[string]task.Container, len(list))
 	for _, c := range list {
 		byID[c.ID] = c
 	}
 	adopted, checked, relaunched := 0, 0, 0
 	w.mu.Lock()
+	// The orders and the tasks are read together under w.mu, which Submit holds while it
+	// stores a task with its order: a task submitted while the worker recovers is either in
+	// neither or has its order here too, so that its start is not taken for one that was
+	// waiting to restart, and made twice.
+	ordered := make(map[uuid.UUID]bool)
+	for _, o := range w.store.Orders() {
+		if o.Kind == task.OrderStart {
+			ordered[o.TaskID] = true
+		}
+	}
 	for _, t := range w.store.List() {
 		c, exists := byID[t.ContainerID]
 		switch {

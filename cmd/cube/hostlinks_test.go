@@ -265,7 +265,20 @@ func TestAllowanceRevokedAcrossRestart(t *testing.T) {
 			p.submit(t, tk)
 			first := p.waitTask(t, tk.ID, 30*time.Second, "running, or waiting to restart after a failed start",
 				func(t task.Task) bool { return t.State == task.Running || len(records(t, task.RecordRestarting)) > 0 })
+			killed := time.Now()
 			p.kill(t)
+			// A create the killed worker had sent (restarting every 10 ms) may still land: wait
+			// until the Engine shows no new one for a while, so that what comes after is the
+			// new worker's.
+			last := createEvents(t, name, killed)
+			for deadline, still := time.Now().Add(20*time.Second), 0; still < 3 && time.Now().Before(deadline); {
+				time.Sleep(200 * time.Millisecond)
+				if n := createEvents(t, name, killed); n == last {
+					still++
+				} else {
+					last, still = n, 0
+				}
+			}
 
 			restarted := time.Now()
 			p = startProc(t, name, "", "--data-dir", dir)

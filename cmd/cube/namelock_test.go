@@ -116,7 +116,7 @@ func TestOneWorkerPerNamePerEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{
-		{"worker", "--port", "0", "--name", name},                            // in memory
+		{"worker", "--port", "0", "--name", name, "--in-memory"},             // in memory
 		{"worker", "--port", "0", "--name", name, "--data-dir", t.TempDir()}, // a data dir of its own
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

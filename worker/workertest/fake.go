@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ type Runtime struct {
 	starts     []task.Task // every task Start was called with, in order
 	stops      []string    // every container Stop was called with, in order
 	watchers   map[int]chan task.ContainerEvent
+	history    []task.ContainerEvent // the last events, for a Watch from a time before now
 	nextWatch  int
 	nextPort   int
 	output     map[string][]logLine // each container's output, oldest first
@@ -244,14 +246,29 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	return out, nil
 }
 
-// Watch delivers the events the test causes until ctx is done.
+// Watch delivers the events the test causes until ctx is done: first those after since (when
+// it is not zero) that it still keeps, as the Engine's event stream does, then the new ones.
 func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.ContainerEvent)) error {
 	ch := make(chan task.ContainerEvent, 256)
 	r.mu.Lock()
 	id := r.nextWatch
 	r.nextWatch++
 	r.watchers[id] = ch
+	var missed []task.ContainerEvent
+	if !since.IsZero() {
+		for _, ev := range r.history {
+			if ev.Time.After(since) {
+				missed = append(missed, ev)
+			}
+		}
+	}
 	r.mu.Unlock()
+	for _, ev := range missed {
+		if ctx.Err() != nil {
+			break
+		}
+		fn(ev)
+	}
 	defer func() {
 		r.mu.Lock()
 		delete(r.watchers, id)
@@ -373,8 +390,15 @@ func (r *Runtime) Running() []string {
 	return out
 }
 
-// emit sends ev to every watcher. Callers hold r.mu.
+// historySize is how many events the runtime keeps for a Watch from a time before now.
+const historySize = 1024
+
+// emit sends ev to every watcher, and keeps it for later ones. Callers hold r.mu.
 func (r *Runtime) emit(ev task.ContainerEvent) {
+	r.history = append(r.history, ev)
+	if len(r.history) > historySize {
+		r.history = slices.Delete(r.history, 0, len(r.history)-historySize)
+	}
 	for _, ch := range r.watchers {
 		select {
 		case ch <- ev:
