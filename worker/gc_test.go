@@ -253,3 +253,22 @@ func TestRemoveRefusedKeepsTheTask(t *testing.T) {
 		t.Errorf("container %s exists after the task was forgotten", ended.ContainerID)
 	}
 }
+
+// A removal whose task was forgotten before its order was done (a crash between the two) is
+// replayed on a task the worker does not know: it leaves nothing behind, and a later task with
+// that ID is shown and started.
+func TestRemoveReplayedAfterItsTaskWasForgotten(t *testing.T) {
+	rt := workertest.New()
+	store := &MemoryStore{}
+	gone := newTask()
+	if _, err := store.Accept(nil, task.Order{Kind: task.OrderRemove, TaskID: gone.ID}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, rt, Config{Store: store})
+	waitFor(t, waitTimeout, func() bool { return len(store.Orders()) == 0 }, "the replayed removal to be done")
+	submit(t, w, eventFor(gone))
+	got := waitState(t, w, gone.ID, task.Running)
+	if got.ID != gone.ID {
+		t.Errorf("Get: got %v, want the new task", got.ID)
+	}
+}

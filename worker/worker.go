@@ -625,8 +625,17 @@ func (w *Worker) apply(ctx context.Context, o op) {
 	opCtx := context.WithoutCancel(ctx)
 	log := w.log.With("task", o.taskID)
 	if _, ok := w.store.Get(o.taskID); !ok {
-		// A container event can follow the removal of its task.
+		// A container event can follow the removal of its task; a removal replayed after a
+		// crash can find its task forgotten already (the order outlived the record). Nothing
+		// of the task may stay marked as being removed or stopped: a later task with its ID
+		// would be hidden, or never started.
 		log.Debug("operation for a task the worker does not know dropped", "op", o.kind)
+		if o.kind == opRemove || o.kind == opStop {
+			w.mu.Lock()
+			delete(w.gc.removing, o.taskID)
+			delete(w.stopping, o.taskID)
+			w.mu.Unlock()
+		}
 		w.done(log, o)
 		return
 	}
