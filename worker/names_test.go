@@ -161,3 +161,25 @@ func TestRestartOfAFailedTaskWhoseNameIsTaken(t *testing.T) {
 	submit(t, w, eventFor(renamed))
 	waitTask(t, w, a, "restarted under its new name", func(t task.Task) bool { return t.State == task.Running && t.Name == "web-again" })
 }
+
+// A restart holds its name from when it is accepted: a new task may not take the name of an
+// ended task whose restart is accepted and not yet applied.
+func TestRestartHoldsItsNameWhenAccepted(t *testing.T) {
+	store := &MemoryStore{}
+	old := newTask()
+	old.Name = "web"
+	old.State = task.Failed
+	if err := store.Put(old); err != nil {
+		t.Fatal(err)
+	}
+	w := New(workertest.New(), Config{Store: store, Logger: testLogger(t)}) // not running: nothing is applied
+	again := old
+	again.State = task.Scheduled
+	submit(t, w, eventFor(again))
+	other := newTask()
+	other.Name = "web"
+	_, err := w.Submit(eventFor(other))
+	if task.ErrorCode(err) != task.ECONFLICT || !strings.Contains(err.Error(), old.ID.String()) {
+		t.Errorf("a new task named as a task whose restart is accepted: got %v, want ECONFLICT naming %s", err, old.ID)
+	}
+}

@@ -378,6 +378,12 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	if created != nil {
 		w.names.update(task.Task{}, cur)
 		w.publish(task.Task{ID: cur.ID}, cur)
+	} else {
+		// A restart holds its name from when it is accepted, not from when it is applied: no
+		// other task may take the name meanwhile.
+		next := cur
+		next.Name, next.State = ev.Task.Name, task.Scheduled
+		w.names.update(cur, next)
 	}
 	w.signal()
 	w.log.Info("task event accepted", "task", ev.Task.ID, "event", ev.ID, "restart", known)
