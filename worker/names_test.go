@@ -183,3 +183,26 @@ func TestRestartHoldsItsNameWhenAccepted(t *testing.T) {
 		t.Errorf("a new task named as a task whose restart is accepted: got %v, want ECONFLICT naming %s", err, old.ID)
 	}
 }
+
+// Rebuilt from their containers, two tasks with one name: the one whose container runs holds
+// the name, whatever the order they are rebuilt in, and keeps it once the other is found ended.
+func TestRebuiltTasksNameHeldByTheRunningOne(t *testing.T) {
+	for range 10 { // the rebuild goes through a map: try several orders
+		rt := workertest.New()
+		ended, running := newTask(), newTask()
+		ended.Name, running.Name = "web", "web"
+		ended.LastEvent, running.LastEvent = uuid.NewString(), uuid.NewString()
+		rt.Add(task.Container{TaskID: ended.ID, EventID: ended.LastEvent, StartedAt: time.Now(), FinishedAt: time.Now(), ExitCode: 1, Spec: &ended})
+		run := rt.Add(task.Container{TaskID: running.ID, EventID: running.LastEvent, Running: true, StartedAt: time.Now(), Spec: &running})
+		w := startWorker(t, rt, Config{})
+		waitState(t, w, ended.ID, task.Failed)
+		if got, err := w.Get(running.ID); err != nil || got.State != task.Running || got.ContainerID != run.ID {
+			t.Fatalf("the running task: got %+v, %v", got, err)
+		}
+		other := newTask()
+		other.Name = "web"
+		if _, err := w.Submit(eventFor(other)); task.ErrorCode(err) != task.ECONFLICT || !strings.Contains(err.Error(), running.ID.String()) {
+			t.Fatalf("a new task named as the running rebuilt one: got %v, want ECONFLICT naming %s", err, running.ID)
+		}
+	}
+}

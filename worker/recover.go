@@ -239,7 +239,11 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) i
 			w.log.Error("store rebuilt task", "task", id, "err", err)
 			continue
 		}
-		w.names.update(task.Task{}, t)
+		// Of two rebuilt tasks with one name, the one whose container runs holds it: the other
+		// is about to be found ended.
+		if _, held := w.names.holder(t.Name); info.Running || !held {
+			w.names.update(task.Task{}, t)
+		}
 		w.publish(task.Task{ID: id}, t)
 		n++
 		w.log.Info("rebuilt task from its container's labels", "task", id, "container", shortID(c.ID),
