@@ -272,3 +272,30 @@ func TestRemoveReplayedAfterItsTaskWasForgotten(t *testing.T) {
 		t.Errorf("Get: got %v, want the new task", got.ID)
 	}
 }
+
+// A task being removed is gone for clients at once, its name too: a new task may take it while
+// the removal waits for the runtime.
+func TestRemovedTasksNameIsFree(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{PingInterval: 10 * time.Millisecond})
+	spec := newTask()
+	spec.Name = "web"
+	runTask(t, w, spec)
+	down := task.Errorf(task.EUNAVAILABLE, "docker does not answer")
+	rt.SetErrs(down, down)
+	rt.SetPingErr(down)
+	if err := w.Remove(spec.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	if _, err := w.Get(spec.ID); task.ErrorCode(err) != task.ENOTFOUND {
+		t.Fatalf("Get of the task being removed: got %v, want ENOTFOUND", err)
+	}
+	next := newTask()
+	next.Name = "web"
+	if _, err := w.Submit(eventFor(next)); err != nil {
+		t.Errorf("a new task with the name of one being removed: got %v, want it accepted", err)
+	}
+	rt.SetErrs(nil, nil)
+	rt.SetPingErr(nil)
+	waitState(t, w, next.ID, task.Running)
+}

@@ -425,7 +425,8 @@ func (w *Worker) nameFree(t task.Task) error {
 	if t.Name == "" {
 		return nil
 	}
-	if id, ok := w.names.holder(t.Name); ok && id != t.ID {
+	// A task being removed is already gone for clients (404): its name is free to take.
+	if id, ok := w.names.holder(t.Name); ok && id != t.ID && !w.isRemovingLocked(id) {
 		return task.Errorf(task.ECONFLICT, "Task.Name: %q is the name of task %s, which has not ended; stop it or choose another name", t.Name, id)
 	}
 	return nil
