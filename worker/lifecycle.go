@@ -583,6 +583,20 @@ func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.
 	l.cancelRestart()
 	l.cancelProbe()
 	t, _ := w.store.Get(id)
+	if t.ContainerID == "" && !t.State.Ended() {
+		// A start under way when the worker died may have made (and started) its container
+		// without the task saying so: that container goes with the stop, not after the
+		// orphan grace.
+		c, found, err := w.startedBefore(opCtx, t)
+		switch {
+		case err != nil && unavailable(err):
+			return &parkedError{op: op{kind: opStop, taskID: id, seq: seq}, err: err}
+		case err != nil:
+			return err
+		case found:
+			t.ContainerID = c.ID
+		}
+	}
 	if t.ContainerID != "" {
 		w.modify(id, func(t *task.Task) error {
 			t.AddRecord(w.now(), task.RecordKilling, "stop requested")

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -95,4 +96,54 @@ func TestRemovesOnlyWhatItCanProve(t *testing.T) {
 	if _, err := w.Get(unknown.TaskID); err == nil {
 		t.Error("the container with no spec label made a task")
 	}
+}
+
+// A restart accepted (201) when the worker died, after the dead worker had stopped the old
+// container for it and before it made the new one, is applied by the next worker: the stopped
+// container is not taken for the task's end.
+func TestRestartAcceptedBeforeACrashIsApplied(t *testing.T) {
+	rt := workertest.New()
+	store := &MemoryStore{}
+	spec := newTask()
+	spec.LastEvent = uuid.NewString()
+	old := rt.Add(task.Container{TaskID: spec.ID, EventID: spec.LastEvent, StartedAt: time.Now(), FinishedAt: time.Now(), Spec: &spec})
+	run := spec
+	run.State, run.ContainerID = task.Running, old.ID
+	if err := store.Put(run); err != nil {
+		t.Fatal(err)
+	}
+	again := spec
+	again.RestartCount = 2
+	ev := eventFor(again)
+	if _, err := store.Accept(nil, task.Order{Kind: task.OrderStart, TaskID: spec.ID, Event: &ev}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, rt, Config{Store: store, OrphanGrace: time.Hour})
+	got := waitTask(t, w, spec, "restarted by the accepted event", func(t task.Task) bool {
+		return t.State == task.Running && t.RestartCount == 2
+	})
+	if got.ContainerID == old.ID || !slices.Contains(rt.Running(), got.ContainerID) {
+		t.Errorf("container: got %s (running %v), want a new one running", got.ContainerID, rt.Running())
+	}
+}
+
+// A stop accepted (204) while a start was under way, the worker dying after the Engine started
+// the start's container and before the task recorded it: the next worker's stop removes that
+// container with the stop, not after the orphan grace.
+func TestStopAcceptedDuringAStartRemovesItsContainer(t *testing.T) {
+	rt := workertest.New()
+	store := &MemoryStore{}
+	spec := newTask()
+	spec.LastEvent = uuid.NewString()
+	spec.State = task.Scheduled
+	made := rt.Add(task.Container{TaskID: spec.ID, EventID: spec.LastEvent, Running: true, StartedAt: time.Now(), Spec: &spec})
+	if err := store.Put(spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Accept(nil, task.Order{Kind: task.OrderStop, TaskID: spec.ID}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWorker(t, rt, Config{Store: store, OrphanGrace: time.Hour})
+	waitState(t, w, spec.ID, task.Completed)
+	waitFor(t, waitTimeout, func() bool { return !containerExists(rt, made.ID) }, "the start's container removed with the stop")
 }

@@ -164,7 +164,10 @@ func (w *Worker) recoverState(ctx context.Context) {
 		case t.State == task.Running && exists && c.Running:
 			w.route(op{kind: opAdopt, taskID: t.ID, containerID: t.ContainerID})
 			adopted++
-		case t.State == task.Running:
+		case t.State == task.Running && !ordered[t.ID] && !w.stopping[t.ID]:
+			// Its container ended or went while the worker was away. (One with a restart or a
+			// stop accepted is left to that order, queued already: the dead worker may have
+			// stopped the container for it, and recording that as an end would drop the order.)
 			w.route(op{kind: opCheck, taskID: t.ID, containerID: t.ContainerID, reason: "start-up"})
 			checked++
 		case t.State == task.Scheduled && !ordered[t.ID] && !w.stopping[t.ID]:
