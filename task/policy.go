@@ -309,9 +309,21 @@ func (t Task) validateHostAccess() error {
 			return invalid(fmt.Sprintf("Devices[%d]", i), "%v", err)
 		}
 	}
+	targets := make(map[string]int, len(t.Binds))
 	for i, s := range t.Binds {
-		if _, err := ParseBind(s); err != nil {
+		b, err := ParseBind(s)
+		if err != nil {
 			return invalid(fmt.Sprintf("Binds[%d]", i), "%v", err)
+		}
+		// What the Engine or the container runtime would refuse at the start is refused here.
+		if j, ok := targets[b.ContainerPath]; ok {
+			return invalid(fmt.Sprintf("Binds[%d]", i), "%q: the container path %s is bound already by Binds[%d]", s, b.ContainerPath, j)
+		}
+		targets[b.ContainerPath] = i
+		for _, kernel := range []string{"/proc", "/sys"} {
+			if b.ContainerPath == kernel || strings.HasPrefix(b.ContainerPath, kernel+"/") {
+				return invalid(fmt.Sprintf("Binds[%d]", i), "%q: the container path must not be in %s, which the container runtime mounts itself", s, kernel)
+			}
 		}
 	}
 	return nil
