@@ -99,9 +99,8 @@ func TestRemoveWaitsForTheRuntime(t *testing.T) {
 	if containerExists(rt, ended.ContainerID) {
 		t.Errorf("container %s exists after the task was forgotten", ended.ContainerID)
 	}
-	if n := len(store.Orders()); n != 0 {
-		t.Errorf("orders: got %d, want none left", n)
-	}
+	// The order is done just after the task is forgotten.
+	waitFor(t, waitTimeout, func() bool { return len(store.Orders()) == 0 }, "the removal's order to be done")
 }
 
 // storedEnded returns a Completed task that ended at the given time, with a container.
