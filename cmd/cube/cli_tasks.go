@@ -241,6 +241,26 @@ func describe(w io.Writer, t task.Task, now time.Time) error {
 	return tw.Flush()
 }
 
+// eachTask finds each task args name, in order, calls do with it, and prints its ID once do
+// succeeds; it stops at the first error.
+func (cc *clientConfig) eachTask(cmd *cobra.Command, args []string, stdout io.Writer, do func(*apiclient.Client, task.Task) error) error {
+	c, err := cc.client()
+	if err != nil {
+		return err
+	}
+	for _, ref := range args {
+		t, err := resolve(cmd.Context(), c, ref)
+		if err != nil {
+			return err
+		}
+		if err := do(c, t); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, t.ID)
+	}
+	return nil
+}
+
 func (cc *clientConfig) newStopCmd(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stop ID...",
@@ -248,21 +268,9 @@ func (cc *clientConfig) newStopCmd(stdout io.Writer) *cobra.Command {
 		Long:  "Stop tasks: their containers are stopped and removed, and the tasks end Completed (one that\nhad already ended, Completed or Failed, keeps its state); none restarts. It prints the ID of\neach task the worker accepted the stop for.\n" + idHelp,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cc.client()
-			if err != nil {
-				return err
-			}
-			for _, ref := range args {
-				t, err := resolve(cmd.Context(), c, ref)
-				if err != nil {
-					return err
-				}
-				if err := c.Stop(cmd.Context(), t.ID); err != nil {
-					return err
-				}
-				fmt.Fprintln(stdout, t.ID)
-			}
-			return nil
+			return cc.eachTask(cmd, args, stdout, func(c *apiclient.Client, t task.Task) error {
+				return c.Stop(cmd.Context(), t.ID)
+			})
 		},
 	}
 }
@@ -275,24 +283,12 @@ func (cc *clientConfig) newRmCmd(stdout io.Writer) *cobra.Command {
 		Long:  "Remove tasks that have ended: their containers (kept for their logs) are removed, and the worker\nforgets them. A task that has not ended is refused, as docker rm refuses a running container;\nwith -f it is stopped first. It prints the ID of each task the worker accepted the removal for.\n" + idHelp,
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cc.client()
-			if err != nil {
-				return err
-			}
-			for _, ref := range args {
-				t, err := resolve(cmd.Context(), c, ref)
-				if err != nil {
-					return err
-				}
+			return cc.eachTask(cmd, args, stdout, func(c *apiclient.Client, t task.Task) error {
 				if !force && !t.State.Ended() {
 					return fmt.Errorf("task %s (%s) is %v: stop it first, or remove it with -f", shortID(t.ID), t.Name, t.State)
 				}
-				if err := c.Remove(cmd.Context(), t.ID); err != nil {
-					return err
-				}
-				fmt.Fprintln(stdout, t.ID)
-			}
-			return nil
+				return c.Remove(cmd.Context(), t.ID)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "stop a task that has not ended, then remove it")
