@@ -268,6 +268,7 @@ func BenchmarkStartToRunning(b *testing.B) {
 					ids := make(map[uuid.UUID]bool, n)
 					for range n {
 						t.ID = uuid.New()
+						t.Name = "web-" + t.ID.String() // names of tasks that have not ended are unique
 						ids[t.ID] = true
 						if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
 							b.Fatal(err)
