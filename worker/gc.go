@@ -239,10 +239,10 @@ func (w *Worker) gcLoop(ctx context.Context) {
 
 // makeRoom makes room for one more task when the worker tracks maxTasks: ended tasks, the
 // longest-ended first, are removed (a tenth of the maximum at once, so that a worker at its
-// limit does not go through every task on every submission). Those without a container are
-// forgotten at once; the others are removed as Remove does, their containers first, and no
-// longer count. It fails with ECONFLICT only when no task has ended, or every ended one has
-// work pending. Callers hold w.mu.
+// limit does not go through every task on every submission). Each is removed as Remove does,
+// every container of it first (a task with no container of its own may have a stray one, a
+// superseded start's), and no longer counts from then on. It fails with ECONFLICT only when no
+// task has ended, or every ended one has work pending. Callers hold w.mu.
 func (w *Worker) makeRoom() error {
 	n := w.store.Len() - len(w.gc.removing)
 	if n < w.maxTasks {
@@ -250,32 +250,21 @@ func (w *Worker) makeRoom() error {
 	}
 	target := w.maxTasks - max(1, w.maxTasks/10)
 	idle, _ := w.collectable()
-	forgot, removing := 0, 0
+	removing := 0
 	for _, t := range idle {
-		if n <= target {
+		if n <= target || w.roomInQueue() != nil {
 			break
 		}
-		if t.ContainerID == "" {
-			delete(w.live, t.ID)
-			if err := w.store.Delete(t.ID); err != nil {
-				return fmt.Errorf("forget task %s: %w", t.ID, err)
-			}
-			forgot++
-		} else {
-			if w.roomInQueue() != nil {
-				break
-			}
-			if err := w.removeLocked(t.ID, fmt.Sprintf("the worker tracks %d tasks, its maximum", w.maxTasks)); err != nil {
-				return err
-			}
-			removing++
+		if err := w.removeLocked(t.ID, fmt.Sprintf("the worker tracks %d tasks, its maximum", w.maxTasks)); err != nil {
+			return err
 		}
+		removing++
 		n--
 	}
 	if n >= w.maxTasks {
 		return task.Errorf(task.ECONFLICT, "the worker tracks %d tasks, its maximum, and none has ended without work pending; delete some first", n)
 	}
-	w.log.Info("removed ended tasks to make room", "forgotten", forgot, "removing", removing)
+	w.log.Info("removing ended tasks to make room", "removing", removing)
 	return nil
 }
 

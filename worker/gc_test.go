@@ -200,8 +200,8 @@ func TestRetentionRemovesEndedTasks(t *testing.T) {
 	}
 }
 
-// At the task cap, ended tasks make room: those without a container are forgotten, those with
-// one are removed with it; a submission is never refused while an ended task can go.
+// At the task cap, ended tasks make room, each removed with its containers; a submission is
+// never refused while an ended task can go.
 func TestMaxTasksRemovesEndedTasksWithContainers(t *testing.T) {
 	rt := workertest.New()
 	w := startWorker(t, rt, Config{MaxTasks: 3})
@@ -297,4 +297,31 @@ func TestRemovedTasksNameIsFree(t *testing.T) {
 	rt.SetErrs(nil, nil)
 	rt.SetPingErr(nil)
 	waitState(t, w, next.ID, task.Running)
+}
+
+// At the task cap, an ended task with no container of its own may still have a stray one (a
+// superseded start's, within its orphan grace): it is removed before the task is forgotten, as
+// every removal does, so that it never becomes a container of a task the worker has no record
+// of, which the next start would take up.
+func TestMaxTasksRemovesStrayContainersOfForgottenTasks(t *testing.T) {
+	rt := workertest.New()
+	store := &MemoryStore{}
+	w := startWorker(t, rt, Config{Store: store, MaxTasks: 2})
+	a := runTask(t, w, newTask())
+	if err := w.Stop(a.ID); err != nil {
+		t.Fatal(err)
+	}
+	stopped := waitState(t, w, a.ID, task.Completed)
+	if stopped.ContainerID != "" {
+		t.Fatalf("stopped task: got ContainerID %q, want none", stopped.ContainerID)
+	}
+	spec := a
+	spec.RestartCount = 0
+	stray := rt.Add(task.Container{TaskID: a.ID, EventID: uuid.NewString(), Spec: &spec})
+	runTask(t, w, newTask())
+	submit(t, w, eventFor(newTask())) // the third: a is forgotten to make room
+	waitFor(t, waitTimeout, func() bool { _, ok := store.Get(a.ID); return !ok }, "the ended task forgotten")
+	if containerExists(rt, stray.ID) {
+		t.Errorf("stray container %s of task %s exists after the task was forgotten", stray.ID, a.ID)
+	}
 }

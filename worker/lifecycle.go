@@ -580,8 +580,6 @@ func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.
 		w.mu.Unlock()
 	}()
 	backingOff := l.timer != nil
-	l.cancelRestart()
-	l.cancelProbe()
 	t, _ := w.store.Get(id)
 	if t.ContainerID == "" && !t.State.Ended() {
 		// A start under way when the worker died may have made (and started) its container
@@ -608,6 +606,14 @@ func (w *Worker) stop(opCtx context.Context, log *slog.Logger, l *live, id uuid.
 			}
 			return err
 		}
+	}
+	// Only now, the container gone: a stop the runtime refused leaves the task as it was, its
+	// health check running and its restart armed. (What either sends meanwhile queues behind
+	// this stop, and finds the task stopped.)
+	l.cancelRestart()
+	l.cancelProbe()
+	if t.ContainerID == "" && t.State.Ended() {
+		return nil // nothing to stop, nothing to record: a write would change nothing
 	}
 	_, err = w.modify(id, func(t *task.Task) error {
 		now := w.now()

@@ -668,3 +668,51 @@ func nextChange(tb testing.TB, ch <-chan task.Change) task.Change {
 	}
 	return task.Change{}
 }
+
+// A stop the runtime refuses (an error that is not an outage) leaves the task as it was: a
+// running task keeps its health check, and one waiting out a back-off still restarts when it
+// ends.
+func TestRefusedStopLeavesTheTaskAsItWas(t *testing.T) {
+	rt := workertest.New()
+	var execs atomic.Int64
+	rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) {
+		execs.Add(1)
+		return 0, "fine", nil
+	}
+	store := &MemoryStore{}
+	w := startWorker(t, rt, Config{Store: store, Rand: midJitter})
+	refused := task.Errorf(task.ECONFLICT, "the container cannot be stopped now")
+	t.Cleanup(func() { rt.SetErrs(nil, nil) })
+
+	checked := newTask()
+	checked.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond)}
+	submit(t, w, eventFor(checked))
+	waitTask(t, w, checked, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+	rt.SetErrs(refused, nil)
+	if err := w.Stop(checked.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, func() bool { return len(store.Orders()) == 0 }, "the refused stop to be applied")
+	if got, _ := w.Get(checked.ID); got.State != task.Running {
+		t.Fatalf("after a refused stop: got state %v, want Running", got.State)
+	}
+	before := execs.Load()
+	waitFor(t, waitTimeout, func() bool { return execs.Load() >= before+3 }, "health checks to go on after the refused stop")
+
+	rt.SetErrs(nil, nil)
+	backingOff := newTask()
+	backingOff.RestartPolicy = task.RestartAlways
+	backingOff.Restart = &task.RestartSpec{Delay: dur(50 * time.Millisecond)}
+	run := runTask(t, w, backingOff)
+	rt.SetErrs(refused, nil)
+	if err := rt.Exit(run.ContainerID, 1, false); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, w, backingOff.ID, task.Scheduled)
+	if err := w.Stop(backingOff.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, w, backingOff, "restarted after its back-off, the stop refused", func(t task.Task) bool {
+		return t.State == task.Running && t.RestartCount == 1
+	})
+}
