@@ -94,7 +94,7 @@ func (w *Worker) Changes(after uint64) ([]task.Change, <-chan task.Change, func(
 		if after > h.seq || after < h.base {
 			why = "it is from another run of the worker, which has restarted since"
 		}
-		backlog = []task.Change{{Seq: h.seq, Time: time.Now(), Type: task.ChangeReset,
+		backlog = []task.Change{{Seq: h.seq, Time: w.now(), Type: task.ChangeReset,
 			Message: fmt.Sprintf("cannot resume after change %d: %s; read the tasks again", after, why)}}
 	}
 	ch := make(chan task.Change, subscriberBuffer)

@@ -103,7 +103,7 @@ func TestChangesResetWhenTheyCannotResume(t *testing.T) {
 }
 
 func TestChangesResetWhenTrimmed(t *testing.T) {
-	w := &Worker{}
+	w := &Worker{cfg: Config{Now: time.Now}}
 	w.changes.base, w.changes.seq = 1000, 1000
 	w.changes.publish(make([]task.Change, 3*changeBacklog))
 	newest := uint64(1000 + 3*changeBacklog)

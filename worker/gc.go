@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"time"
 
@@ -36,14 +35,6 @@ func (r Retention) withDefaults() Retention {
 	return r
 }
 
-// gcState is what the worker holds for removing tasks. Guarded by Worker.mu.
-type gcState struct {
-	retention Retention
-	// removing holds the tasks with a removal accepted and not yet applied: the API no longer
-	// shows them, and their records stay, as tombstones, until their containers are gone.
-	removing map[uuid.UUID]string // why each is removed, for the log
-}
-
 // Remove removes a task: it stops the task if it has not ended (as Stop does), removes its
 // container, and forgets the task. It returns once the removal is stored and queued; from then
 // on the task is not found. It fails with ENOTFOUND for an unknown task (or one being removed)
@@ -67,26 +58,35 @@ func (w *Worker) removeLocked(id uuid.UUID, why string) error {
 		return fmt.Errorf("store the removal of task %s: %w", id, err)
 	}
 	w.markRemovingLocked(id, why)
-	w.pending.Enqueue(op{kind: opRemove, taskID: id, seq: order.Seq})
+	w.intake.push(op{kind: opRemove, taskID: id, seq: order.Seq})
 	w.signal()
 	w.log.Info("task removal accepted", "task", id, "why", why)
 	return nil
 }
 
-// markRemovingLocked notes that task id is being removed. Callers hold w.mu, or own the worker
-// before Run.
+// markRemovingLocked notes that task id is being removed, and so stopped. Callers hold w.mu,
+// or own the worker before Run.
 func (w *Worker) markRemovingLocked(id uuid.UUID, why string) {
-	if w.gc.removing == nil {
-		w.gc.removing = make(map[uuid.UUID]string)
+	r := w.runnerLocked(id)
+	if r.removing == "" {
+		w.removals++
 	}
-	w.gc.removing[id] = why
-	w.stopping[id] = true
+	r.removing = why
+	r.stopping = true
+}
+
+// clearRemovingLocked notes that r's removal is over, done or given up. Callers hold w.mu.
+func (w *Worker) clearRemovingLocked(r *runner) {
+	if r.removing != "" {
+		w.removals--
+		r.removing = ""
+	}
 }
 
 // isRemovingLocked reports whether a removal of task id is accepted. Callers hold w.mu.
 func (w *Worker) isRemovingLocked(id uuid.UUID) bool {
-	_, ok := w.gc.removing[id]
-	return ok
+	r := w.runners[id]
+	return r != nil && r.removing != ""
 }
 
 // isRemoving reports whether a removal of task id is accepted and not yet done.
@@ -100,65 +100,67 @@ func (w *Worker) isRemoving(id uuid.UUID) bool {
 func (w *Worker) removingNow() map[uuid.UUID]bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.gc.removing) == 0 {
+	if w.removals == 0 {
 		return nil
 	}
-	out := make(map[uuid.UUID]bool, len(w.gc.removing))
-	for id := range w.gc.removing {
-		out[id] = true
+	out := make(map[uuid.UUID]bool, w.removals)
+	for id, r := range w.runners {
+		if r.removing != "" {
+			out[id] = true
+		}
 	}
 	return out
 }
 
 // remove carries out a removal: the task is stopped and its container removed, and only once
-// the container is gone is the task forgotten, so that a worker that restarts never finds a
-// container of a task it has no record of. When the runtime does not answer, the removal waits
-// (its order stored) and is carried out when it answers.
-func (w *Worker) remove(opCtx context.Context, log *slog.Logger, l *live, o op) error {
-	err := w.stop(opCtx, log, l, o.taskID, o.seq)
+// every container of it is gone is the task forgotten, so that a worker that restarts never
+// finds a container of a task it has no record of. When the runtime does not answer, the
+// removal waits (its order stored) and is carried out when it answers.
+func (r *runner) remove(ctx context.Context, o op) error {
+	w := r.w
+	err := r.stop(ctx, o.seq)
 	var parked *parkedError
 	if errors.As(err, &parked) {
 		parked.op = o // stop keeps the task stopping until it is done
 		return parked
 	}
 	w.mu.Lock()
-	why := w.gc.removing[o.taskID]
+	why := r.removing
 	w.mu.Unlock()
 	if err != nil {
 		// The container could not be removed: the task stays, and shows again, with its
 		// container, so that nothing is lost track of; retention tries again later.
 		w.mu.Lock()
-		delete(w.gc.removing, o.taskID)
+		w.clearRemovingLocked(r)
 		w.mu.Unlock()
 		return fmt.Errorf("remove task: %w", err)
 	}
 	// Every container of the task goes before its record, not only the one the record names: a
 	// stray one (a start superseded, a second container of a task that ended) would otherwise
 	// be a container of a task the worker has no record of, which it takes up and never removes.
-	if err := w.removeAllContainers(opCtx, log, o.taskID); err != nil {
+	if err := r.removeAllContainers(ctx); err != nil {
 		if unavailable(err) {
 			return &parkedError{op: o, err: err}
 		}
 		w.mu.Lock()
-		delete(w.gc.removing, o.taskID)
+		w.clearRemovingLocked(r)
 		w.mu.Unlock()
 		return fmt.Errorf("remove task: %w", err)
 	}
-	t, _ := w.store.Get(o.taskID)
-	mu := w.writeLock(o.taskID)
+	t, _ := w.store.Get(r.id)
+	mu := w.writeLock(r.id)
 	mu.Lock()
-	err = w.store.Delete(o.taskID)
+	err = w.store.Delete(r.id)
 	mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("forget task %s: %w", o.taskID, err)
+		return fmt.Errorf("forget task %s: %w", r.id, err)
 	}
 	w.mu.Lock()
-	delete(w.gc.removing, o.taskID)
-	delete(w.live, o.taskID)
+	w.clearRemovingLocked(r)
 	w.mu.Unlock()
 	w.changes.publish([]task.Change{{Time: w.now(), TaskID: t.ID, Name: t.Name, Type: task.RecordRemoved,
 		Message: why, State: t.State}})
-	log.Info("task removed", "why", why)
+	r.log.Info("task removed", "why", why)
 	return nil
 }
 
@@ -170,15 +172,12 @@ func (w *Worker) collectable() (idle []task.Task, ended int) {
 	for _, o := range w.store.Orders() {
 		busy[o.TaskID] = true
 	}
-	for id := range w.parkedTasks {
-		busy[id] = true
-	}
 	for _, t := range w.store.List() {
 		if !t.State.Ended() || w.isRemovingLocked(t.ID) {
 			continue
 		}
 		ended++
-		if l := w.live[t.ID]; busy[t.ID] || w.lanes[t.ID] != nil || w.stopping[t.ID] || (l != nil && l.timer != nil) {
+		if r := w.runners[t.ID]; busy[t.ID] || (r != nil && r.busyLocked()) {
 			continue
 		}
 		idle = append(idle, t)
@@ -191,11 +190,11 @@ func (w *Worker) collectable() (idle []task.Task, ended int) {
 // first, and every one that ended more than KeepEndedFor ago. It queues no more than the queue
 // has room for; the next pass does the rest.
 func (w *Worker) collect() {
-	r := w.gc.retention
+	r := w.cfg.Retention
 	now := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.downErr != nil {
+	if w.outage.err != nil {
 		return // what cannot be removed now would only wait
 	}
 	idle, ended := w.collectable()
@@ -225,7 +224,7 @@ func (w *Worker) collect() {
 // is done.
 func (w *Worker) gcLoop(ctx context.Context) {
 	defer w.wg.Done()
-	tick := time.NewTicker(w.gc.retention.Interval)
+	tick := time.NewTicker(w.cfg.Retention.Interval)
 	defer tick.Stop()
 	for {
 		w.collect()
@@ -244,49 +243,56 @@ func (w *Worker) gcLoop(ctx context.Context) {
 // superseded start's), and no longer counts from then on. It fails with ECONFLICT only when no
 // task has ended, or every ended one has work pending. Callers hold w.mu.
 func (w *Worker) makeRoom() error {
-	n := w.store.Len() - len(w.gc.removing)
-	if n < w.maxTasks {
+	n := w.store.Len() - w.removals
+	if n < w.cfg.MaxTasks {
 		return nil
 	}
-	target := w.maxTasks - max(1, w.maxTasks/10)
+	target := w.cfg.MaxTasks - max(1, w.cfg.MaxTasks/10)
 	idle, _ := w.collectable()
 	removing := 0
 	for _, t := range idle {
 		if n <= target || w.roomInQueue() != nil {
 			break
 		}
-		if err := w.removeLocked(t.ID, fmt.Sprintf("the worker tracks %d tasks, its maximum", w.maxTasks)); err != nil {
+		if err := w.removeLocked(t.ID, fmt.Sprintf("the worker tracks %d tasks, its maximum", w.cfg.MaxTasks)); err != nil {
 			return err
 		}
 		removing++
 		n--
 	}
-	if n >= w.maxTasks {
+	if n >= w.cfg.MaxTasks {
 		return task.Errorf(task.ECONFLICT, "the worker tracks %d tasks, its maximum, and none has ended without work pending; delete some first", n)
 	}
 	w.log.Info("removing ended tasks to make room", "removing", removing)
 	return nil
 }
 
-// removeAllContainers removes every container of task id that the runtime lists.
-func (w *Worker) removeAllContainers(ctx context.Context, log *slog.Logger, id uuid.UUID) error {
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// removeAllContainers removes every container of the task that the runtime lists.
+func (r *runner) removeAllContainers(ctx context.Context) error {
+	w := r.w
+	lctx, cancel := bounded(ctx, 30*time.Second)
 	list, err := w.rt.List(lctx)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("list containers: %w", err)
 	}
 	for _, c := range list {
-		if c.TaskID != id {
+		if c.TaskID != r.id {
 			continue
 		}
-		rctx, cancel := context.WithTimeout(ctx, w.stopTimeout)
+		rctx, cancel := bounded(ctx, w.cfg.StopTimeout)
 		err := w.rt.Remove(rctx, c.ID)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("remove container %s: %w", shortID(c.ID), err)
 		}
-		log.Debug("container of a removed task removed", "container", shortID(c.ID))
+		r.log.Debug("container of a removed task removed", "container", shortID(c.ID))
 	}
 	return nil
+}
+
+// busyLocked reports whether the runner has work pending: operations queued, under way or
+// waiting for the runtime, a stop accepted, or a restart armed. Callers hold w.mu.
+func (r *runner) busyLocked() bool {
+	return r.active || r.parked || r.backlog.len() > 0 || r.stopping || r.restart != nil
 }

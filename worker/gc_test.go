@@ -117,8 +117,10 @@ func removingIDs(w *Worker) []uuid.UUID {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var ids []uuid.UUID
-	for id := range w.gc.removing {
-		ids = append(ids, id)
+	for id, r := range w.runners {
+		if r.removing != "" {
+			ids = append(ids, id)
+		}
 	}
 	return ids
 }

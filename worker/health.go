@@ -104,7 +104,7 @@ func probeFor(t task.Task, c task.Container) (probe, bool) {
 // start do not count while the task is still starting).
 func (w *Worker) runProbe(ctx context.Context, log *slog.Logger, id uuid.UUID, containerID string, p probe) {
 	defer w.wg.Done()
-	started := time.Now()
+	started := w.now()
 	status, fails := task.HealthStarting, 0
 	wait := min(p.interval, time.Second)
 	timer := time.NewTimer(wait)
@@ -129,7 +129,7 @@ func (w *Worker) runProbe(ctx context.Context, log *slog.Logger, id uuid.UUID, c
 		switch {
 		case healthy:
 			fails, status = 0, task.HealthHealthy
-		case status == task.HealthStarting && time.Since(started) < p.startPeriod:
+		case status == task.HealthStarting && w.now().Sub(started) < p.startPeriod:
 			// grace after start: not counted
 		default:
 			fails++
@@ -211,12 +211,29 @@ func (w *Worker) checkKind(ctx context.Context, containerID string, p probe) (bo
 	}
 }
 
-// healthResult records a health status for the task's container, from the worker's own check
+// watchHealth starts the task's health check against container c, if it has one and is not
+// paused; a check already running is stopped first.
+func (r *runner) watchHealth(ctx context.Context, t task.Task, c task.Container) {
+	r.cancelProbe()
+	r.ip = c.IPAddress
+	if t.Paused {
+		return // checked again when it is unpaused
+	}
+	if p, ok := probeFor(t, c); ok {
+		pctx, stop := context.WithCancel(ctx)
+		r.stopProbe = stop
+		r.w.wg.Add(1)
+		go r.w.runProbe(pctx, r.log, t.ID, c.ID, p)
+	}
+}
+
+// health records a health status for the task's container, from the worker's own check
 // (o.result set) or the runtime's (an image's HEALTHCHECK). A task that turns unhealthy is
 // stopped and restarted as its policy says; with no restart policy it keeps running, reported
 // unhealthy.
-func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *live, o op) error {
-	t, _ := w.store.Get(o.taskID)
+func (r *runner) health(ctx context.Context, o op) error {
+	w := r.w
+	t, _ := w.store.Get(r.id)
 	if t.ContainerID != o.containerID || t.State != task.Running || t.Paused {
 		return nil // a paused container's health is not known: a result from before the pause is stale
 	}
@@ -224,7 +241,7 @@ func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *l
 		return nil // the worker's own check speaks for this task
 	}
 	prev := t.HealthStatus
-	t, err := w.modify(o.taskID, func(t *task.Task) error {
+	t, err := r.modify(func(t *task.Task) error {
 		t.HealthStatus = o.health
 		if o.result != nil {
 			t.LastHealthCheck = o.result
@@ -245,39 +262,39 @@ func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *l
 		return err
 	}
 	if t.RestartPolicy == "" || t.RestartPolicy == task.RestartNo {
-		log.Warn("task is unhealthy; restart policy is \"no\", so it keeps running")
+		r.log.Warn("task is unhealthy; restart policy is \"no\", so it keeps running")
 		return nil
 	}
 	why := "unhealthy"
 	if o.result != nil && o.result.Output != "" {
 		why = "unhealthy: " + o.result.Output
 	}
-	log.Warn("task is unhealthy; stopping it", "why", why)
-	w.modify(o.taskID, func(t *task.Task) error {
-		t.AddRecord(w.now(), task.RecordKilling, "%s", why)
-		return nil
-	})
-	sctx, cancel := context.WithTimeout(opCtx, w.stopTimeout+time.Duration(t.StopTimeout)*time.Second)
-	err = w.rt.Stop(sctx, o.containerID, time.Duration(t.StopTimeout)*time.Second)
+	r.log.Warn("task is unhealthy; stopping it", "why", why)
+	r.note(task.RecordKilling, "%s", why)
+	grace := time.Duration(t.StopTimeout) * time.Second
+	sctx, cancel := bounded(ctx, w.cfg.StopTimeout+grace)
+	err = w.rt.Stop(sctx, o.containerID, grace)
 	cancel()
 	if err != nil {
 		// The container runs on. Forget the verdict, so that the next one of unhealthy (from the
 		// check, started afresh, or from this op when it is replayed) acts again.
-		w.modify(o.taskID, func(t *task.Task) error {
+		if _, merr := r.modify(func(t *task.Task) error {
 			t.HealthStatus = ""
 			return nil
-		})
-		w.watchHealth(ctx, log, l, t, task.Container{ID: o.containerID, IPAddress: l.ip, HostPorts: t.HostPorts})
+		}); merr != nil {
+			r.log.Error("forget the unhealthy verdict", "err", merr)
+		}
+		r.watchHealth(ctx, t, task.Container{ID: o.containerID, IPAddress: r.ip, HostPorts: t.HostPorts})
 		if unavailable(err) {
-			return &parkedError{op: op{kind: opHealth, taskID: o.taskID, containerID: o.containerID, health: o.health, result: o.result}, err: err}
+			return &parkedError{op: op{kind: opHealth, taskID: r.id, containerID: o.containerID, health: o.health, result: o.result}, err: err}
 		}
 		return fmt.Errorf("stop unhealthy container %s: %w", shortID(o.containerID), err)
 	}
-	l.cancelProbe()
-	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
+	r.cancelProbe()
+	ictx, cancel := bounded(ctx, 30*time.Second)
 	c, ierr := w.rt.Inspect(ictx, o.containerID)
 	cancel()
-	_, err = w.modify(o.taskID, func(t *task.Task) error {
+	_, err = r.modify(func(t *task.Task) error {
 		t.FinishTime = w.now()
 		if ierr == nil {
 			t.ExitCode = c.ExitCode
@@ -286,7 +303,7 @@ func (w *Worker) healthResult(ctx, opCtx context.Context, log *slog.Logger, l *l
 			}
 		}
 		t.AddRecord(t.FinishTime, task.RecordKilled, "exit code %d", t.ExitCode)
-		return w.ended(ctx, l, t, task.Outcome{Unhealthy: true, ExitCode: t.ExitCode}, why)
+		return r.ended(t, task.Outcome{Unhealthy: true, ExitCode: t.ExitCode}, why)
 	})
 	return err
 }

@@ -135,10 +135,11 @@ func TestStopDuringBackoffNeverRestarts(t *testing.T) {
 		t.Errorf("Stopped records: got %+v in %v, want one saying it waited to restart", rs, recordTypes(got))
 	}
 	w.mu.Lock()
-	l := w.live[spec.ID]
+	r := w.runners[spec.ID]
+	armed := r != nil && r.restart != nil
 	w.mu.Unlock()
-	if l == nil || l.timer != nil {
-		t.Errorf("the pending restart is still armed: %+v", l)
+	if armed {
+		t.Error("the pending restart is still armed")
 	}
 	if n := len(rt.Starts()); n != 1 {
 		t.Errorf("starts: got %d, want 1", n)
@@ -499,7 +500,7 @@ func TestExitWhileStoppingEndsCompleted(t *testing.T) {
 	// What Stop notes before its operation is applied; the operation itself is not queued, so
 	// that the exit is handled first.
 	w.mu.Lock()
-	w.stopping[spec.ID] = true
+	w.runnerLocked(spec.ID).stopping = true
 	w.mu.Unlock()
 	rt.Exit(run.ContainerID, 1, false)
 	got := waitState(t, w, spec.ID, task.Completed)

@@ -18,7 +18,7 @@ type names struct {
 
 // holds reports whether t holds its name: it has one and has not ended.
 func holds(t task.Task) bool {
-	return t.Name != "" && t.State != task.Completed && t.State != task.Failed
+	return t.Name != "" && !t.State.Ended()
 }
 
 // update notes that the task went from before (the zero Task for a new one) to after.

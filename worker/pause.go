@@ -2,11 +2,9 @@ package worker
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
-	"github.com/google/uuid"
 )
 
 // pauseChanged records that the task's container was paused or unpaused outside cube (docker
@@ -14,32 +12,33 @@ import (
 // record, and reports no health; its health check is suspended, so that a frozen container is
 // neither healthy nor killed for failing checks. When it is unpaused the check starts over, from
 // starting. Nothing is restarted either way.
-func (w *Worker) pauseChanged(ctx, opCtx context.Context, log *slog.Logger, l *live, id uuid.UUID, containerID string, paused bool) error {
-	t, _ := w.store.Get(id)
+func (r *runner) pauseChanged(ctx context.Context, containerID string, paused bool) error {
+	w := r.w
+	t, _ := w.store.Get(r.id)
 	if t.ContainerID != containerID || t.State != task.Running || t.Paused == paused {
 		return nil
 	}
 	if paused {
-		l.cancelProbe()
-		_, err := w.modify(id, func(t *task.Task) error {
+		r.cancelProbe()
+		_, err := r.modify(func(t *task.Task) error {
 			t.Paused = true
 			t.AddRecord(w.now(), task.RecordPaused, "container %s paused outside cube; health checks suspended", shortID(containerID))
 			return nil
 		})
 		if err == nil {
-			log.Warn("task's container was paused outside cube; it runs no code until it is unpaused", "container", shortID(containerID))
+			r.log.Warn("task's container was paused outside cube; it runs no code until it is unpaused", "container", shortID(containerID))
 		}
 		return err
 	}
 	// Its address and the runtime's own health status, afresh; without them the check runs
 	// against what was known before the pause.
-	c := task.Container{ID: containerID, IPAddress: l.ip, HostPorts: t.HostPorts}
-	ictx, cancel := context.WithTimeout(opCtx, 30*time.Second)
+	c := task.Container{ID: containerID, IPAddress: r.ip, HostPorts: t.HostPorts}
+	ictx, cancel := bounded(ctx, 30*time.Second)
 	if got, err := w.rt.Inspect(ictx, containerID); err == nil {
 		c = got
 	}
 	cancel()
-	t, err := w.modify(id, func(t *task.Task) error {
+	t, err := r.modify(func(t *task.Task) error {
 		t.Paused = false
 		t.HealthStatus = c.Health
 		if hasOwnCheck(*t) {
@@ -51,7 +50,7 @@ func (w *Worker) pauseChanged(ctx, opCtx context.Context, log *slog.Logger, l *l
 	if err != nil {
 		return err
 	}
-	w.watchHealth(ctx, log, l, t, c)
-	log.Info("task's container was unpaused", "container", shortID(containerID))
+	r.watchHealth(ctx, t, c)
+	r.log.Info("task's container was unpaused", "container", shortID(containerID))
 	return nil
 }

@@ -7,6 +7,10 @@ import (
 	"github.com/cube-orchestrator/cube/task"
 )
 
+// The path of a Docker event back to its task: watch turns each container event into an
+// operation for the task its container is labelled with, and enqueue hands it to the loop, which
+// routes it to the task's runner. reconcile is the safety net under the stream.
+
 // watch follows the runtime's container events for as long as ctx lives. When the stream breaks
 // it subscribes again, resuming from the last event it saw, and reconciles once subscribed, so
 // that nothing that happened in between is missed.
@@ -17,7 +21,7 @@ func (w *Worker) watch(ctx context.Context, since time.Time) {
 		subscribed := w.now()
 		sctx, cancel := context.WithCancel(ctx)
 		w.mu.Lock()
-		w.watchCancel = cancel
+		w.outage.watchCancel = cancel
 		w.mu.Unlock()
 		err := w.rt.Watch(sctx, since, func(ev task.ContainerEvent) {
 			if ev.Time.After(since) {
@@ -54,7 +58,7 @@ func (w *Worker) watch(ctx context.Context, since time.Time) {
 // event stream.
 func (w *Worker) reconcileLoop(ctx context.Context) {
 	defer w.wg.Done()
-	t := time.NewTicker(w.reconcileEvery)
+	t := time.NewTicker(w.cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -81,7 +85,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 		}
 		return
 	}
-	w.markUp()
+	w.markUp(ctx)
 	w.noteOrphans(list)
 	w.reapOrphans(ctx)
 	running := make(map[string]bool, len(list))

@@ -1,15 +1,3 @@
-// Package worker runs tasks on one machine. It owns the queue of accepted task events, the loop
-// that applies them through the task state machine and a [Runtime], the store of every task, and
-// the watch over the runtime's container events that tells the worker, at once, when a container
-// exits or disappears.
-//
-// Work flows one way. [Worker.Submit] and [Worker.Stop] check a request against the store,
-// answer at once, and queue an operation. The loop hands each operation to the lane of its task:
-// operations on one task apply one after another, in the order they were accepted, while the lanes
-// of different tasks run concurrently (container starts are bounded by Config.Concurrency).
-// Container events from the runtime, and a periodic reconcile that compares the runtime's list of
-// containers with the store, enter the same lanes, so every change to a task is made by exactly
-// one goroutine at a time and always through [task.ValidTransition].
 package worker
 
 import (
@@ -19,14 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/cube-orchestrator/cube/internal/nodestats"
 	"github.com/cube-orchestrator/cube/task"
-	"github.com/golang-collections/collections/queue"
 	"github.com/google/uuid"
 )
 
@@ -103,168 +89,52 @@ type Capacity struct {
 }
 
 // Worker accepts task events and runs them through a Runtime. Create it with New, then call Run.
+// It keeps what its tasks share; what one task is doing lives in the task's runner (runner.go).
 type Worker struct {
-	name  string
-	rt    Runtime
-	store Store
-	log   *slog.Logger
-	now   func() time.Time
-	stats nodestats.Reader
+	cfg      Config // as New was given it, every default filled in
+	rt       Runtime
+	store    Store
+	log      *slog.Logger
+	capacity Capacity // cfg.Capacity, where fits reads it
 
-	reconcileEvery time.Duration
-	startTimeout   time.Duration
-	stopTimeout    time.Duration
-	startSlots     chan struct{} // a semaphore bounding concurrent starts
-	slotWaiters    atomic.Int64  // starts waiting for a start slot
-
-	capacity Capacity
-	policy   task.Policy
-	maxQueue int
-	maxTasks int
-	rand     func() float64
+	startSlots  chan struct{} // a semaphore bounding concurrent starts
+	slotWaiters atomic.Int64  // starts waiting for a start slot
 
 	// writeMu makes each read-modify-write of a task in the store atomic: a task's writes take
 	// the lock of its stripe, so that writes of different tasks may reach a durable store at the
 	// same time and share its transactions.
 	writeMu [64]sync.Mutex
 
-	mu       sync.Mutex // guards everything below
-	pending  *queue.Queue
-	notify   chan struct{} // has a value when pending may be non-empty
-	lanes    map[uuid.UUID]*lane
-	live     map[uuid.UUID]*live // what the worker holds for a task beyond its stored record
-	stopping map[uuid.UUID]bool  // tasks with a stop accepted and not yet applied
-	running  bool                // Run has started and not yet returned
-	runCtx   context.Context     // Run's context, while running
-	wg       sync.WaitGroup
+	mu       sync.Mutex            // guards everything below, and the runners' shared fields
+	intake   opQueue               // accepted operations not yet handed to their runners
+	notify   chan struct{}         // has a value when intake may be non-empty
+	runners  map[uuid.UUID]*runner // one per task with work or state beyond its record
+	queued   int                   // operations in the runners' backlogs, parked ones too
+	removals int                   // runners with a removal accepted and not yet done
+	running  bool                  // Run has started and not yet returned
+	wg       sync.WaitGroup        // every goroutine Run started, runners' and probes' too
+	outage   outage                // whether the runtime answers, and what waits for it
+	owned    ownership             // containers the worker may remove, and those reported
 
-	parked      []op               // operations waiting for the runtime to answer, in order
-	parkedTasks map[uuid.UUID]bool // tasks with parked operations
-	downErr     error              // why the runtime is thought not to answer; nil when it does
-	downSince   time.Time          // since when
-	watchCancel context.CancelFunc // ends the current event subscription
-	orphans     map[string]orphan  // containers the worker may remove, since when and why
-	reported    map[string]bool    // containers already reported: whose unknown, or removable and kept
-
-	keepOrphans  bool
-	orphanGrace  time.Duration
-	pingInterval time.Duration
-	runtimeName  string
-	recovered    atomic.Bool // recoverState has finished
-	changes      hub         // the task changes subscribers follow
-	names        names       // which task holds each name among those that have not ended
-	gc           gcState     // retention, and the removals under way (guarded by mu)
-}
-
-// lane is the list of operations waiting for one task. A lane exists while it has work; its
-// goroutine applies the operations in order and removes the lane when it runs dry.
-type lane struct {
-	ops []op
-}
-
-type opKind int
-
-const (
-	opStart    opKind = iota // start or restart the task from event
-	opStop                   // stop the task: the API's DELETE
-	opCheck                  // find out what became of containerID and record it
-	opRestart                // a back-off ended: start the task again
-	opHealth                 // a health check's result for containerID
-	opLaunch                 // start a container for a Scheduled task: a start that waited for the runtime
-	opAdopt                  // take up a running container found at start-up: no restart
-	opRelaunch               // start a Scheduled task again now, in a new container
-	opPause                  // containerID was paused (paused true) or unpaused outside cube
-	opRemove                 // stop the task, remove its container, forget it
-)
-
-// op is one unit of work on one task.
-type op struct {
-	kind        opKind
-	taskID      uuid.UUID
-	event       task.Event           // opStart
-	containerID string               // opCheck, opHealth
-	reason      string               // opCheck: what prompted it, for logs
-	gen         int                  // opRestart: which back-off it ends
-	health      string               // opHealth: the status
-	result      *task.HealthResult   // opHealth: the check's result; nil for the runtime's own checks
-	seq         uint64               // the stored order this op carries out, 0 for none
-	died        *task.ContainerEvent // opCheck: the die event that prompted it, if one did
-	paused      bool                 // opPause: paused, or unpaused
+	recovered atomic.Bool // recoverState has finished
+	changes   hub         // the task changes subscribers follow
+	names     names       // which task holds each name among those that have not ended
 }
 
 // New returns a Worker that runs tasks through rt.
 func New(rt Runtime, cfg Config) *Worker {
+	cfg = cfg.withDefaults()
 	w := &Worker{
-		name:           cfg.Name,
-		rt:             rt,
-		store:          cfg.Store,
-		log:            cfg.Logger,
-		now:            cfg.Now,
-		stats:          cfg.Stats,
-		reconcileEvery: cfg.ReconcileInterval,
-		startTimeout:   cfg.StartTimeout,
-		stopTimeout:    cfg.StopTimeout,
-		pending:        queue.New(),
-		notify:         make(chan struct{}, 1),
-		lanes:          make(map[uuid.UUID]*lane),
-		live:           make(map[uuid.UUID]*live),
-		stopping:       make(map[uuid.UUID]bool),
-		capacity:       cfg.Capacity,
-		policy:         cfg.Policy,
-		maxQueue:       cfg.MaxQueue,
-		maxTasks:       cfg.MaxTasks,
-		rand:           cfg.Rand,
-		orphans:        make(map[string]orphan),
-		parkedTasks:    make(map[uuid.UUID]bool),
-		reported:       make(map[string]bool),
-		keepOrphans:    cfg.KeepOrphans,
-		orphanGrace:    cfg.OrphanGrace,
-		pingInterval:   cfg.PingInterval,
-		runtimeName:    cfg.RuntimeName,
-		gc:             gcState{retention: cfg.Retention.withDefaults()},
-	}
-	if w.runtimeName == "" {
-		w.runtimeName = "the container runtime"
-	}
-	if w.orphanGrace <= 0 {
-		w.orphanGrace = time.Minute
-	}
-	if w.pingInterval <= 0 {
-		w.pingInterval = 2 * time.Second
-	}
-	if w.maxQueue <= 0 {
-		w.maxQueue = 10000
-	}
-	if w.maxTasks <= 0 {
-		w.maxTasks = 10000
-	}
-	if w.rand == nil {
-		w.rand = rand.Float64
-	}
-	if w.store == nil {
-		w.store = &MemoryStore{}
-	}
-	if w.log == nil {
-		w.log = slog.Default()
-	}
-	if w.now == nil {
-		w.now = time.Now
-	}
-	if w.stats == (nodestats.Reader{}) {
-		w.stats = nodestats.Reader{ProcRoot: "/proc", DiskPath: "/"}
-	}
-	if w.reconcileEvery <= 0 {
-		w.reconcileEvery = 10 * time.Second
-	}
-	if w.startTimeout <= 0 {
-		w.startTimeout = 10 * time.Minute
-	}
-	if w.stopTimeout <= 0 {
-		w.stopTimeout = 2 * time.Minute
-	}
-	n := cfg.Concurrency
-	if n <= 0 {
-		n = 4
+		cfg:        cfg,
+		rt:         rt,
+		store:      cfg.Store,
+		log:        cfg.Logger,
+		capacity:   cfg.Capacity,
+		startSlots: make(chan struct{}, cfg.Concurrency),
+		intake:     newOpQueue(),
+		notify:     make(chan struct{}, 1),
+		runners:    make(map[uuid.UUID]*runner),
+		owned:      ownership{orphans: make(map[string]orphan), reported: make(map[string]bool)},
 	}
 	if w.store.Len() > 0 { // a durable store's tasks hold their names
 		for _, t := range w.store.List() {
@@ -276,256 +146,77 @@ func New(rt Runtime, cfg Config) *Worker {
 		switch o.Kind {
 		case task.OrderStart:
 			if o.Event != nil {
-				w.pending.Enqueue(op{kind: opStart, taskID: o.TaskID, event: *o.Event, seq: o.Seq})
+				w.intake.push(op{kind: opStart, taskID: o.TaskID, event: *o.Event, seq: o.Seq})
 			}
 		case task.OrderStop:
-			w.stopping[o.TaskID] = true
-			w.pending.Enqueue(op{kind: opStop, taskID: o.TaskID, seq: o.Seq})
+			w.runnerLocked(o.TaskID).stopping = true
+			w.intake.push(op{kind: opStop, taskID: o.TaskID, seq: o.Seq})
 		case task.OrderRemove:
 			w.markRemovingLocked(o.TaskID, "by an order accepted before a restart")
-			w.pending.Enqueue(op{kind: opRemove, taskID: o.TaskID, seq: o.Seq})
+			w.intake.push(op{kind: opRemove, taskID: o.TaskID, seq: o.Seq})
 		}
 	}
-	w.startSlots = make(chan struct{}, n)
-	w.changes.base = seqBase(time.Now()) // the wall clock, not cfg.Now: numbers must outrun the last run's
+	// Change numbers come from the wall clock, not cfg.Now: they must outrun the last run's
+	// whatever clock a test or a caller injects, and a fake clock that starts at a fixed time
+	// would number a restarted worker's changes below those its subscribers have already seen.
+	w.changes.base = seqBase(time.Now())
 	w.changes.seq = w.changes.base
 	return w
 }
 
+// withDefaults returns cfg with its zero fields set to their defaults.
+func (cfg Config) withDefaults() Config {
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 4
+	}
+	if cfg.Store == nil {
+		cfg.Store = &MemoryStore{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = 10 * time.Second
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 10 * time.Minute
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 2 * time.Minute
+	}
+	if cfg.Stats == (nodestats.Reader{}) {
+		cfg.Stats = nodestats.Reader{ProcRoot: "/proc", DiskPath: "/"}
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 10000
+	}
+	if cfg.MaxTasks <= 0 {
+		cfg.MaxTasks = 10000
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Float64
+	}
+	if cfg.OrphanGrace <= 0 {
+		cfg.OrphanGrace = time.Minute
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 2 * time.Second
+	}
+	if cfg.RuntimeName == "" {
+		cfg.RuntimeName = "the container runtime"
+	}
+	cfg.Retention = cfg.Retention.withDefaults()
+	return cfg
+}
+
 // Name returns the worker's name.
-func (w *Worker) Name() string { return w.name }
+func (w *Worker) Name() string { return w.cfg.Name }
 
-// Submit accepts a task event. A new task ID creates the task, in state Scheduled, and queues its
-// start; a known task ID with a new event ID queues a restart with the event's spec and
-// RestartCount; an event ID already accepted changes nothing. It returns the task as it is stored
-// now. It fails with EINVALID for a bad spec, EFORBIDDEN for host access the worker's policy does
-// not allow, and ECONFLICT when the task's state forbids the
-// event (the event's task must be Pending or Scheduled, and a Completed task cannot restart) or
-// when the event ID was already accepted for another task.
-func (w *Worker) Submit(ev task.Event) (task.Task, error) {
-	if ev.ID == uuid.Nil {
-		return task.Task{}, task.Errorf(task.EINVALID, "ID: the event needs a UUID")
-	}
-	if ev.Task.ID == uuid.Nil {
-		return task.Task{}, task.Errorf(task.EINVALID, "Task.ID: the task needs a UUID")
-	}
-	if !ev.State.Valid() {
-		return task.Task{}, task.Errorf(task.EINVALID, "State: %d is not a task state (0 to 4)", int(ev.State))
-	}
-	if !ev.Task.State.Valid() {
-		return task.Task{}, task.Errorf(task.EINVALID, "Task.State: %d is not a task state (0 to 4)", int(ev.Task.State))
-	}
-	if err := ev.Task.Validate(); err != nil {
-		return task.Task{}, err
-	}
-	if err := w.policy.Check(ev.Task); err != nil {
-		return task.Task{}, err
-	}
-	if ev.Task.State != task.Pending && ev.Task.State != task.Scheduled {
-		return task.Task{}, task.Errorf(task.ECONFLICT,
-			"Task.State: a task is submitted as Pending (0) or Scheduled (1), not %v (%d)", ev.Task.State, int(ev.Task.State))
-	}
-	if ev.Timestamp.IsZero() {
-		ev.Timestamp = w.now()
-	}
-
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	cur, known := w.store.Get(ev.Task.ID)
-	if known && w.isRemovingLocked(ev.Task.ID) {
-		return task.Task{}, task.Errorf(task.ECONFLICT, "Task.ID: task %s is being removed; submit it again once it is gone", ev.Task.ID)
-	}
-	if taskID, ok := w.store.Seen(ev.ID); ok {
-		if taskID != ev.Task.ID {
-			return task.Task{}, task.Errorf(task.ECONFLICT,
-				"ID: event %s was already accepted for task %s, not %s", ev.ID, taskID, ev.Task.ID)
-		}
-		return cur, nil
-	}
-	if known {
-		if !task.ValidTransition(cur.State, task.Scheduled) {
-			return task.Task{}, task.Errorf(task.ECONFLICT,
-				"task %s is %v and cannot be restarted", cur.ID, cur.State)
-		}
-		if w.stopping[cur.ID] {
-			return task.Task{}, task.Errorf(task.ECONFLICT, "task %s is being stopped and cannot be restarted", cur.ID)
-		}
-	}
-	if err := w.nameFree(ev.Task); err != nil {
-		return task.Task{}, err
-	}
-	if err := w.fits(ev.Task); err != nil {
-		return task.Task{}, err
-	}
-	if err := w.roomInQueue(); err != nil {
-		return task.Task{}, err
-	}
-	var created *task.Task
-	if !known {
-		if err := w.makeRoom(); err != nil {
-			return task.Task{}, err
-		}
-		cur = specOf(ev.Task)
-		cur.State = task.Scheduled // as the book's worker answers: its manager keeps the answer as its copy
-		cur.AddRecord(w.now(), task.RecordReceived, "")
-		created = &cur
-	}
-	order, err := w.store.Accept(created, task.Order{Kind: task.OrderStart, TaskID: ev.Task.ID, Event: &ev})
-	if err != nil {
-		return task.Task{}, fmt.Errorf("store the event for task %s: %w", ev.Task.ID, err)
-	}
-	w.pending.Enqueue(op{kind: opStart, taskID: ev.Task.ID, event: ev, seq: order.Seq})
-	if created != nil {
-		w.names.update(task.Task{}, cur)
-		w.publish(task.Task{ID: cur.ID}, cur)
-	} else {
-		// A restart holds its name from when it is accepted, not from when it is applied: no
-		// other task may take the name meanwhile.
-		next := cur
-		next.Name, next.State = ev.Task.Name, task.Scheduled
-		w.names.update(cur, next)
-	}
-	w.signal()
-	w.log.Info("task event accepted", "task", ev.Task.ID, "event", ev.ID, "restart", known)
-	return cur, nil
-}
-
-// Stop asks for the task to be stopped: its container stopped and removed, the task Completed
-// (a task that already ended keeps its state). A task stopped this way never restarts. Stop
-// returns once the stop is queued: ENOTFOUND for an unknown task, EUNAVAILABLE when the queue is
-// full. Stopping a task that is already Completed does nothing.
-func (w *Worker) Stop(id uuid.UUID) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	cur, ok := w.store.Get(id)
-	if !ok || w.isRemovingLocked(id) {
-		return task.Errorf(task.ENOTFOUND, "task %s not found", id)
-	}
-	if (cur.State == task.Completed && cur.ContainerID == "") || w.stopping[id] {
-		return nil
-	}
-	if err := w.roomInQueue(); err != nil {
-		return err
-	}
-	order, err := w.store.Accept(nil, task.Order{Kind: task.OrderStop, TaskID: id})
-	if err != nil {
-		return fmt.Errorf("store the stop of task %s: %w", id, err)
-	}
-	w.stopping[id] = true
-	w.pending.Enqueue(op{kind: opStop, taskID: id, seq: order.Seq})
-	w.signal()
-	w.log.Info("task stop accepted", "task", id)
-	return nil
-}
-
-// nameFree returns ECONFLICT, naming the holder, when another task that has not ended (it is
-// neither Completed nor Failed) has t's name: a name picks one task out for people and the CLI.
-// An ended task's name may be taken again. Callers hold w.mu.
-func (w *Worker) nameFree(t task.Task) error {
-	if t.Name == "" {
-		return nil
-	}
-	// A task being removed is already gone for clients (404): its name is free to take.
-	if id, ok := w.names.holder(t.Name); ok && id != t.ID && !w.isRemovingLocked(id) {
-		return task.Errorf(task.ECONFLICT, "Task.Name: %q is the name of task %s, which has not ended; stop it or choose another name", t.Name, id)
-	}
-	return nil
-}
-
-// roomInQueue returns EUNAVAILABLE when maxQueue operations wait (see QueueLen). Callers hold
-// w.mu.
-func (w *Worker) roomInQueue() error {
-	n := w.waitingLocked()
-	if n >= w.maxQueue {
-		return task.Errorf(task.EUNAVAILABLE, "the worker's queue is full (%d operations waiting); try again later", n)
-	}
-	return nil
-}
-
-// Get returns the task with the given ID, or an ENOTFOUND error.
-func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
-	gone := w.isRemoving(id) // before the store: a removal that ends in between leaves no task
-	t, ok := w.store.Get(id)
-	if !ok || gone {
-		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
-	}
-	t.ClearLiveFields() // stored by a path or a version that did not apply it
-	if note := w.unconfirmed(); note != "" && !t.State.Terminal() {
-		t.Unconfirmed = note
-	}
-	return t, nil
-}
-
-// List returns every task, in the order they were submitted. While the runtime does not answer,
-// tasks that have not ended carry a note that their state is unconfirmed.
-func (w *Worker) List() []task.Task {
-	gone := w.removingNow() // before the store: a removal that ends in between leaves no task
-	list := w.store.List()
-	if gone != nil {
-		list = slices.DeleteFunc(list, func(t task.Task) bool { return gone[t.ID] })
-	}
-	note := w.unconfirmed()
-	for i := range list {
-		list[i].ClearLiveFields()
-		if note != "" && !list[i].State.Terminal() {
-			list[i].Unconfirmed = note
-		}
-	}
-	return list
-}
-
-// Ready returns nil when the worker has recovered its state at start and the runtime answers,
-// and otherwise an EUNAVAILABLE error saying why (wrapping the runtime's error). It answers from
-// what the worker last saw of the runtime, its ping every PingInterval and every call it made,
-// and so costs no runtime call: a readiness probe cannot load the Engine.
-func (w *Worker) Ready(ctx context.Context) error {
-	w.mu.Lock()
-	err := w.downErr
-	w.mu.Unlock()
-	recovered := w.recovered.Load()
-	switch {
-	case err != nil && !recovered:
-		return task.Wrap(task.EUNAVAILABLE, err, w.runtimeName+" does not answer, so the worker cannot recover its tasks yet")
-	case err != nil:
-		return task.Wrap(task.EUNAVAILABLE, err, w.runtimeName+" does not answer")
-	case !recovered:
-		return task.Errorf(task.EUNAVAILABLE, "the worker is still recovering its tasks from %s", w.runtimeName)
-	}
-	return nil
-}
-
-// Stats returns the node's stats with the number of Running tasks.
-func (w *Worker) Stats() (nodestats.Stats, error) {
-	s, err := w.stats.Read()
-	if err != nil {
-		return nodestats.Stats{}, fmt.Errorf("read node stats: %w", err)
-	}
-	for _, t := range w.store.List() {
-		if t.State == task.Running {
-			s.TaskCount++
-		}
-	}
-	return s, nil
-}
-
-// QueueLen returns the number of operations that wait, wherever they wait: accepted and not yet
-// handed to a lane, waiting in a task's lane behind the one under way, parked until the runtime
-// answers, and starts waiting for a start slot. A task waiting out a restart back-off is not
-// counted (it is Scheduled, with no operation yet).
-func (w *Worker) QueueLen() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.waitingLocked()
-}
-
-// waitingLocked counts what QueueLen counts. Callers hold w.mu.
-func (w *Worker) waitingLocked() int {
-	n := w.pending.Len() + len(w.parked) + int(w.slotWaiters.Load())
-	for _, l := range w.lanes {
-		n += len(l.ops)
-	}
-	return n
-}
+// now reads the worker's clock, Config.Now.
+func (w *Worker) now() time.Time { return w.cfg.Now() }
 
 // Run applies queued operations and watches the runtime until ctx is done. It returns nil after
 // every goroutine it started has finished; operations under way finish first (each is bounded by
@@ -537,11 +228,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		return errors.New("worker: Run called twice")
 	}
 	w.running = true
-	w.runCtx = ctx
 	w.wg.Add(4)
 	w.mu.Unlock()
 
-	w.log.Info("worker started", "name", w.name)
+	w.log.Info("worker started", "name", w.cfg.Name)
 	since := w.now() // events from here on: none is missed between the recovery's list and the watch
 	w.recoverState(ctx)
 	w.recovered.Store(true)
@@ -550,7 +240,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	go w.pingLoop(ctx)
 	go w.gcLoop(ctx)
 	for {
-		w.dispatch()
+		w.dispatch(ctx)
 		select {
 		case <-ctx.Done():
 			w.mu.Lock()
@@ -558,149 +248,15 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.mu.Unlock()
 			w.wg.Wait()
 			w.mu.Lock()
-			for _, l := range w.live {
-				l.cancelRestart() // no lane runs now
+			for _, r := range w.runners {
+				r.cancelRestartLocked() // no runner's goroutine runs now
 			}
 			w.mu.Unlock()
-			w.log.Info("worker stopped", "name", w.name, "unapplied", w.QueueLen())
+			w.log.Info("worker stopped", "name", w.cfg.Name, "unapplied", w.QueueLen())
 			return nil
 		case <-w.notify:
 		}
 	}
-}
-
-// signal wakes the loop. Callers hold w.mu.
-func (w *Worker) signal() {
-	select {
-	case w.notify <- struct{}{}:
-	default:
-	}
-}
-
-// dispatch moves every queued operation to its task's lane.
-func (w *Worker) dispatch() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for w.pending.Len() > 0 {
-		w.route(w.pending.Dequeue().(op))
-	}
-}
-
-// route appends o to its task's lane, starting the lane's goroutine if it has none. Lanes live
-// on Run's context, whoever asks for the operation. Callers hold w.mu. Operations routed when
-// Run is not running are dropped.
-func (w *Worker) route(o op) {
-	if !w.running || w.runCtx.Err() != nil {
-		return
-	}
-	if w.parkedTasks[o.taskID] {
-		// The task waits for the runtime: what follows waits behind what was parked, in order.
-		w.parked = append(w.parked, o)
-		return
-	}
-	l, ok := w.lanes[o.taskID]
-	if !ok {
-		l = &lane{}
-		w.lanes[o.taskID] = l
-		w.wg.Add(1)
-		go w.runLane(w.runCtx, o.taskID, l)
-	}
-	l.ops = append(l.ops, o)
-}
-
-func (w *Worker) runLane(ctx context.Context, id uuid.UUID, l *lane) {
-	defer w.wg.Done()
-	for {
-		w.mu.Lock()
-		if len(l.ops) == 0 || ctx.Err() != nil {
-			delete(w.lanes, id)
-			w.mu.Unlock()
-			return
-		}
-		o := l.ops[0]
-		l.ops = l.ops[1:]
-		w.mu.Unlock()
-		w.apply(ctx, o)
-	}
-}
-
-// apply carries out one operation. Runtime calls run on a context that outlives ctx, bounded by
-// their own timeouts, so that shutting the worker down never leaves a half-made container. An
-// operation that could not finish because the runtime did not answer is parked, its stored order
-// kept, and carried out again when the runtime is back.
-func (w *Worker) apply(ctx context.Context, o op) {
-	opCtx := context.WithoutCancel(ctx)
-	log := w.log.With("task", o.taskID)
-	if _, ok := w.store.Get(o.taskID); !ok {
-		// A container event can follow the removal of its task; a removal replayed after a
-		// crash can find its task forgotten already (the order outlived the record). Nothing
-		// of the task may stay marked as being removed or stopped: a later task with its ID
-		// would be hidden, or never started.
-		log.Debug("operation for a task the worker does not know dropped", "op", o.kind)
-		if o.kind == opRemove || o.kind == opStop {
-			w.mu.Lock()
-			delete(w.gc.removing, o.taskID)
-			delete(w.stopping, o.taskID)
-			w.mu.Unlock()
-		}
-		w.done(log, o)
-		return
-	}
-	l := w.liveOf(o.taskID)
-	var err error
-	switch o.kind {
-	case opStart:
-		err = w.start(ctx, opCtx, log, l, o)
-	case opStop:
-		err = w.stop(opCtx, log, l, o.taskID, o.seq)
-	case opCheck:
-		err = w.check(ctx, opCtx, log, l, o.taskID, o.containerID, o.reason, o.died)
-	case opRestart:
-		err = w.restartDue(ctx, opCtx, log, l, o.taskID, o.gen)
-	case opHealth:
-		err = w.healthResult(ctx, opCtx, log, l, o)
-	case opLaunch:
-		err = w.relaunch(ctx, opCtx, log, l, o.taskID, o.seq)
-	case opAdopt:
-		err = w.adopt(ctx, opCtx, log, l, o.taskID, o.containerID)
-	case opRelaunch:
-		err = w.restartNow(ctx, opCtx, log, l, o.taskID)
-	case opPause:
-		err = w.pauseChanged(ctx, opCtx, log, l, o.taskID, o.containerID, o.paused)
-	case opRemove:
-		err = w.remove(opCtx, log, l, o)
-	}
-	var parked *parkedError
-	switch {
-	case errors.As(err, &parked):
-		w.park(log, parked.op, err)
-		return
-	case err != nil:
-		log.Error("task operation failed", "err", err)
-	}
-	w.done(log, o)
-}
-
-// done forgets the stored order o carried out.
-func (w *Worker) done(log *slog.Logger, o op) {
-	if o.seq == 0 {
-		return
-	}
-	if err := w.store.Done(o.seq); err != nil {
-		log.Error("forget an applied order", "seq", o.seq, "err", err)
-	}
-}
-
-// liveOf returns the worker's in-memory state of a task, making it when there is none.
-func (w *Worker) liveOf(id uuid.UUID) *live {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	l, ok := w.live[id]
-	if !ok {
-		l = &live{}
-		w.live[id] = l
-	}
-	return l
 }
 
 // modify applies fn to the stored task with the given ID and stores the result, atomically with
