@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
-	"github.com/google/uuid"
 )
 
 // Health check defaults, as Docker's HEALTHCHECK has them but for a shorter timeout.
@@ -99,10 +97,12 @@ func probeFor(t task.Task, c task.Container) (probe, bool) {
 }
 
 // runProbe checks the container's health every interval until ctx is done, and sends each
-// result to the task's lane with the status it implies: starting until the first success,
+// result to the task's runner with the status it implies: starting until the first success,
 // healthy, or unhealthy after retries failures in a row (failures in the start period after the
-// start do not count while the task is still starting).
-func (w *Worker) runProbe(ctx context.Context, log *slog.Logger, id uuid.UUID, containerID string, p probe) {
+// start do not count while the task is still starting). It runs on its own goroutine, which its runner starts and stops (watchHealth, cancelProbe),
+// and touches nothing of the runner's but its ID and logger.
+func (r *runner) runProbe(ctx context.Context, containerID string, p probe) {
+	w, log := r.w, r.log
 	defer w.wg.Done()
 	started := w.now()
 	status, fails := task.HealthStarting, 0
@@ -141,7 +141,7 @@ func (w *Worker) runProbe(ctx context.Context, log *slog.Logger, id uuid.UUID, c
 		if !healthy {
 			log.Debug("health check failed", "output", output, "failing_streak", fails)
 		}
-		w.enqueue(op{kind: opHealth, taskID: id, containerID: containerID, health: status, result: res})
+		w.enqueue(op{kind: opHealth, taskID: r.id, containerID: containerID, health: status, result: res})
 		timer.Reset(p.interval)
 	}
 }
@@ -223,7 +223,7 @@ func (r *runner) watchHealth(ctx context.Context, t task.Task, c task.Container)
 		pctx, stop := context.WithCancel(ctx)
 		r.stopProbe = stop
 		r.w.wg.Add(1)
-		go r.w.runProbe(pctx, r.log, t.ID, c.ID, p)
+		go r.runProbe(pctx, c.ID, p)
 	}
 }
 
