@@ -157,6 +157,7 @@ func (r *runner) remove(ctx context.Context, o op) error {
 	}
 	w.mu.Lock()
 	w.clearRemovingLocked(r)
+	r.gone = true
 	w.mu.Unlock()
 	w.changes.publish([]task.Change{{Time: w.now(), TaskID: t.ID, Name: t.Name, Type: task.RecordRemoved,
 		Message: why, State: t.State}})
@@ -294,5 +295,5 @@ func (r *runner) removeAllContainers(ctx context.Context) error {
 // busyLocked reports whether the runner has work pending: operations queued, under way or
 // waiting for the runtime, a stop accepted, or a restart armed. Callers hold w.mu.
 func (r *runner) busyLocked() bool {
-	return r.active || r.parked || r.backlog.len() > 0 || r.stopping || r.restart != nil
+	return r.active || r.parked || len(r.backlog) > 0 || r.stopping || r.restart != nil
 }

@@ -27,12 +27,7 @@ func (r *runner) park(ctx context.Context, o op, err error) {
 	w := r.w
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	q := newOpQueue()
-	q.push(o)
-	for r.backlog.len() > 0 {
-		q.push(r.backlog.pop())
-	}
-	r.backlog = q
+	r.backlog = append([]op{o}, r.backlog...)
 	w.queued++
 	if !r.parked {
 		r.parked = true

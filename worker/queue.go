@@ -2,9 +2,10 @@ package worker
 
 import "github.com/golang-collections/collections/queue"
 
-// opQueue is a first-in, first-out queue of operations: the worker's intake, and each runner's
-// backlog. It is golang-collections' queue with its type restored, so that no reader casts.
-// Like that queue it is not safe for concurrent use: its users hold Worker.mu.
+// opQueue is a first-in, first-out queue of operations: the worker's intake, where every
+// accepted operation waits for the loop to hand it to its task's runner (a runner's own backlog
+// is a slice it owns). It is golang-collections' queue with its type restored, so that no reader
+// casts. Like that queue it is not safe for concurrent use: its user holds Worker.mu.
 type opQueue struct{ q *queue.Queue }
 
 func newOpQueue() opQueue { return opQueue{q: queue.New()} }

@@ -51,13 +51,14 @@ type runner struct {
 	log *slog.Logger
 
 	// Guarded by w.mu.
-	backlog  opQueue     // the task's operations not yet applied, in the order accepted
+	backlog  []op        // the task's operations not yet applied, in the order accepted
 	active   bool        // a goroutine applies the backlog
 	parked   bool        // the task waits for the runtime; its backlog waits with it
 	stopping bool        // a stop or removal of the task is accepted and not yet applied
 	removing string      // why a removal of the task is accepted and not yet done; "" for none
 	restart  *time.Timer // the pending restart, if any
 	gen      int         // bumped whenever a pending restart is cancelled
+	gone     bool        // the task was found unknown or forgotten: drop the runner when idle
 
 	// Owned by the goroutine that applies the backlog.
 	stopProbe context.CancelFunc // stops the running health check, if any
@@ -70,7 +71,7 @@ type runner struct {
 func (w *Worker) runnerLocked(id uuid.UUID) *runner {
 	r, ok := w.runners[id]
 	if !ok {
-		r = &runner{w: w, id: id, log: w.log.With("task", id), backlog: newOpQueue()}
+		r = &runner{w: w, id: id, log: w.log.With("task", id)}
 		w.runners[id] = r
 	}
 	return r
@@ -113,7 +114,7 @@ func (w *Worker) route(ctx context.Context, o op) {
 		return
 	}
 	r := w.runnerLocked(o.taskID)
-	r.backlog.push(o)
+	r.backlog = append(r.backlog, o)
 	w.queued++
 	w.wakeLocked(ctx, r)
 }
@@ -121,7 +122,7 @@ func (w *Worker) route(ctx context.Context, o op) {
 // wakeLocked starts r's goroutine when r has operations to apply, does not wait for the
 // runtime, and has no goroutine. Callers hold w.mu.
 func (w *Worker) wakeLocked(ctx context.Context, r *runner) {
-	if r.active || r.parked || r.backlog.len() == 0 || !w.running || ctx.Err() != nil {
+	if r.active || r.parked || len(r.backlog) == 0 || !w.running || ctx.Err() != nil {
 		return
 	}
 	r.active = true
@@ -135,13 +136,18 @@ func (r *runner) run(ctx context.Context) {
 	defer w.wg.Done()
 	for {
 		w.mu.Lock()
-		if r.parked || r.backlog.len() == 0 || ctx.Err() != nil {
+		if r.parked || len(r.backlog) == 0 || ctx.Err() != nil {
 			r.active = false
 			w.retireLocked(r)
 			w.mu.Unlock()
 			return
 		}
-		o := r.backlog.pop()
+		o := r.backlog[0]
+		r.backlog[0] = op{} // let go of its event
+		r.backlog = r.backlog[1:]
+		if len(r.backlog) == 0 {
+			r.backlog = nil
+		}
 		w.queued--
 		w.mu.Unlock()
 		r.apply(ctx, o)
@@ -150,13 +156,15 @@ func (r *runner) run(ctx context.Context) {
 
 // retireLocked forgets r when it holds nothing: no work, no timer, no stop or removal under way,
 // and no task (it was removed, or the operations were for a task the worker does not know).
-// Callers hold w.mu.
+// Only a runner that saw its task gone asks the store, so that the runners of tracked tasks cost
+// nothing here. Callers hold w.mu.
 func (w *Worker) retireLocked(r *runner) {
-	if r.active || r.parked || r.backlog.len() > 0 || r.restart != nil || r.stopping || r.removing != "" {
+	if !r.gone || r.active || r.parked || len(r.backlog) > 0 || r.restart != nil || r.stopping || r.removing != "" {
 		return
 	}
+	r.gone = false
 	if _, known := w.store.Get(r.id); known {
-		return
+		return // submitted again meanwhile
 	}
 	if w.runners[r.id] == r {
 		delete(w.runners, r.id)
@@ -174,12 +182,13 @@ func (r *runner) apply(ctx context.Context, o op) {
 		// of the task may stay marked as being removed or stopped: a later task with its ID
 		// would be hidden, or never started.
 		r.log.Debug("operation for a task the worker does not know dropped", "op", o.kind)
+		r.w.mu.Lock()
 		if o.kind == opRemove || o.kind == opStop {
-			r.w.mu.Lock()
 			r.w.clearRemovingLocked(r)
 			r.stopping = false
-			r.w.mu.Unlock()
 		}
+		r.gone = true
+		r.w.mu.Unlock()
 		r.done(o)
 		return
 	}
