@@ -582,7 +582,7 @@ func TestCLILogFormat(t *testing.T) {
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := run(ctx, []string{"worker", "--port", "0", "--name", "json-logs", "--log-format", "json", "--data-dir", t.TempDir()}, func(string) string { return "" }, io.Discard, &logs)
+	err := run(ctx, []string{"worker", "--port", "0", "--name", "json-logs", "--log-format", "json", "--data-dir", t.TempDir(), "--lock-dir", lockDir(t)}, func(string) string { return "" }, io.Discard, &logs)
 	if err != nil {
 		t.Fatalf("cube worker --log-format json: %v", err)
 	}

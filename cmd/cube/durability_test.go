@@ -55,7 +55,7 @@ func startProc(t *testing.T, name, dockerHost string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, withState(t, args)...)
+	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, withLockDir(t, withState(t, args))...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = os.Environ()
 	if dockerHost != "" {
@@ -442,7 +442,7 @@ func TestTwoWorkersOneDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	out, err := exec.Command(bin, "worker", "--port", "0", "--name", name+"-2", "--data-dir", dir).CombinedOutput()
+	out, err := exec.Command(bin, "worker", "--port", "0", "--name", name+"-2", "--data-dir", dir, "--lock-dir", lockDir(t)).CombinedOutput()
 	if err == nil {
 		t.Fatalf("the second worker started:\n%s", out)
 	}

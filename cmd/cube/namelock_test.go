@@ -116,8 +116,8 @@ func TestOneWorkerPerNamePerEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{
-		{"worker", "--port", "0", "--name", name, "--in-memory"},             // in memory
-		{"worker", "--port", "0", "--name", name, "--data-dir", t.TempDir()}, // a data dir of its own
+		{"worker", "--port", "0", "--name", name, "--in-memory", "--lock-dir", lockDir(t)},             // in memory
+		{"worker", "--port", "0", "--name", name, "--data-dir", t.TempDir(), "--lock-dir", lockDir(t)}, // a data dir of its own
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		start := time.Now()

@@ -201,7 +201,7 @@ func TestWorkerCommandRefuses(t *testing.T) {
 		{[]string{"--tls-cert", "/nonexistent/cert.pem"}, "--tls-cert needs --tls-key"},
 		{[]string{"--token-file", "/nonexistent/token"}, "--token-file"},
 	} {
-		args := append([]string{"worker", "--port", "0", "--name", "refused"}, tt.args...)
+		args := append([]string{"worker", "--port", "0", "--name", "refused", "--lock-dir", lockDir(t)}, tt.args...)
 		err := run(context.Background(), args, func(string) string { return "" }, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("cube %s: got %v, want an error containing %q", strings.Join(args, " "), err, tt.want)
@@ -214,7 +214,7 @@ func TestInsecureAndAllowancesWarnAtStart(t *testing.T) {
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // start, log, and stop at once
-	err := run(ctx, []string{"worker", "--host", "0.0.0.0", "--port", "0", "--name", "insecure", "--insecure", "--in-memory",
+	err := run(ctx, []string{"worker", "--host", "0.0.0.0", "--port", "0", "--name", "insecure", "--insecure", "--in-memory", "--lock-dir", lockDir(t),
 		"--allow-privileged", "--allow-bind-mounts", "/srv/data/,/var/log"},
 		func(string) string { return "" }, io.Discard, &logs)
 	if err != nil {
