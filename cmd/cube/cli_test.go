@@ -276,8 +276,7 @@ func TestCLILogsCutShort(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--print", "tick", "--lines", "0", "--interval", "100ms")
-	d.submit(t, tk)
-	d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	d.running(t, tk, 30*time.Second)
 	out := &signalWriter{first: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {

@@ -225,6 +225,13 @@ func (d *daemon) submit(t *testing.T, tk task.Task) task.Task {
 	return got
 }
 
+// running submits tk and waits, up to within, until it runs; it returns the running task.
+func (d *daemon) running(t *testing.T, tk task.Task, within time.Duration) task.Task {
+	t.Helper()
+	d.submit(t, tk)
+	return d.waitState(t, tk.ID, task.Running, within)
+}
+
 func (d *daemon) get(t *testing.T, id uuid.UUID) task.Task {
 	t.Helper()
 	var got task.Task
@@ -354,8 +361,7 @@ func TestContainerRemovedBehindTheWorkersBack(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	run := d.running(t, tk, 30*time.Second)
 	if err := testenv.Docker(t).ContainerRemove(testenv.Ctx(t, 30*time.Second), run.ContainerID, containerRemoveForce); err != nil {
 		t.Fatal(err)
 	}
@@ -374,16 +380,14 @@ func TestContainerRemovedBehindTheWorkersBack(t *testing.T) {
 		t.Fatalf("healthz after rm -f: got %d, want 200", code)
 	}
 	next := echoTask("--listen", ":7777")
-	d.submit(t, next)
-	d.waitState(t, next.ID, task.Running, 30*time.Second)
+	d.running(t, next, 30*time.Second)
 }
 
 func TestRestartEventStartsANewContainer(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	first := d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	first := d.running(t, tk, 30*time.Second)
 
 	// The book's manager restarts a task by posting it again, Scheduled, with a new event ID and
 	// its RestartCount raised.
@@ -485,8 +489,7 @@ func TestShutdownLeavesContainersRunning(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	run := d.running(t, tk, 30*time.Second)
 	d.stop(t)
 	info, err := testenv.Docker(t).ContainerInspect(testenv.Ctx(t, 10*time.Second), run.ContainerID)
 	if err != nil {
