@@ -11,23 +11,13 @@ import (
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
 	"github.com/docker/docker/api/types/image"
-	"github.com/google/uuid"
 )
 
 // imageRuntime returns a runtime under a worker name of its own that records pulled images in
 // state, on the clock now (time.Now when nil).
 func imageRuntime(t *testing.T, state string, now func() time.Time) (*docker.Runtime, string) {
 	t.Helper()
-	name := "test-img-" + uuid.NewString()[:8]
-	rt, err := docker.New(docker.Options{Worker: name, StopGrace: 5 * time.Second, ImageState: state, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		testenv.RemoveLabelled(t, docker.LabelWorker+"="+name)
-		rt.Close()
-	})
-	return rt, name
+	return newRuntimeWith(t, docker.Options{ImageState: state, Now: now})
 }
 
 func imagePresent(t *testing.T, ref string) bool {
