@@ -71,6 +71,13 @@ func newHarnessWith(tb testing.TB, opts testworker.Options) *harness {
 // do serves one request and returns the answer.
 func (h *harness) do(tb testing.TB, method, path, body string) *httptest.ResponseRecorder {
 	tb.Helper()
+	return h.doAuth(tb, method, path, body, "")
+}
+
+// doAuth serves one request with the given Authorization header ("" for none), a body being
+// JSON, and returns the answer.
+func (h *harness) doAuth(tb testing.TB, method, path, body, authorization string) *httptest.ResponseRecorder {
+	tb.Helper()
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
@@ -78,6 +85,9 @@ func (h *harness) do(tb testing.TB, method, path, body string) *httptest.Respons
 	req := httptest.NewRequest(method, path, r)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	rec := httptest.NewRecorder()
 	h.h.ServeHTTP(rec, req)
