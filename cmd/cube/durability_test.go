@@ -268,7 +268,10 @@ func TestOrphans(t *testing.T) {
 	for _, reap := range []bool{true, false} {
 		t.Run(fmt.Sprintf("reap=%v", reap), func(t *testing.T) {
 			name := "cube-orphan-" + uuid.NewString()[:8]
-			p := startProc(t, name, "", "--orphan-grace", "100ms", "--reconcile-interval", "100ms", fmt.Sprintf("--reap-orphans=%v", reap))
+			// A grace of seconds, not less: the planted containers are made, then started, and an
+			// Engine under load can take longer between the two than a short grace, which
+			// would remove a container before the test could start it.
+			p := startProc(t, name, "", "--orphan-grace", "3s", "--reconcile-interval", "100ms", fmt.Sprintf("--reap-orphans=%v", reap))
 			ended := p.submit(t, echoTask("--exit", "0"))
 			ended = p.waitState(t, ended.ID, task.Completed, time.Minute)
 			labelled := func(taskID uuid.UUID, eventID string) string { return plantContainer(t, name, taskID, eventID) }
