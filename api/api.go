@@ -67,6 +67,11 @@ type Options struct {
 	StreamContext context.Context
 	// Version is what GET /version answers: the worker's build and name.
 	Version Version
+	// Now is the clock for the times the API decides with (the start of a logs request's
+	// "since=10m"); default time.Now. Connection deadlines and the durations it logs and
+	// observes stay on time.Now: the network compares deadlines with the real clock, and a
+	// latency is a measurement, not a decision.
+	Now func() time.Time
 }
 
 // Version is the body of GET /version: which build of cube the worker runs, and its name.
@@ -87,6 +92,7 @@ type Server struct {
 	keepAlive      time.Duration
 	streams        context.Context
 	version        Version
+	now            func() time.Time
 }
 
 // New returns the HTTP handler serving w.
@@ -101,6 +107,10 @@ func New(w *worker.Worker, opts Options) http.Handler {
 		keepAlive:      opts.EventKeepAlive,
 		streams:        opts.StreamContext,
 		version:        opts.Version,
+		now:            opts.Now,
+	}
+	if s.now == nil {
+		s.now = time.Now
 	}
 	if s.keepAlive <= 0 {
 		s.keepAlive = DefaultEventKeepAlive

@@ -17,6 +17,7 @@ import (
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
 )
@@ -41,9 +42,7 @@ var optionalKeys = []string{
 	"HealthStatus", "LastHealthCheck", "Pull", "LastEvent", "Unconfirmed", "Events",
 }
 
-func testLogger(tb testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func testLogger(tb testing.TB) *slog.Logger { return testworker.Logger(tb) }
 
 // harness is the API over a running worker on a fake runtime.
 type harness struct {
@@ -57,17 +56,27 @@ type harness struct {
 // metrics; the worker stops when the test ends.
 func newHarness(tb testing.TB) *harness {
 	tb.Helper()
-	rt := workertest.New()
-	log := testLogger(tb)
-	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log, PingInterval: 10 * time.Millisecond})
-	workertest.Start(tb, w, waitTimeout)
-	m := metrics.New(metrics.Options{Logger: log})
-	m.Track(w)
-	return &harness{rt: rt, w: w, h: New(w, Options{Logger: log, Metrics: m.Handler(), Observe: m.ObserveHTTP})}
+	return newHarnessWith(tb, testworker.Options{})
+}
+
+// newHarnessWith is newHarness with the worker's options.
+func newHarnessWith(tb testing.TB, opts testworker.Options) *harness {
+	tb.Helper()
+	wh := testworker.Start(tb, opts)
+	m := metrics.New(metrics.Options{Logger: wh.Logger})
+	m.Track(wh.Worker)
+	return &harness{rt: wh.Fake, w: wh.Worker, h: New(wh.Worker, Options{Logger: wh.Logger, Metrics: m.Handler(), Observe: m.ObserveHTTP})}
 }
 
 // do serves one request and returns the answer.
 func (h *harness) do(tb testing.TB, method, path, body string) *httptest.ResponseRecorder {
+	tb.Helper()
+	return h.doAuth(tb, method, path, body, "")
+}
+
+// doAuth serves one request with the given Authorization header ("" for none), a body being
+// JSON, and returns the answer.
+func (h *harness) doAuth(tb testing.TB, method, path, body, authorization string) *httptest.ResponseRecorder {
 	tb.Helper()
 	var r io.Reader
 	if body != "" {
@@ -76,6 +85,9 @@ func (h *harness) do(tb testing.TB, method, path, body string) *httptest.Respons
 	req := httptest.NewRequest(method, path, r)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	rec := httptest.NewRecorder()
 	h.h.ServeHTTP(rec, req)

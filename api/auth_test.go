@@ -2,9 +2,7 @@ package api
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -24,22 +22,6 @@ func newAuthHarness(tb testing.TB, opts Options) *harness {
 	opts.Logger = testLogger(tb)
 	h.h = New(h.w, opts)
 	return h
-}
-
-// doAuth serves one request with the given Authorization header ("" for none).
-func (h *harness) doAuth(tb testing.TB, method, path, body, authorization string) *httptest.ResponseRecorder {
-	tb.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req := httptest.NewRequest(method, path, r)
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
-	}
-	rec := httptest.NewRecorder()
-	h.h.ServeHTTP(rec, req)
-	return rec
 }
 
 func TestAuth(t *testing.T) {

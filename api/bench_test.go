@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,7 +14,7 @@ import (
 	"github.com/cube-orchestrator/cube/api"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
-	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 	"github.com/google/uuid"
 )
 
@@ -64,23 +63,9 @@ type benchServer struct {
 func newBenchServer(tb testing.TB, tasks int) *benchServer {
 	tb.Helper()
 	log := slog.New(slog.DiscardHandler)
-	w := worker.New(workertest.New(), worker.Config{Name: "bench", Logger: log})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	s := &benchServer{w: w, h: api.New(w, api.Options{Logger: log})}
-	var once bool
-	s.stop = func() {
-		if once {
-			return
-		}
-		once = true
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("Run: got %v, want nil", err)
-		}
-	}
-	tb.Cleanup(s.stop)
+	wh := testworker.Start(tb, testworker.Options{Config: worker.Config{Name: "bench", Logger: log, PingInterval: 2 * time.Second}})
+	w := wh.Worker
+	s := &benchServer{w: w, h: api.New(w, api.Options{Logger: log}), stop: wh.Stop}
 	for range tasks {
 		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: benchSpec()}); err != nil {
 			tb.Fatalf("Submit: got %v, want nil", err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/cube-orchestrator/cube/api/errmap"
 	"github.com/cube-orchestrator/cube/task"
 )
 
@@ -27,21 +28,12 @@ func httpErrorf(status int, format string, args ...any) error {
 	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
 }
 
-// statusOf maps task error kinds to HTTP statuses. It is the only such mapping.
-var statusOf = map[task.Code]int{
-	task.EINVALID:     http.StatusBadRequest,
-	task.ENOTFOUND:    http.StatusNotFound,
-	task.ECONFLICT:    http.StatusConflict,
-	task.EFORBIDDEN:   http.StatusForbidden,
-	task.EUNAVAILABLE: http.StatusServiceUnavailable,
-	task.EINTERNAL:    http.StatusInternalServerError,
-}
-
 // retryAfter is the Retry-After of a 503 caused by an EUNAVAILABLE error (a full queue, an
 // Engine that does not answer): soon, but not at once.
 const retryAfter = "1"
 
-// error answers with err as a JSON error. Internal errors are logged in full and shown to the
+// error answers with err as a JSON error, with the status package errmap maps its kind to (the
+// one mapping, which the client reads back). Internal errors are logged in full and shown to the
 // client only as "internal error". An EUNAVAILABLE error is a 503 with Retry-After.
 func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {
 	status, msg := http.StatusInternalServerError, "internal error"
@@ -49,7 +41,7 @@ func (s *Server) error(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &he) {
 		status, msg = he.status, he.msg
 	} else if code := task.ErrorCode(err); code != task.EINTERNAL {
-		status, msg = statusOf[code], task.ErrorMessage(err)
+		status, msg = errmap.Status(code), task.ErrorMessage(err)
 		if code == task.EUNAVAILABLE {
 			w.Header().Set("Retry-After", retryAfter)
 		}

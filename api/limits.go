@@ -16,7 +16,7 @@ import (
 func (s *Server) deadlines(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
-		now := time.Now()
+		now := time.Now() // the network compares deadlines with the real clock, not Options.Now
 		// Recorders in tests support neither; a real connection supports both.
 		_ = rc.SetReadDeadline(now.Add(s.requestTimeout))
 		_ = rc.SetWriteDeadline(now.Add(2 * s.requestTimeout))
@@ -35,5 +35,5 @@ func liftDeadlines(w http.ResponseWriter, d time.Duration) error {
 	if err := rc.SetReadDeadline(time.Time{}); err != nil {
 		return err
 	}
-	return rc.SetWriteDeadline(time.Now().Add(d))
+	return rc.SetWriteDeadline(time.Now().Add(d)) // the real clock, as in deadlines
 }

@@ -2,23 +2,21 @@ package api
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 )
 
 // panicStore is a store whose List panics: a bug deep in a real handler's path.
@@ -26,30 +24,12 @@ type panicStore struct{ worker.MemoryStore }
 
 func (*panicStore) List() []task.Task { panic("store is broken") }
 
-// syncBuffer is a log destination safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A panic in a real handler, behind every middleware, is a logged stack and a 500; the server
 // goes on serving.
 func TestPanicInHandlerPath(t *testing.T) {
-	var logs syncBuffer
+	var logs testworker.Logs
 	w := worker.New(workertest.New(), worker.Config{Store: &panicStore{}})
-	srv := httptest.NewServer(New(w, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Token: fullToken}))
+	srv := httptest.NewServer(New(w, Options{Logger: logs.Logger(), Token: fullToken}))
 	defer srv.Close()
 
 	get := func(path string) (int, []byte) {
@@ -84,10 +64,9 @@ func TestPanicInHandlerPath(t *testing.T) {
 func TestSlowBodyIsCutOff(t *testing.T) {
 	h := newHarness(t)
 	const timeout = 200 * time.Millisecond
-	srv := httptest.NewServer(New(h.w, Options{Logger: testLogger(t), RequestTimeout: timeout}))
-	defer srv.Close()
+	addr := strings.TrimPrefix(h.serve(t, Options{RequestTimeout: timeout}), "http://")
 
-	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,7 +29,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-		start := time.Now()
+		start := time.Now() // a latency, measured on the real clock (see Options.Now)
 		next.ServeHTTP(ww, r)
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", ww.Status(),
 			"bytes", ww.BytesWritten(), "duration", time.Since(start))

@@ -82,7 +82,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	opts, err := logOptions(r, time.Now())
+	opts, err := logOptions(r, s.now())
 	if err != nil {
 		s.error(w, r, err)
 		return
@@ -282,7 +282,7 @@ func (s *Server) observe(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
-		start := time.Now()
+		start := time.Now() // a latency, measured on the real clock (see Options.Now)
 		count := func() {
 			route := ""
 			if rc := chi.RouteContext(r.Context()); rc != nil {

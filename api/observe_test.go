@@ -117,6 +117,14 @@ func TestLogsRoute(t *testing.T) {
 	if rec := h.do(t, http.MethodGet, path+"?since=1h", ""); rec.Body.String() != "one\ntwo\nthree\n" {
 		t.Errorf("since=1h: got %q, want every line", rec.Body)
 	}
+	// "since" counts back from the API's clock: two hours on, the last hour has none of them.
+	later := &harness{rt: h.rt, w: h.w, h: New(h.w, Options{Logger: testLogger(t), Now: func() time.Time { return time.Now().Add(2 * time.Hour) }})}
+	if rec := later.do(t, http.MethodGet, path+"?since=1h", ""); rec.Code != http.StatusOK || rec.Body.String() != "" {
+		t.Errorf("since=1h two hours on: got %d %q, want 200 and nothing", rec.Code, rec.Body)
+	}
+	if rec := later.do(t, http.MethodGet, path+"?since=3h", ""); rec.Body.String() != "one\ntwo\nthree\n" {
+		t.Errorf("since=3h two hours on: got %q, want every line", rec.Body)
+	}
 
 	wantError(t, h.do(t, http.MethodGet, path+"?tail=x", ""), http.StatusBadRequest, "tail")
 	wantError(t, h.do(t, http.MethodGet, path+"?since=x", ""), http.StatusBadRequest, "since")

@@ -1,34 +1,18 @@
 package api
 
 import (
-	"context"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
-	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 )
 
 // newPolicyHarness is newHarness with a worker that grants p.
 func newPolicyHarness(tb testing.TB, p task.Policy) *harness {
 	tb.Helper()
-	rt := workertest.New()
-	log := testLogger(tb)
-	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log, Policy: p})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(waitTimeout):
-			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
-		}
-	})
-	return &harness{rt: rt, w: w, h: New(w, Options{Logger: log})}
+	return newHarnessWith(tb, testworker.Options{Config: worker.Config{Policy: p}})
 }
 
 // Each kind of host access is refused with 403 naming the field on a worker that does not grant

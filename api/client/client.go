@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cube-orchestrator/cube/api/errmap"
 	"github.com/cube-orchestrator/cube/task"
 )
 
@@ -212,28 +213,6 @@ func IsUnauthorized(err error) bool {
 	return errors.As(err, &e) && e.StatusCode == http.StatusUnauthorized
 }
 
-// codeOf maps an HTTP status to the error kind the worker's API maps to it; statuses the API does
-// not map from a kind go to the nearest one: the other 4xx are the request's fault (EINVALID)
-// except the ones that say "later" (408, 429: EUNAVAILABLE), and the other 5xx are EINTERNAL
-// except a proxy's 502 and 504 (EUNAVAILABLE).
-func codeOf(status int) task.Code {
-	switch status {
-	case http.StatusUnauthorized, http.StatusForbidden:
-		return task.EFORBIDDEN
-	case http.StatusNotFound:
-		return task.ENOTFOUND
-	case http.StatusConflict:
-		return task.ECONFLICT
-	case http.StatusRequestTimeout, http.StatusTooManyRequests,
-		http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return task.EUNAVAILABLE
-	}
-	if status >= 400 && status < 500 {
-		return task.EINVALID
-	}
-	return task.EINTERNAL
-}
-
 // errorBody is the worker's error answer, api.ErrorResponse.
 type errorBody struct {
 	HTTPStatusCode int
@@ -247,7 +226,7 @@ const maxErrorBody = 64 << 10
 // the worker's JSON error (a proxy's page, say) keeps its first line as the message.
 func responseError(resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	e := &Error{StatusCode: resp.StatusCode, Code: codeOf(resp.StatusCode)}
+	e := &Error{StatusCode: resp.StatusCode, Code: errmap.Code(resp.StatusCode)}
 	var eb errorBody
 	if json.Unmarshal(body, &eb) == nil && eb.Message != "" {
 		e.Message = eb.Message

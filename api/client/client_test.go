@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,8 +15,8 @@ import (
 	"github.com/cube-orchestrator/cube/api"
 	"github.com/cube-orchestrator/cube/api/client"
 	"github.com/cube-orchestrator/cube/task"
-	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 	"github.com/google/uuid"
 	"go.uber.org/goleak"
 )
@@ -39,22 +38,15 @@ func newHarness(tb testing.TB) *harness {
 	return newHarnessWith(tb, api.Options{})
 }
 
-// newHarnessWith is newHarness with the API's options (its logger is the test's); its client
+// newHarnessWith is newHarness with the API's options (its logger is the worker's); its client
 // sends no token.
 func newHarnessWith(tb testing.TB, opts api.Options) *harness {
 	tb.Helper()
-	rt := workertest.New()
-	log := slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	w := worker.New(rt, worker.Config{Name: tb.Name(), Logger: log, PingInterval: 10 * time.Millisecond})
-	workertest.Start(tb, w, waitTimeout)
-	opts.Logger = log
-	srv := httptest.NewServer(api.New(w, opts))
-	tb.Cleanup(srv.Close)
-	c, err := client.New(srv.URL, client.WithHTTPClient(srv.Client()))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &harness{rt: rt, c: c}
+	wh := testworker.Start(tb, testworker.Options{Serve: func(wh *testworker.Harness) http.Handler {
+		opts.Logger = wh.Logger
+		return api.New(wh.Worker, opts)
+	}})
+	return &harness{rt: wh.Fake, c: wh.Client(tb)}
 }
 
 func ctx(tb testing.TB) context.Context {

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"net/http/httptest"
+	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 )
 
 // brokenLogs is a runtime whose logs stream breaks after its first line, as the Docker
@@ -34,22 +33,10 @@ func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 // A logs answer the worker cannot finish ends, for the client, in an error: never a clean end.
 func TestLogsCutShortIsAnError(t *testing.T) {
 	rt := brokenLogs{workertest.New()}
-	var logs lockedBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	w := worker.New(rt, worker.Config{Name: t.Name(), Logger: log})
-	wctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	srv := httptest.NewServer(api.New(w, api.Options{Logger: log}))
-	t.Cleanup(func() {
-		srv.Close()
-		cancel()
-		<-done
-	})
-	c, err := client.New(srv.URL, client.WithHTTPClient(srv.Client()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var logs testworker.Logs
+	wh := testworker.Start(t, testworker.Options{Runtime: rt, Config: worker.Config{Logger: logs.Logger()},
+		Serve: func(wh *testworker.Harness) http.Handler { return api.New(wh.Worker, api.Options{Logger: wh.Logger}) }})
+	c := wh.Client(t)
 	tk, err := c.Start(ctx(t), echo())
 	if err != nil {
 		t.Fatal(err)
@@ -80,22 +67,4 @@ func TestLogsCutShortIsAnError(t *testing.T) {
 	if !strings.Contains(logs.String(), "task logs cut short") || !strings.Contains(logs.String(), "sent nothing") {
 		t.Errorf("worker log: got\n%s\nwant the cut logged with its reason", logs.String())
 	}
-}
-
-// lockedBuffer is a log destination that goroutines may share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -1,31 +1,32 @@
 package client_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cube-orchestrator/cube/api/client"
+	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
 )
 
 // writePEM writes one PEM block to a new file in dir and returns its path.
 func writePEM(tb testing.TB, dir, name, typ string, der []byte) string {
 	tb.Helper()
+	return writeFile(tb, dir, name, string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})))
+}
+
+// writeFile writes text to a new file in dir, readable by its owner only, and returns its path.
+func writeFile(tb testing.TB, dir, name, text string) string {
+	tb.Helper()
 	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	return path
@@ -35,43 +36,9 @@ func writePEM(tb testing.TB, dir, name, typ string, der []byte) string {
 // to dir, and returns their paths and a pool holding the CA.
 func clientCert(tb testing.TB, dir string) (certFile, keyFile string, pool *x509.CertPool) {
 	tb.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "cube test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "cube-cli"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(ca)
-	return writePEM(tb, dir, "client.pem", "CERTIFICATE", der), writePEM(tb, dir, "client-key.pem", "EC PRIVATE KEY", keyDER), pool
+	ca := testenv.NewCA(tb, "cube test CA")
+	c := ca.Issue(tb, "cube-cli", x509.ExtKeyUsageClientAuth)
+	return writeFile(tb, dir, "client.pem", c.CertPEM), writeFile(tb, dir, "client-key.pem", c.KeyPEM), ca.Pool()
 }
 
 // TestTLSAndToken checks that the client trusts the CA file, presents its certificate and sends

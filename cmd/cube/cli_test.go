@@ -234,17 +234,17 @@ func TestCLIEndToEnd(t *testing.T) {
 func TestCLISecuredWorker(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ca := newTestCA(t, "cube test CA")
-	server := ca.issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
-	cli := ca.issue(t, "cube cli", x509.ExtKeyUsageClientAuth)
+	ca := testenv.NewCA(t, "cube test CA")
+	server := ca.Issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
+	cli := ca.Issue(t, "cube cli", x509.ExtKeyUsageClientAuth)
 	tokenFile := writeFile(t, dir, "token", testToken, 0o600)
 	d := startDaemon(t, "--token-file", tokenFile,
-		"--tls-cert", writeFile(t, dir, "server.pem", server.certPEM, 0o644),
-		"--tls-key", writeFile(t, dir, "server-key.pem", server.keyPEM, 0o600),
-		"--tls-client-ca", writeFile(t, dir, "ca.pem", ca.certPEM, 0o644))
+		"--tls-cert", writeFile(t, dir, "server.pem", server.CertPEM, 0o644),
+		"--tls-key", writeFile(t, dir, "server-key.pem", server.KeyPEM, 0o600),
+		"--tls-client-ca", writeFile(t, dir, "ca.pem", ca.CertPEM, 0o644))
 	addr := strings.TrimPrefix(d.url, "http://")
 	tlsFlags := []string{"-w", addr, "--ca", filepath.Join(dir, "ca.pem"),
-		"--cert", writeFile(t, dir, "cli.pem", cli.certPEM, 0o644), "--key", writeFile(t, dir, "cli-key.pem", cli.keyPEM, 0o600)}
+		"--cert", writeFile(t, dir, "cli.pem", cli.CertPEM, 0o644), "--key", writeFile(t, dir, "cli-key.pem", cli.KeyPEM, 0o600)}
 	ctx := context.Background()
 
 	out, err := cliCube(t, ctx, nil, append([]string{"ls", "--token-file", tokenFile}, tlsFlags...)...)
@@ -276,8 +276,7 @@ func TestCLILogsCutShort(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--print", "tick", "--lines", "0", "--interval", "100ms")
-	d.submit(t, tk)
-	d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	d.running(t, tk, 30*time.Second)
 	out := &signalWriter{first: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {

@@ -27,6 +27,7 @@ import (
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 	"github.com/google/uuid"
 )
 
@@ -42,34 +43,29 @@ type cliFake struct {
 
 func newCLIFake(t *testing.T) *cliFake {
 	t.Helper()
-	f := &cliFake{rt: workertest.New(), extra: map[string]http.HandlerFunc{}}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f.w = worker.New(f.rt, worker.Config{Name: t.Name(), Logger: log, PingInterval: 20 * time.Millisecond, RuntimeName: "the Docker Engine"})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.w.Run(ctx) }()
-	h := api.New(f.w, api.Options{Logger: log, Version: api.Version{Version: "v1.2.3", Commit: "abc1234", Name: t.Name()}})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		var extra http.HandlerFunc
-		for suffix, fn := range f.extra {
-			if strings.HasSuffix(r.URL.Path, suffix) {
-				extra = fn
-			}
-		}
-		f.mu.Unlock()
-		if extra != nil {
-			extra(w, r)
-			return
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(func() {
-		srv.Close()
-		cancel()
-		<-done
+	f := &cliFake{extra: map[string]http.HandlerFunc{}}
+	wh := testworker.Start(t, testworker.Options{
+		Config: worker.Config{Logger: slog.New(slog.DiscardHandler), PingInterval: 20 * time.Millisecond, RuntimeName: "the Docker Engine"},
+		Serve: func(wh *testworker.Harness) http.Handler {
+			h := api.New(wh.Worker, api.Options{Logger: wh.Logger, Version: api.Version{Version: "v1.2.3", Commit: "abc1234", Name: t.Name()}})
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				f.mu.Lock()
+				var extra http.HandlerFunc
+				for suffix, fn := range f.extra {
+					if strings.HasSuffix(r.URL.Path, suffix) {
+						extra = fn
+					}
+				}
+				f.mu.Unlock()
+				if extra != nil {
+					extra(w, r)
+					return
+				}
+				h.ServeHTTP(w, r)
+			})
+		},
 	})
-	f.addr = strings.TrimPrefix(srv.URL, "http://")
+	f.rt, f.w, f.addr = wh.Fake, wh.Worker, wh.Addr
 	return f
 }
 
@@ -586,7 +582,7 @@ func TestCLILogFormat(t *testing.T) {
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := run(ctx, []string{"worker", "--port", "0", "--name", "json-logs", "--log-format", "json", "--data-dir", t.TempDir()}, func(string) string { return "" }, io.Discard, &logs)
+	err := run(ctx, []string{"worker", "--port", "0", "--name", "json-logs", "--log-format", "json", "--data-dir", t.TempDir(), "--lock-dir", lockDir(t)}, func(string) string { return "" }, io.Discard, &logs)
 	if err != nil {
 		t.Fatalf("cube worker --log-format json: %v", err)
 	}

@@ -27,7 +27,7 @@ func TestComposeWorkersKeepTheirTasks(t *testing.T) {
 	cluster := "cube-test-" + uuid.NewString()[:8]
 	ports := []string{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
 	env := append(os.Environ(), "CUBE_TOKEN="+testToken, "CUBE_WORKER_IMAGE="+image, "CUBE_CLUSTER="+cluster,
-		"CUBE_PORT1="+ports[0], "CUBE_PORT2="+ports[1], "CUBE_PORT3="+ports[2])
+		"CUBE_PORT1="+ports[0], "CUBE_PORT2="+ports[1], "CUBE_PORT3="+ports[2], "CUBE_LOCK_DIR="+lockDir(t))
 	compose := func(args ...string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

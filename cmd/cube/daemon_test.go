@@ -43,7 +43,7 @@ func startDaemon(t *testing.T, args ...string) *daemon {
 	d := &daemon{name: "cube-test-" + uuid.NewString()[:8], done: make(chan error, 1), logs: newLogSink()}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
-	args = append([]string{"worker", "--port", "0", "--name", d.name, "--log-level", "debug"}, withState(t, args)...)
+	args = append([]string{"worker", "--port", "0", "--name", d.name, "--log-level", "debug"}, withLockDir(t, withState(t, args))...)
 	go func() { d.done <- run(ctx, args, func(string) string { return "" }, io.Discard, d.logs) }()
 	select {
 	case addr := <-d.logs.addr:
@@ -88,6 +88,35 @@ func withState(t *testing.T, args []string) []string {
 		}
 	}
 	return append(args, "--data-dir", t.TempDir())
+}
+
+// lockDirs holds each test's lock directory, by test.
+var lockDirs sync.Map // *testing.T → string
+
+// lockDir returns the test's own lock directory (--lock-dir): the same one for every worker the
+// test starts, so that two workers with one name in one test meet on it as on the host's, and
+// removed with what it holds when the test ends. A worker killed with SIGKILL leaves its lock
+// file behind; in the host's /run/cube every suite run would leave dozens.
+func lockDir(t *testing.T) string {
+	t.Helper()
+	if dir, ok := lockDirs.Load(t); ok {
+		return dir.(string)
+	}
+	dir := t.TempDir()
+	lockDirs.Store(t, dir)
+	t.Cleanup(func() { lockDirs.Delete(t) })
+	return dir
+}
+
+// withLockDir returns args with the test's lock directory when they name none.
+func withLockDir(t *testing.T, args []string) []string {
+	t.Helper()
+	for _, a := range args {
+		if a == "--lock-dir" || strings.HasPrefix(a, "--lock-dir=") {
+			return args
+		}
+	}
+	return append(args, "--lock-dir", lockDir(t))
 }
 
 // stop shuts the daemon down as SIGTERM would and waits for it. It is safe to call twice.
@@ -194,6 +223,13 @@ func (d *daemon) submit(t *testing.T, tk task.Task) task.Task {
 		t.Fatalf("POST /tasks: got %d, want 201", code)
 	}
 	return got
+}
+
+// running submits tk and waits, up to within, until it runs; it returns the running task.
+func (d *daemon) running(t *testing.T, tk task.Task, within time.Duration) task.Task {
+	t.Helper()
+	d.submit(t, tk)
+	return d.waitState(t, tk.ID, task.Running, within)
 }
 
 func (d *daemon) get(t *testing.T, id uuid.UUID) task.Task {
@@ -325,8 +361,7 @@ func TestContainerRemovedBehindTheWorkersBack(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	run := d.running(t, tk, 30*time.Second)
 	if err := testenv.Docker(t).ContainerRemove(testenv.Ctx(t, 30*time.Second), run.ContainerID, containerRemoveForce); err != nil {
 		t.Fatal(err)
 	}
@@ -345,16 +380,14 @@ func TestContainerRemovedBehindTheWorkersBack(t *testing.T) {
 		t.Fatalf("healthz after rm -f: got %d, want 200", code)
 	}
 	next := echoTask("--listen", ":7777")
-	d.submit(t, next)
-	d.waitState(t, next.ID, task.Running, 30*time.Second)
+	d.running(t, next, 30*time.Second)
 }
 
 func TestRestartEventStartsANewContainer(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	first := d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	first := d.running(t, tk, 30*time.Second)
 
 	// The book's manager restarts a task by posting it again, Scheduled, with a new event ID and
 	// its RestartCount raised.
@@ -456,8 +489,7 @@ func TestShutdownLeavesContainersRunning(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	run := d.running(t, tk, 30*time.Second)
 	d.stop(t)
 	info, err := testenv.Docker(t).ContainerInspect(testenv.Ctx(t, 10*time.Second), run.ContainerID)
 	if err != nil {
@@ -480,7 +512,7 @@ func TestPortInUseIsAnError(t *testing.T) {
 	defer ln.Close()
 	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
 	// A name of its own: the worker claims it on the Engine before it listens.
-	err = run(context.Background(), []string{"worker", "--port", port, "--name", "busy-" + uuid.NewString()[:8], "--data-dir", t.TempDir()}, func(string) string { return "" }, io.Discard, io.Discard)
+	err = run(context.Background(), []string{"worker", "--port", port, "--name", "busy-" + uuid.NewString()[:8], "--data-dir", t.TempDir(), "--lock-dir", lockDir(t)}, func(string) string { return "" }, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("got %v, want an 'address already in use' error", err)
 	}

@@ -56,7 +56,7 @@ func TestInMemoryFlag(t *testing.T) {
 	cancel() // start, log, and stop at once
 	var logs strings.Builder
 	dir := t.TempDir()
-	err = run(ctx, []string{"worker", "--port", "0", "--name", "x", "--in-memory"},
+	err = run(ctx, []string{"worker", "--port", "0", "--name", "x", "--in-memory", "--lock-dir", lockDir(t)},
 		func(k string) string { return map[string]string{"CUBE_DATA_DIR": dir}[k] }, io.Discard, &logs)
 	if err != nil {
 		t.Fatalf("--in-memory with CUBE_DATA_DIR set: %v", err)

@@ -48,14 +48,16 @@ type proc struct {
 }
 
 // startProc starts `cube worker` with args and the worker name of d, and waits until it
-// listens. dockerHost, when not empty, is the Docker Engine it is pointed at.
+// listens. dockerHost, when not empty, is the Docker Engine it is pointed at. The process is
+// killed, and every container of the worker name removed, when the test ends.
 func startProc(t *testing.T, name, dockerHost string, args ...string) *proc {
 	t.Helper()
+	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) }) // after the kill
 	bin, err := cubeBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, withState(t, args)...)
+	args = append([]string{"worker", "--port", "0", "--name", name, "--log-level", "debug"}, withLockDir(t, withState(t, args))...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = os.Environ()
 	if dockerHost != "" {
@@ -122,7 +124,6 @@ func TestKill9Loop(t *testing.T) {
 		t.Run(map[bool]string{false: "in memory", true: "data dir"}[durable], func(t *testing.T) {
 			testenv.BuildEchoImage(t)
 			name := "cube-kill-" + uuid.NewString()[:8]
-			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 			args := []string{"--in-memory"}
 			if durable {
 				args = []string{"--data-dir", t.TempDir()}
@@ -132,8 +133,7 @@ func TestKill9Loop(t *testing.T) {
 			tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
 			tk.RestartPolicy = task.RestartAlways
 			tk.RestartCount = 2
-			p.submit(t, tk)
-			first := p.waitState(t, tk.ID, task.Running, time.Minute)
+			first := p.running(t, tk, time.Minute)
 			for i := range 10 {
 				p.kill(t)
 				p = startProc(t, name, "", args...)
@@ -172,7 +172,6 @@ func TestCrashBetweenAcceptAndApply(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-crash-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	dir := t.TempDir()
 	proxy := faultproxy.Start(t, faultproxy.Options{Mode: faultproxy.Hang})
 	p := startProc(t, name, proxy.DockerHost(), "--data-dir", dir)
@@ -236,13 +235,11 @@ func TestDeleteAcceptedThenCrash(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-delete-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	dir := t.TempDir()
 	proxy := faultproxy.Start(t, faultproxy.Options{})
 	p := startProc(t, name, proxy.DockerHost(), "--data-dir", dir)
 	tk := echoTask("--listen", ":7777")
-	p.submit(t, tk)
-	run := p.waitState(t, tk.ID, task.Running, time.Minute)
+	run := p.running(t, tk, time.Minute)
 	proxy.Set(faultproxy.Hang)
 	if code := p.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE: got %d, want 204", code)
@@ -271,25 +268,13 @@ func TestOrphans(t *testing.T) {
 	for _, reap := range []bool{true, false} {
 		t.Run(fmt.Sprintf("reap=%v", reap), func(t *testing.T) {
 			name := "cube-orphan-" + uuid.NewString()[:8]
-			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
-			p := startProc(t, name, "", "--orphan-grace", "100ms", "--reconcile-interval", "100ms", fmt.Sprintf("--reap-orphans=%v", reap))
+			// A grace of seconds, not less: the planted containers are made, then started, and an
+			// Engine under load can take longer between the two than a short grace, which
+			// would remove a container before the test could start it.
+			p := startProc(t, name, "", "--orphan-grace", "3s", "--reconcile-interval", "100ms", fmt.Sprintf("--reap-orphans=%v", reap))
 			ended := p.submit(t, echoTask("--exit", "0"))
 			ended = p.waitState(t, ended.ID, task.Completed, time.Minute)
-			cli := testenv.Docker(t)
-			ctx := testenv.Ctx(t, time.Minute)
-			labelled := func(taskID uuid.UUID, eventID string) string {
-				created, err := cli.ContainerCreate(ctx, &container.Config{
-					Image:  testenv.EchoImage,
-					Labels: map[string]string{task.LabelTaskID: taskID.String(), task.LabelEventID: eventID, docker.LabelWorker: name},
-				}, nil, nil, nil, "")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				return created.ID
-			}
+			labelled := func(taskID uuid.UUID, eventID string) string { return plantContainer(t, name, taskID, eventID) }
 			stray := labelled(ended.ID, ended.LastEvent)
 			unknown := labelled(uuid.New(), uuid.NewString())
 			want := "removed orphan container: its task has ended (Completed)"
@@ -326,7 +311,6 @@ func TestDockerHungThenGone(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-outage-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	proxy := faultproxy.Start(t, faultproxy.Options{})
 	p := startProc(t, name, proxy.DockerHost(), "--data-dir", t.TempDir())
 	var tasks []task.Task
@@ -424,8 +408,7 @@ func TestDockerHungThenGone(t *testing.T) {
 	}
 	// And the worker works: a new task runs, an old one stops.
 	next := echoTask("--listen", ":7777")
-	p.submit(t, next)
-	p.waitState(t, next.ID, task.Running, time.Minute)
+	p.running(t, next, time.Minute)
 	p.do(t, http.MethodDelete, "/tasks/"+tasks[0].ID.String(), nil, nil)
 	p.waitState(t, tasks[0].ID, task.Completed, time.Minute)
 	t.Logf("%d task reads during the outages, none failed", reads.Load())
@@ -442,7 +425,7 @@ func TestTwoWorkersOneDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	out, err := exec.Command(bin, "worker", "--port", "0", "--name", name+"-2", "--data-dir", dir).CombinedOutput()
+	out, err := exec.Command(bin, "worker", "--port", "0", "--name", name+"-2", "--data-dir", dir, "--lock-dir", lockDir(t)).CombinedOutput()
 	if err == nil {
 		t.Fatalf("the second worker started:\n%s", out)
 	}
@@ -475,7 +458,6 @@ func TestEventsAcrossACrash(t *testing.T) {
 		t.Run(map[bool]string{false: "in memory", true: "data dir"}[durable], func(t *testing.T) {
 			testenv.BuildEchoImage(t)
 			name := "cube-seq-" + uuid.NewString()[:8]
-			t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 			args := []string{"--port", testenv.FreePort(t)}
 			if durable {
 				args = append(args, "--data-dir", t.TempDir())
@@ -561,7 +543,6 @@ func TestDockerHungDuringHealthChecks(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-hcheck-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	proxy := faultproxy.Start(t, faultproxy.Options{})
 	t.Cleanup(func() { proxy.Set(faultproxy.Pass) })
 	p := startProc(t, name, proxy.DockerHost())

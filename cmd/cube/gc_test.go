@@ -12,7 +12,6 @@ import (
 	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
-	"github.com/cube-orchestrator/cube/worker/docker"
 	"github.com/google/uuid"
 )
 
@@ -65,8 +64,7 @@ func TestRemoveRunningTask(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, time.Minute)
+	run := d.running(t, tk, time.Minute)
 	if code := d.do(t, http.MethodDelete, "/tasks/"+tk.ID.String()+"?remove=true", nil, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE ?remove=true: got %d, want 204", code)
 	}
@@ -81,8 +79,7 @@ func TestRemoveRunningTask(t *testing.T) {
 
 	// cube rm, as docker rm: a running task is refused without -f.
 	web := echoTask("--listen", ":7777")
-	d.submit(t, web)
-	webRun := d.waitState(t, web.ID, task.Running, time.Minute)
+	webRun := d.running(t, web, time.Minute)
 	out, err := d.cube(t, "rm", web.ID.String()[:8])
 	if err == nil || !strings.Contains(err.Error(), "is Running") || !strings.Contains(err.Error(), "-f") {
 		t.Errorf("cube rm of a running task: got %q, %v; want it refused, naming -f", out, err)
@@ -113,14 +110,12 @@ func TestRemoveThenKill9(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-rm-kill-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	dir := t.TempDir()
 	proxy := faultproxy.Start(t, faultproxy.Options{})
 	p := startProc(t, name, proxy.DockerHost(), "--data-dir", dir)
 	p.waitReady(t, 30*time.Second)
 	tk := echoTask("--listen", ":7777")
-	p.submit(t, tk)
-	run := p.waitState(t, tk.ID, task.Running, time.Minute)
+	run := p.running(t, tk, time.Minute)
 	if err := proxy.Set(faultproxy.Hang); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +144,6 @@ func TestRetentionAcrossRestart(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-keep-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	dir := t.TempDir()
 	p := startProc(t, name, "", "--data-dir", dir, "--keep-ended", "10", "--gc-interval", "100ms")
 	p.waitReady(t, 30*time.Second)
@@ -158,8 +152,7 @@ func TestRetentionAcrossRestart(t *testing.T) {
 		ended = append(ended, p.runEnded(t))
 	}
 	web := echoTask("--listen", ":7777")
-	p.submit(t, web)
-	p.waitState(t, web.ID, task.Running, time.Minute)
+	p.running(t, web, time.Minute)
 	if n := len(p.tasks(t)); n != 5 {
 		t.Fatalf("tasks with --keep-ended 10: got %d, want 5", n)
 	}
@@ -220,8 +213,7 @@ func TestTaskLogsAreBounded(t *testing.T) {
 	d := startDaemon(t, "--log-max-size", "64k", "--log-max-files", "2")
 	line := strings.Repeat("x", 200)
 	tk := echoTask("--print", line, "--lines", "5000", "--listen", ":7777")
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, time.Minute)
+	run := d.running(t, tk, time.Minute)
 	c, err := testenv.Docker(t).ContainerInspect(testenv.Ctx(t, 10*time.Second), run.ContainerID)
 	if err != nil {
 		t.Fatal(err)

@@ -32,8 +32,7 @@ func TestHostAccessEndToEnd(t *testing.T) {
 	tk := echoTask("--listen", ":7777")
 	tk.Binds = []string{dir + "/:/data:ro"}
 	tk.CapAdd = []string{"cap_net_admin"}
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	run := d.running(t, tk, 30*time.Second)
 	info, err := testenv.Docker(t).ContainerInspect(testenv.Ctx(t, 10*time.Second), run.ContainerID)
 	if err != nil {
 		t.Fatal(err)

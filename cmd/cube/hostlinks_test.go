@@ -73,8 +73,7 @@ func TestBindThroughALinkATaskMade(t *testing.T) {
 	a := echoTask("--symlink", "/var/run:/work/run", "--sleep", "5m")
 	a.Image = img
 	a.Binds = []string{root + "/allowed/work:/work"}
-	d.submit(t, a)
-	d.waitState(t, a.ID, task.Running, 30*time.Second)
+	d.running(t, a, 30*time.Second)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if target, err := os.Readlink(root + "/allowed/work/run"); err == nil && target == "/var/run" {

@@ -77,8 +77,7 @@ func TestWorkerImage(t *testing.T) {
 	}
 	tk := echoTask("--listen", ":7777")
 	tk.ExposedPorts = task.PortSet{"7777/tcp": {}}
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, time.Minute)
+	run := d.running(t, tk, time.Minute)
 	if body := testenv.GetWithin(t, "http://127.0.0.1:"+run.HostPorts["7777/tcp"][0].HostPort+"/health", 10*time.Second); body != "ok" {
 		t.Errorf("task's published port: got %q, want ok", body)
 	}

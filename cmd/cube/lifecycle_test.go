@@ -77,8 +77,7 @@ func TestKilledBySignal(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	run := d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	run := d.running(t, tk, 30*time.Second)
 	if err := testenv.Docker(t).ContainerKill(testenv.Ctx(t, 10*time.Second), run.ContainerID, "SIGKILL"); err != nil {
 		t.Fatal(err)
 	}
@@ -314,8 +313,7 @@ func TestHostPortConflictFailsOnlyThatTask(t *testing.T) {
 	port := testenv.FreePort(t)
 	first := echoTask("--listen", ":7777")
 	first.PortBindings = map[string]string{"7777/tcp": port}
-	d.submit(t, first)
-	d.waitState(t, first.ID, task.Running, 30*time.Second)
+	d.running(t, first, 30*time.Second)
 	second := echoTask("--listen", ":7777")
 	second.PortBindings = map[string]string{"7777/tcp": port}
 	d.submit(t, second)
@@ -354,8 +352,7 @@ func TestCapacityRefusal(t *testing.T) {
 	d := startDaemon(t, "--reserve-cpu", "0.5")
 	big := echoTask("--listen", ":7777")
 	big.Memory = memTotal(t) * 6 / 10
-	d.submit(t, big)
-	d.waitState(t, big.ID, task.Running, 30*time.Second)
+	d.running(t, big, 30*time.Second)
 
 	again := echoTask("--listen", ":7777")
 	again.Memory = big.Memory
@@ -375,16 +372,14 @@ func TestCapacityRefusal(t *testing.T) {
 		t.Fatalf("DELETE: got %d", code)
 	}
 	d.waitState(t, big.ID, task.Completed, 30*time.Second)
-	d.submit(t, again)
-	d.waitState(t, again.ID, task.Running, 30*time.Second)
+	d.running(t, again, 30*time.Second)
 }
 
 func TestRecordsOfARun(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	d.running(t, tk, 30*time.Second)
 	d.do(t, http.MethodDelete, "/tasks/"+tk.ID.String(), nil, nil)
 	got := d.waitState(t, tk.ID, task.Completed, 30*time.Second)
 	want := []string{task.RecordReceived, task.RecordCreated, task.RecordStarted, task.RecordKilling, task.RecordKilled, task.RecordStopped}
@@ -407,8 +402,7 @@ func TestPullThroughTheDaemonHidesCredentials(t *testing.T) {
 	tk := echoTask("--listen", ":7777")
 	tk.Image = ref
 	tk.RegistryAuth = &task.RegistryAuth{Username: reg.Username, Password: reg.Password}
-	d.submit(t, tk)
-	d.waitState(t, tk.ID, task.Running, time.Minute)
+	d.running(t, tk, time.Minute)
 	resp, err := client.Get(d.url + "/tasks/" + tk.ID.String())
 	if err != nil {
 		t.Fatal(err)

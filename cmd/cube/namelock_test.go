@@ -23,11 +23,18 @@ import (
 // the task's current start, and removes after --orphan-grace.
 func plantOrphan(t *testing.T, worker string, taskID uuid.UUID) string {
 	t.Helper()
+	return plantContainer(t, worker, taskID, uuid.NewString())
+}
+
+// plantContainer starts a container of the echo image made outside the worker, labelled as
+// worker's, of task taskID and its start eventID, and returns its ID.
+func plantContainer(t *testing.T, worker string, taskID uuid.UUID, eventID string) string {
+	t.Helper()
 	cli := testenv.Docker(t)
 	ctx := testenv.Ctx(t, time.Minute)
 	created, err := cli.ContainerCreate(ctx, &container.Config{
 		Image:  testenv.EchoImage,
-		Labels: map[string]string{task.LabelTaskID: taskID.String(), task.LabelEventID: uuid.NewString(), docker.LabelWorker: worker},
+		Labels: map[string]string{task.LabelTaskID: taskID.String(), task.LabelEventID: eventID, docker.LabelWorker: worker},
 	}, nil, nil, nil, "")
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +45,6 @@ func plantOrphan(t *testing.T, worker string, taskID uuid.UUID) string {
 	return created.ID
 }
 
-// waitLog waits until the process's log holds want.
 func (p *proc) waitLog(t *testing.T, want string, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -60,7 +66,6 @@ func TestTwoNamesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 	var procs []*proc
 	var tasks []task.Task
 	for _, name := range names {
-		t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 		p := startProc(t, name, "", "--orphan-grace", "1s")
 		p.waitReady(t, 30*time.Second)
 		tk := echoTask("--listen", ":7777")
@@ -104,20 +109,18 @@ func TestOneWorkerPerNamePerEngine(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-name-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	first := startProc(t, name, "", "--data-dir", t.TempDir())
 	first.waitReady(t, 30*time.Second)
 	tk := echoTask("--listen", ":7777")
-	first.submit(t, tk)
-	run := first.waitState(t, tk.ID, task.Running, time.Minute)
+	run := first.running(t, tk, time.Minute)
 
 	bin, err := cubeBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{
-		{"worker", "--port", "0", "--name", name, "--in-memory"},             // in memory
-		{"worker", "--port", "0", "--name", name, "--data-dir", t.TempDir()}, // a data dir of its own
+		{"worker", "--port", "0", "--name", name, "--in-memory", "--lock-dir", lockDir(t)},             // in memory
+		{"worker", "--port", "0", "--name", name, "--data-dir", t.TempDir(), "--lock-dir", lockDir(t)}, // a data dir of its own
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		start := time.Now()
@@ -175,12 +178,10 @@ func TestNameClaimedWhenDockerAnswers(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-late-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	first := startProc(t, name, "")
 	first.waitReady(t, 30*time.Second)
 	tk := echoTask("--listen", ":7777")
-	first.submit(t, tk)
-	run := first.waitState(t, tk.ID, task.Running, time.Minute)
+	run := first.running(t, tk, time.Minute)
 
 	// The name is taken: the late worker exits 1, naming the first, having run nothing.
 	proxy := faultproxy.Start(t, faultproxy.Options{Mode: faultproxy.Down})

@@ -76,8 +76,7 @@ func TestLogsEndToEnd(t *testing.T) {
 	// The lines come 100ms apart: stdout and stderr are read apart, and lines printed at once to
 	// both may come in either order.
 	tk := echoTask("--print", "hello", "--lines", "3", "--interval", "100ms", "--stderr", "oops", "--sleep", "1m")
-	d.submit(t, tk)
-	d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	d.running(t, tk, 30*time.Second)
 	var all []string
 	deadline := time.Now().Add(10 * time.Second)
 	for len(all) < 4 && time.Now().Before(deadline) {
@@ -163,8 +162,7 @@ func TestTaskStatsEndToEnd(t *testing.T) {
 	d := startDaemon(t)
 	busy := echoTask("--busy", "--alloc", "8m")
 	busy.Memory = 64 << 20
-	d.submit(t, busy)
-	run := d.waitState(t, busy.ID, task.Running, 30*time.Second)
+	run := d.running(t, busy, 30*time.Second)
 	// A spinning loop keeps one core busy, an idle task uses next to none; a loaded machine
 	// gives the spin less than a core, and not always the same: sample (each sample spans
 	// about a second) until it shows the spin, or the deadline passes.
@@ -446,8 +444,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 	t.Parallel()
 	d := startDaemon(t)
 	tk := echoTask("--listen", ":7777")
-	d.submit(t, tk)
-	d.waitState(t, tk.ID, task.Running, 30*time.Second)
+	d.running(t, tk, 30*time.Second)
 	type end struct {
 		path string
 		err  error

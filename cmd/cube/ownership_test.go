@@ -130,7 +130,6 @@ func TestKill9DuringBurstsOfStarts(t *testing.T) {
 	t.Parallel() // with the other kill -9 and ownership tests: they spend much of their time waiting
 	testenv.BuildEchoImage(t)
 	name := "cube-burst-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	args := []string{"--data-dir", t.TempDir()}
 	seed := time.Now().UnixNano()
 	rng := rand.New(rand.NewPCG(uint64(seed), 11))
@@ -164,7 +163,6 @@ func TestKill9WhileDockerStarts(t *testing.T) {
 		for _, held := range []string{"forwarded", "lost"} {
 			t.Run(mode+", starts "+held, func(t *testing.T) {
 				name := "cube-held-" + uuid.NewString()[:8]
-				t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 				args := []string{"--in-memory"}
 				if mode == "data dir" {
 					args = []string{"--data-dir", t.TempDir()}
@@ -229,7 +227,6 @@ func TestFreshDataDirTakesUpContainers(t *testing.T) {
 	t.Parallel() // with the other kill -9 and ownership tests: they spend much of their time waiting
 	testenv.BuildEchoImage(t)
 	name := "cube-fresh-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	fast := []string{"--orphan-grace", "100ms", "--reconcile-interval", "100ms"}
 	p := startProc(t, name, "", append([]string{"--data-dir", t.TempDir()}, fast...)...)
 	tasks := mixedTasks(6)

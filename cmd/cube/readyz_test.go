@@ -24,7 +24,7 @@ func TestReadyzNamesTheDockerEngine(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"worker", "--port", "0", "--name", "cube-test-nodocker-" + uuid.NewString()[:8], "--data-dir", t.TempDir()}, func(string) string { return "" }, io.Discard, logs)
+		done <- run(ctx, []string{"worker", "--port", "0", "--name", "cube-test-nodocker-" + uuid.NewString()[:8], "--data-dir", t.TempDir(), "--lock-dir", lockDir(t)}, func(string) string { return "" }, io.Discard, logs)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -4,18 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -55,11 +49,11 @@ func TestLoadSecurity(t *testing.T) {
 	spaced := writeFile(t, dir, "spaced", "abc def ghi jkl mno pqr\n", 0o600)
 	twoLines := writeFile(t, dir, "lines", testToken+"\n"+testToken+"\n", 0o600)
 	big := writeFile(t, dir, "big", strings.Repeat("a", 5000), 0o600)
-	ca := newTestCA(t, "cube test CA")
-	server := ca.issue(t, "server", x509.ExtKeyUsageServerAuth)
-	caFile := writeFile(t, dir, "ca.pem", ca.certPEM, 0o644)
-	certFile := writeFile(t, dir, "cert.pem", server.certPEM, 0o644)
-	keyFile := writeFile(t, dir, "key.pem", server.keyPEM, 0o600)
+	ca := testenv.NewCA(t, "cube test CA")
+	server := ca.Issue(t, "server", x509.ExtKeyUsageServerAuth)
+	caFile := writeFile(t, dir, "ca.pem", ca.CertPEM, 0o644)
+	certFile := writeFile(t, dir, "cert.pem", server.CertPEM, 0o644)
+	keyFile := writeFile(t, dir, "key.pem", server.KeyPEM, 0o600)
 	notPEM := writeFile(t, dir, "not.pem", "hello", 0o644)
 
 	tests := []struct {
@@ -201,7 +195,7 @@ func TestWorkerCommandRefuses(t *testing.T) {
 		{[]string{"--tls-cert", "/nonexistent/cert.pem"}, "--tls-cert needs --tls-key"},
 		{[]string{"--token-file", "/nonexistent/token"}, "--token-file"},
 	} {
-		args := append([]string{"worker", "--port", "0", "--name", "refused"}, tt.args...)
+		args := append([]string{"worker", "--port", "0", "--name", "refused", "--lock-dir", lockDir(t)}, tt.args...)
 		err := run(context.Background(), args, func(string) string { return "" }, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("cube %s: got %v, want an error containing %q", strings.Join(args, " "), err, tt.want)
@@ -214,7 +208,7 @@ func TestInsecureAndAllowancesWarnAtStart(t *testing.T) {
 	var logs bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // start, log, and stop at once
-	err := run(ctx, []string{"worker", "--host", "0.0.0.0", "--port", "0", "--name", "insecure", "--insecure", "--in-memory",
+	err := run(ctx, []string{"worker", "--host", "0.0.0.0", "--port", "0", "--name", "insecure", "--insecure", "--in-memory", "--lock-dir", lockDir(t),
 		"--allow-privileged", "--allow-bind-mounts", "/srv/data/,/var/log"},
 		func(string) string { return "" }, io.Discard, &logs)
 	if err != nil {
@@ -297,83 +291,12 @@ func TestTokensEndToEnd(t *testing.T) {
 	}
 }
 
-// testCA is a certificate authority made for one test.
-type testCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	certPEM string
-}
-
-// testCert is a certificate and its key, in PEM.
-type testCert struct {
-	certPEM, keyPEM string
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
-}
-
-// issue makes a certificate for 127.0.0.1 signed by the CA.
-func (ca *testCA) issue(t *testing.T, name string, usage x509.ExtKeyUsage) testCert {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCert{
-		certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		keyPEM:  string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})),
-	}
-}
-
 // tlsClient trusts ca and presents cert when it is not nil.
-func tlsClient(t *testing.T, ca *testCA, cert *testCert) *http.Client {
+func tlsClient(t *testing.T, ca *testenv.CA, cert *testenv.Cert) *http.Client {
 	t.Helper()
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	tc := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
 	if cert != nil {
-		pair, err := tls.X509KeyPair([]byte(cert.certPEM), []byte(cert.keyPEM))
+		pair, err := tls.X509KeyPair([]byte(cert.CertPEM), []byte(cert.KeyPEM))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -387,17 +310,17 @@ func tlsClient(t *testing.T, ca *testCA, cert *testCert) *http.Client {
 func TestMutualTLS(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ca := newTestCA(t, "cube test CA")
-	server := ca.issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
-	manager := ca.issue(t, "cube manager", x509.ExtKeyUsageClientAuth)
-	stranger := newTestCA(t, "another CA").issue(t, "stranger", x509.ExtKeyUsageClientAuth)
+	ca := testenv.NewCA(t, "cube test CA")
+	server := ca.Issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
+	manager := ca.Issue(t, "cube manager", x509.ExtKeyUsageClientAuth)
+	stranger := testenv.NewCA(t, "another CA").Issue(t, "stranger", x509.ExtKeyUsageClientAuth)
 
 	// Mutual TLS authenticates on its own, so the worker may listen beyond loopback; the test
 	// still connects over loopback.
 	d := startDaemon(t, "--host", "0.0.0.0",
-		"--tls-cert", writeFile(t, dir, "server.pem", server.certPEM, 0o644),
-		"--tls-key", writeFile(t, dir, "server-key.pem", server.keyPEM, 0o600),
-		"--tls-client-ca", writeFile(t, dir, "ca.pem", ca.certPEM, 0o644))
+		"--tls-cert", writeFile(t, dir, "server.pem", server.CertPEM, 0o644),
+		"--tls-key", writeFile(t, dir, "server-key.pem", server.KeyPEM, 0o600),
+		"--tls-client-ca", writeFile(t, dir, "ca.pem", ca.CertPEM, 0o644))
 	url := "https://127.0.0.1:" + d.url[strings.LastIndex(d.url, ":")+1:]
 
 	if code, body, _ := request(t, tlsClient(t, ca, &manager), "GET", url+"/tasks", "", ""); code != 200 || strings.TrimSpace(body) != "[]" {
@@ -427,12 +350,12 @@ func TestMutualTLS(t *testing.T) {
 func TestTLSWithToken(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	ca := newTestCA(t, "cube test CA")
-	server := ca.issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
+	ca := testenv.NewCA(t, "cube test CA")
+	server := ca.Issue(t, "cube worker", x509.ExtKeyUsageServerAuth)
 	d := startDaemon(t,
 		"--token-file", writeFile(t, dir, "token", testToken, 0o600),
-		"--tls-cert", writeFile(t, dir, "server.pem", server.certPEM, 0o644),
-		"--tls-key", writeFile(t, dir, "server-key.pem", server.keyPEM, 0o600))
+		"--tls-cert", writeFile(t, dir, "server.pem", server.CertPEM, 0o644),
+		"--tls-key", writeFile(t, dir, "server-key.pem", server.KeyPEM, 0o600))
 	url := "https" + strings.TrimPrefix(d.url, "http")
 	c := tlsClient(t, ca, nil)
 	if code, _, _ := request(t, c, "GET", url+"/tasks", "", ""); code != 401 {

@@ -86,8 +86,7 @@ func TestAdmissionCannotOverflow(t *testing.T) {
 	d := startDaemon(t)
 	first := echoTask("--listen", ":7777")
 	first.Memory = 1 << 30
-	d.submit(t, first)
-	d.waitState(t, first.ID, task.Running, time.Minute)
+	d.running(t, first, time.Minute)
 
 	event := func(fields string) string {
 		return fmt.Sprintf(`{"ID":%q,"State":2,"Timestamp":"","Task":{"ID":%q,"State":1,"Image":%q%s}}`,
@@ -136,8 +135,7 @@ func TestAdmissionCannotOverflow(t *testing.T) {
 	// What fits still fits.
 	small := echoTask("--listen", ":7777")
 	small.Memory = 64 << 20
-	d.submit(t, small)
-	d.waitState(t, small.ID, task.Running, time.Minute)
+	d.running(t, small, time.Minute)
 }
 
 // A task accepted while Docker is down waits Scheduled; a DELETE then ends it Completed once
@@ -146,7 +144,6 @@ func TestDeleteScheduledTaskNeverStartsIt(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
 	name := "cube-stop-sched-" + uuid.NewString()[:8]
-	t.Cleanup(func() { testenv.RemoveLabelled(t, docker.LabelWorker+"="+name) })
 	proxy := faultproxy.Start(t, faultproxy.Options{})
 	p := startProc(t, name, proxy.DockerHost())
 	p.waitReady(t, 30*time.Second)

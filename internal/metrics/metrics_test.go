@@ -13,6 +13,7 @@ import (
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
 	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
@@ -48,20 +49,17 @@ func parse(tb testing.TB, r io.Reader) map[string]float64 {
 // startWorker runs a worker on rt, tracked by m, and m's Run, until the test ends.
 func startWorker(tb testing.TB, m *Metrics, rt worker.Runtime) *worker.Worker {
 	tb.Helper()
-	w := worker.New(m.Runtime(rt), worker.Config{Name: tb.Name()})
-	m.Track(w)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := m.Run(ctx); err != nil {
-			tb.Errorf("Run: %v", err)
-		}
-	}()
-	tb.Cleanup(func() { cancel(); wg.Wait() })
-	workertest.Start(tb, w, waitTimeout)
-	return w
+	return testworker.Start(tb, testworker.Options{Runtime: m.Runtime(rt), Setup: func(h *testworker.Harness) {
+		m.Track(h.Worker)
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if err := m.Run(ctx); err != nil {
+				tb.Errorf("Run: %v", err)
+			}
+		})
+		tb.Cleanup(func() { cancel(); wg.Wait() }) // after the worker stops
+	}}).Worker
 }
 
 func waitFor(tb testing.TB, what string, cond func() bool) {

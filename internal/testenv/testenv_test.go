@@ -3,6 +3,9 @@ package testenv
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -177,5 +180,36 @@ func TestEchoListenAndStop(t *testing.T) {
 	if info.State.Running || info.State.ExitCode != 0 || info.State.OOMKilled {
 		t.Errorf("after stop: running=%v exit=%d oom=%v; want stopped with exit 0",
 			info.State.Running, info.State.ExitCode, info.State.OOMKilled)
+	}
+}
+
+// A certificate the test CA issues verifies against the CA's pool for its usage and 127.0.0.1,
+// and not against another CA's.
+func TestCAIssuesVerifiableCertificates(t *testing.T) {
+	ca := NewCA(t, "cube test CA")
+	for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		c := ca.Issue(t, "subject", usage)
+		pair, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
+		if err != nil {
+			t.Fatalf("the issued certificate and key: %v", err)
+		}
+		leaf, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{usage}}
+		if _, err := leaf.Verify(opts); err != nil {
+			t.Errorf("usage %v: got %v, want it verified by the CA", usage, err)
+		}
+		if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
+			t.Errorf("usage %v: %v, want it valid for 127.0.0.1", usage, err)
+		}
+		opts.Roots = NewCA(t, "another CA").Pool()
+		if _, err := leaf.Verify(opts); err == nil {
+			t.Errorf("usage %v: verified by another CA, want it refused", usage)
+		}
+	}
+	if block, _ := pem.Decode([]byte(ca.CertPEM)); block == nil || block.Type != "CERTIFICATE" {
+		t.Errorf("CertPEM: got %q, want a PEM certificate", ca.CertPEM)
 	}
 }

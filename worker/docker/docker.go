@@ -64,6 +64,10 @@ type Options struct {
 	// CollectImages; "" keeps the record in memory.
 	ImageState string
 	Logger     *slog.Logger // default slog.Default()
+	// Now is the clock that stamps when a pulled image was last used and decides when it is
+	// old enough to collect; default time.Now. Deadlines and the durations it measures (a
+	// pull's) stay on the real clock.
+	Now func() time.Time
 }
 
 // LabelWorker is the container label naming the worker that owns the container.
@@ -116,6 +120,9 @@ func NewWithClient(cli *client.Client, opts Options) *Runtime {
 	}
 	if opts.LogMaxFiles <= 0 {
 		opts.LogMaxFiles = 3
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull), images: loadImages(opts.ImageState)}
 }

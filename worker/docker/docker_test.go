@@ -24,17 +24,49 @@ var _ worker.Runtime = (*docker.Runtime)(nil)
 // container of that worker when the test ends.
 func newRuntime(t *testing.T) (*docker.Runtime, string) {
 	t.Helper()
+	return newRuntimeWith(t, docker.Options{})
+}
+
+// newRuntimeWith is newRuntime with opts; a Worker name in opts is kept (a second runtime of one
+// worker), and StopGrace defaults to 5s. The runtime is closed, and every container of its worker
+// removed, when the test ends.
+func newRuntimeWith(t *testing.T, opts docker.Options) (*docker.Runtime, string) {
+	t.Helper()
 	testenv.BuildEchoImage(t)
-	name := "test-" + uuid.NewString()[:8]
-	rt, err := docker.New(docker.Options{Worker: name, StopGrace: 5 * time.Second})
+	if opts.Worker == "" {
+		opts.Worker = "test-" + uuid.NewString()[:8]
+	}
+	if opts.StopGrace == 0 {
+		opts.StopGrace = 5 * time.Second
+	}
+	rt, err := docker.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		testenv.RemoveLabelled(t, docker.LabelWorker+"="+name)
+		testenv.RemoveLabelled(t, docker.LabelWorker+"="+opts.Worker)
 		rt.Close()
 	})
-	return rt, name
+	return rt, opts.Worker
+}
+
+// watch runs rt.Watch from a second ago until the test ends, and returns the events it
+// delivers; the test fails when Watch does not end with context.Canceled.
+func watch(t *testing.T, rt *docker.Runtime) <-chan task.ContainerEvent {
+	t.Helper()
+	wctx, cancel := context.WithCancel(ctx(t))
+	events := make(chan task.ContainerEvent, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- rt.Watch(wctx, time.Now().Add(-time.Second), func(ev task.ContainerEvent) { events <- ev })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Watch after cancel: got %v, want context.Canceled", err)
+		}
+	})
+	return events
 }
 
 func echoTask(args ...string) task.Task {
@@ -157,18 +189,7 @@ func TestPortBindingPinsHostPort(t *testing.T) {
 
 func TestExitIsObservedThroughWatchAndInspect(t *testing.T) {
 	rt, _ := newRuntime(t)
-	wctx, cancel := context.WithCancel(ctx(t))
-	events := make(chan task.ContainerEvent, 16)
-	done := make(chan error, 1)
-	go func() {
-		done <- rt.Watch(wctx, time.Now().Add(-time.Second), func(ev task.ContainerEvent) { events <- ev })
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Watch after cancel: got %v, want context.Canceled", err)
-		}
-	}()
+	events := watch(t, rt)
 
 	tk := echoTask("--print", "bye", "--sleep", "300ms", "--exit", "3")
 	c, err := rt.Start(ctx(t), tk, nil)

@@ -97,7 +97,7 @@ func (r *Runtime) pulled(ctx context.Context, ref string) {
 	}
 	r.imgMu.Lock()
 	defer r.imgMu.Unlock()
-	r.images.byRef[ref] = &pulledImage{Ref: ref, ID: id, LastUsed: time.Now()}
+	r.images.byRef[ref] = &pulledImage{Ref: ref, ID: id, LastUsed: r.opts.Now()}
 	if err := r.images.save(); err != nil {
 		r.log().Warn("cannot keep the record of a pulled image", "image", ref, "err", err)
 	}
@@ -119,7 +119,7 @@ func (r *Runtime) used(ref string) {
 	if !ok {
 		return
 	}
-	p.LastUsed = time.Now()
+	p.LastUsed = r.opts.Now()
 	if err := r.images.save(); err != nil {
 		r.log().Warn("cannot keep the record of a pulled image", "image", ref, "err", err)
 	}
@@ -154,7 +154,7 @@ func (r *Runtime) CollectImages(ctx context.Context, keep time.Duration) ([]stri
 	for _, s := range list {
 		inUse[s.ImageID] = true
 	}
-	now := time.Now()
+	now := r.opts.Now()
 	var due []pulledImage
 	r.imgMu.Lock()
 	for _, p := range r.images.byRef {

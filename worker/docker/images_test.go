@@ -11,23 +11,13 @@ import (
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
 	"github.com/docker/docker/api/types/image"
-	"github.com/google/uuid"
 )
 
 // imageRuntime returns a runtime under a worker name of its own that records pulled images in
-// state.
-func imageRuntime(t *testing.T, state string) (*docker.Runtime, string) {
+// state, on the clock now (time.Now when nil).
+func imageRuntime(t *testing.T, state string, now func() time.Time) (*docker.Runtime, string) {
 	t.Helper()
-	name := "test-img-" + uuid.NewString()[:8]
-	rt, err := docker.New(docker.Options{Worker: name, StopGrace: 5 * time.Second, ImageState: state})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		testenv.RemoveLabelled(t, docker.LabelWorker+"="+name)
-		rt.Close()
-	})
-	return rt, name
+	return newRuntimeWith(t, docker.Options{ImageState: state, Now: now})
 }
 
 func imagePresent(t *testing.T, ref string) bool {
@@ -47,7 +37,7 @@ func TestCollectImages(t *testing.T) {
 	other := reg.Push(t, src, "cube/gc-present:v1")
 	reg.RemoveLocal(t, src)
 	state := filepath.Join(t.TempDir(), "images.json")
-	rt, _ := imageRuntime(t, state)
+	rt, _ := imageRuntime(t, state, nil)
 
 	tk := echoTask("--listen", ":7777")
 	tk.Image = ref
@@ -91,10 +81,10 @@ func TestCollectImages(t *testing.T) {
 		}
 	}
 
-	// The worker starts again on the same record, and the image has not been used for longer
-	// than the keep time.
-	rt2, _ := imageRuntime(t, state)
-	removed, err := rt2.CollectImages(ctx(t), time.Nanosecond)
+	// The worker starts again on the same record, two hours on by its clock: the image has not
+	// been used for longer than the keep time.
+	rt2, _ := imageRuntime(t, state, func() time.Time { return time.Now().Add(2 * time.Hour) })
+	removed, err := rt2.CollectImages(ctx(t), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +96,7 @@ func TestCollectImages(t *testing.T) {
 			t.Errorf("%s was removed; the worker did not pull it", img)
 		}
 	}
-	if removed, err := rt2.CollectImages(ctx(t), time.Nanosecond); err != nil || len(removed) != 0 {
+	if removed, err := rt2.CollectImages(ctx(t), time.Hour); err != nil || len(removed) != 0 {
 		t.Errorf("a second pass: removed %v (err %v), want nothing", removed, err)
 	}
 }

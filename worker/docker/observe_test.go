@@ -30,25 +30,6 @@ func readLogs(t *testing.T, rt *docker.Runtime, id string, opts task.LogOptions)
 	return string(b)
 }
 
-// waitExited waits until the container has ended.
-func waitExited(t *testing.T, rt *docker.Runtime, id string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := rt.Inspect(ctx(t), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !c.Running {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s still runs after 30s", id)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestLogsDemultiplexTailSinceTimestamps(t *testing.T) {
 	rt, _ := newRuntime(t)
 	// The lines come 100ms apart: the Engine reads stdout and stderr apart, and lines printed at
@@ -57,7 +38,7 @@ func TestLogsDemultiplexTailSinceTimestamps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitExited(t, rt, c.ID)
+	waitEnded(t, rt, c.ID)
 
 	lines := strings.Split(strings.TrimSuffix(readLogs(t, rt, c.ID, task.LogOptions{}), "\n"), "\n")
 	slices.Sort(lines)
@@ -185,7 +166,7 @@ func bigOutput(t *testing.T, lines int) (string, int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitExited(t, rt, c.ID)
+	waitEnded(t, rt, c.ID)
 	return c.ID, len(readLogs(t, rt, c.ID, task.LogOptions{})), name
 }
 
@@ -193,11 +174,7 @@ func bigOutput(t *testing.T, lines int) (string, int, string) {
 // comes whole, however long the reader pauses.
 func TestLogsSlowReaderIsNotEngineSilence(t *testing.T) {
 	id, size, name := bigOutput(t, 20000)
-	rt, err := docker.New(docker.Options{Worker: name, CallTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close() })
+	rt, _ := newRuntimeWith(t, docker.Options{Worker: name, CallTimeout: time.Second})
 	rc, err := rt.Logs(ctx(t), id, task.LogOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package docker_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -18,18 +17,7 @@ func TestPauseIsObservedThroughWatchInspectAndList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithCancel(ctx(t))
-	events := make(chan task.ContainerEvent, 16)
-	done := make(chan error, 1)
-	go func() {
-		done <- rt.Watch(wctx, time.Now().Add(-time.Second), func(ev task.ContainerEvent) { events <- ev })
-	}()
-	defer func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Watch after cancel: got %v, want context.Canceled", err)
-		}
-	}()
+	events := watch(t, rt)
 	next := func(kind task.ContainerEventKind) {
 		t.Helper()
 		deadline := time.After(30 * time.Second)

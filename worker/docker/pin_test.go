@@ -5,30 +5,17 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cube-orchestrator/cube/internal/hostpath"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
-	"github.com/google/uuid"
 )
 
 // pinRuntime returns a Runtime that allows bind mounts under prefix and pins them in pinDir.
 func pinRuntime(t *testing.T, prefix, pinDir string) (*docker.Runtime, string) {
 	t.Helper()
-	testenv.BuildEchoImage(t)
-	name := "test-" + uuid.NewString()[:8]
-	rt, err := docker.New(docker.Options{Worker: name, StopGrace: 5 * time.Second, PinDir: pinDir,
-		Policy: task.Policy{AllowBindMounts: []string{prefix}, Resolve: hostpath.Resolve}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		testenv.RemoveLabelled(t, docker.LabelWorker+"="+name)
-		rt.Close()
-	})
-	return rt, name
+	return newRuntimeWith(t, docker.Options{PinDir: pinDir, Policy: task.Policy{AllowBindMounts: []string{prefix}, Resolve: hostpath.Resolve}})
 }
 
 // Start hands the Engine a pin of each bind source, not its path, and releases the pin once the
@@ -112,12 +99,7 @@ func TestStartPinsBindSources(t *testing.T) {
 // A runtime refuses binds its policy does not allow, devices as bind sources, and a pin
 // directory that tasks could bind themselves.
 func TestStartRefusesBinds(t *testing.T) {
-	testenv.BuildEchoImage(t)
-	none, err := docker.New(docker.Options{Worker: "test-" + uuid.NewString()[:8]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer none.Close()
+	none, _ := newRuntime(t)
 	tk := echoTask("--sleep", "5m")
 	tk.Binds = []string{t.TempDir() + ":/data"}
 	if _, err := none.Start(ctx(t), tk, nil); task.ErrorCode(err) != task.EFORBIDDEN || !strings.Contains(err.Error(), "--allow-bind-mounts") {

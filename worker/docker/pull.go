@@ -96,6 +96,9 @@ func (r *Runtime) pullImage(ctx context.Context, t task.Task, progress func(task
 // pull pulls ref, telling p's observers of its progress, and aborts when the Engine reports no
 // progress for the inactivity timeout.
 func (r *Runtime) pull(ctx context.Context, ref, auth string, p *pull) error {
+	// How long a pull takes, and when its progress was last told, are measured on the real
+	// clock (Options.Now is for the times the runtime decides with): they pace what observers
+	// see, and a pull's length is a latency.
 	started := time.Now()
 	p.tell(task.StartStep{Type: task.RecordPulling, Message: "image " + ref})
 	ctx, cancel := context.WithCancelCause(ctx)

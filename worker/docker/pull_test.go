@@ -202,15 +202,7 @@ func TestPullWithCredentials(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		name := "test-" + uuid.NewString()[:8]
-		rt2, err := docker.New(docker.Options{Worker: name, DockerConfig: filepath.Join(dir, "config.json")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			testenv.RemoveLabelled(t, docker.LabelWorker+"="+name)
-			rt2.Close()
-		})
+		rt2, _ := newRuntimeWith(t, docker.Options{DockerConfig: filepath.Join(dir, "config.json")})
 		tk := echoTask("--listen", ":7777")
 		tk.Image = ref
 		if _, err := rt2.Start(ctx(t), tk, nil); err != nil {

@@ -1,8 +1,9 @@
 // Package workertest provides a fake worker.Runtime for fast tests of the layers above the
 // runtime: the worker loop and the HTTP API. It keeps containers in memory and emits the same
 // container events a real Engine would, when a test makes a container exit or vanish. Start runs
-// a worker for one test and waits until it is ready: every harness that runs a worker in-process
-// uses it.
+// a worker for one test and waits until it is ready. The tests above the worker start theirs with
+// package testworker (below this one), which runs a worker on this fake or any runtime, serves
+// it, and makes a client of it; workertest cannot, as worker's own tests import it.
 package workertest
 
 import (
