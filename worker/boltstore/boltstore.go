@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -152,6 +153,10 @@ func Open(path string, opts Options) (*Store, error) {
 }
 
 func open(path, dir string, opts Options) (*Store, error) {
+	// bbolt reads the file through a memory map rounded up to a power of two: a page it reads
+	// past the end of a truncated file faults (SIGBUS), which kills the process unless this
+	// goroutine turns faults into panics, which openDB and load recover as errors.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	timeout := opts.LockTimeout
 	if timeout == 0 {
 		timeout = DefaultLockTimeout

@@ -3,6 +3,7 @@ package boltstore_test
 import (
 	"bytes"
 	"cmp"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -208,6 +209,26 @@ func TestOpenBadFile(t *testing.T) {
 			}
 			write(t, path, data[:len(data)/2])
 		}, ""},
+		// The freelist page lies past the end of the file but inside bbolt's memory map (which
+		// is rounded up to a power of two): reading it faults with SIGBUS, which crashed the
+		// process until Open made faults panics. The case above cuts at half the file, which
+		// puts the freelist there now and then, as its place moves with the random task IDs.
+		{"truncated before its freelist page", func(t *testing.T, path string) {
+			s := openPath(t, path, boltstore.Options{})
+			for i := range 200 {
+				mustPut(t, s, fullTask(fmt.Sprint(i)))
+			}
+			s.Close()
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			freelist := freelistPage(t, data)
+			if freelist*4096 >= uint64(len(data)) {
+				t.Fatalf("freelist page %d of %d: want one inside the file", freelist, len(data)/4096)
+			}
+			write(t, path, data[:freelist*4096])
+		}, "corrupt"},
 		{"meta pages overwritten", func(t *testing.T, path string) {
 			s := openPath(t, path, boltstore.Options{})
 			mustPut(t, s, fullTask("a"))
@@ -262,6 +283,25 @@ func TestOpenBadFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// freelistPage returns the page of the freelist that the newer of a bbolt file's two meta pages
+// names (4 KiB pages; a meta page holds, after its 16-byte page header: magic, version, page
+// size and flags, 4 bytes each, the root bucket's page and sequence, then the freelist page, the
+// high-water page and the transaction ID, 8 bytes each).
+func freelistPage(tb testing.TB, data []byte) uint64 {
+	tb.Helper()
+	if len(data) < 2*4096 {
+		tb.Fatalf("file of %d bytes: want two meta pages", len(data))
+	}
+	var freelist, txid uint64
+	for _, off := range []int{0, 4096} {
+		m := data[off+16:]
+		if tx := binary.LittleEndian.Uint64(m[48:]); tx >= txid {
+			txid, freelist = tx, binary.LittleEndian.Uint64(m[32:])
+		}
+	}
+	return freelist
 }
 
 func write(tb testing.TB, path string, data []byte) {
