@@ -134,7 +134,7 @@ func (d *discardWriter) reset() {
 
 // BenchmarkListTasks is GET /tasks through the handler with 1,000 tasks (about 600 KB of JSON).
 func BenchmarkListTasks(b *testing.B) {
-	for _, n := range []int{0, 100, 1000} {
+	for _, n := range []int{0, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("tasks=%d", n), func(b *testing.B) {
 			s := newBenchServer(b, n)
 			w := &discardWriter{h: http.Header{}}
@@ -211,7 +211,7 @@ func BenchmarkSubmitTask(b *testing.B) {
 // BenchmarkEncodeTasks is the bare JSON work of GET /tasks: encoding a list of tasks as the
 // worker holds them once they run.
 func BenchmarkEncodeTasks(b *testing.B) {
-	for _, n := range []int{1, 1000} {
+	for _, n := range []int{1, 1000, 10000} {
 		b.Run(fmt.Sprintf("tasks=%d", n), func(b *testing.B) {
 			s := newBenchServer(b, n)
 			list := s.w.List()

@@ -80,11 +80,18 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	list := s.w.List()
-	for i := range list {
-		list[i].RegistryAuth = nil // the list is the worker's copy: redact it in place
+	buf, _ := s.listBufs.Get().(*[]task.Task)
+	if buf == nil {
+		buf = new([]task.Task)
 	}
-	s.encode(w, r, http.StatusOK, list)
+	list := s.w.AppendList((*buf)[:0])
+	for i := range list {
+		list[i].RegistryAuth = nil // each Task value is the list's own: redact it in place
+	}
+	encodeList(s, w, r, http.StatusOK, list)
+	clear(list) // keep no task alive in the pool
+	*buf = list[:0]
+	s.listBufs.Put(buf)
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {

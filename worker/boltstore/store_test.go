@@ -65,6 +65,25 @@ func TestListOrderSurvivesReopen(t *testing.T) {
 	wantTask(t, s, e)
 }
 
+// The counts by state and the claims are rebuilt from the file: a worker that restarts admits
+// and counts as before.
+func TestSumsSurviveReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), boltstore.FileName)
+	s := openPath(t, path, boltstore.Options{})
+	a, b, c := fullTask("a"), fullTask("b"), fullTask("c")
+	c.State = task.Failed
+	mustPut(t, s, a, b, c)
+	want, wantRunning := s.Claimed(uuid.Nil), s.Count(task.Running)
+	s = reopen(t, s, path)
+	if got := s.Claimed(uuid.Nil); got != want {
+		t.Errorf("Claimed after reopen: got %+v, want %+v", got, want)
+	}
+	if got := s.Count(task.Running); got != wantRunning || got != 2 {
+		t.Errorf("Count(Running) after reopen: got %d, want 2", got)
+	}
+	wantSums(t, s)
+}
+
 func TestAcceptSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), boltstore.FileName)
 	s := openPath(t, path, boltstore.Options{})
