@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"io"
@@ -103,8 +104,9 @@ func (s *Server) encode(w http.ResponseWriter, r *http.Request, status int, v an
 
 // encodeList writes list as a JSON array with the given status, byte for byte as encode writes
 // it, but one element at a time: the encoder's buffer holds one task, not the whole list (a
-// megabyte at 1,000 tasks, grown by doubling on every request), and the first bytes go out
-// before the last task is encoded.
+// megabyte at 1,000 tasks, grown by doubling on every request). The elements go out through a
+// pooled 32 KiB buffer, so that the response writer (and the middleware wrapping it) sees a few
+// large writes, not two per task.
 func encodeList[T any](s *Server, w http.ResponseWriter, r *http.Request, status int, list []T) {
 	if list == nil {
 		s.encode(w, r, status, list) // null, as encode writes a nil slice
@@ -112,22 +114,35 @@ func encodeList[T any](s *Server, w http.ResponseWriter, r *http.Request, status
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	ew := &elementWriter{w: w}
+	bw, _ := s.listWriters.Get().(*bufio.Writer)
+	if bw == nil {
+		bw = bufio.NewWriterSize(w, 32<<10)
+	} else {
+		bw.Reset(w)
+	}
+	defer func() {
+		bw.Reset(nil) // keep no connection alive in the pool
+		s.listWriters.Put(bw)
+	}()
+	ew := &elementWriter{w: bw}
 	enc := json.NewEncoder(ew)
-	err := ew.put('[')
+	err := bw.WriteByte('[')
 	for i := range list {
 		if err != nil {
 			break
 		}
 		if i > 0 {
-			err = ew.put(',')
+			err = bw.WriteByte(',')
 		}
 		if err == nil {
 			err = enc.Encode(&list[i])
 		}
 	}
 	if err == nil {
-		err = ew.put(']', '\n')
+		_, err = bw.WriteString("]\n")
+	}
+	if err == nil {
+		err = bw.Flush()
 	}
 	if err != nil {
 		s.log.Debug("write response", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -136,10 +151,7 @@ func encodeList[T any](s *Server, w http.ResponseWriter, r *http.Request, status
 
 // elementWriter passes on what a json.Encoder writes of one array element, less the newline
 // Encode ends each value with: Encode writes each value, newline included, in a single Write.
-type elementWriter struct {
-	w   io.Writer
-	buf [2]byte
-}
+type elementWriter struct{ w io.Writer }
 
 func (e *elementWriter) Write(p []byte) (int, error) {
 	n := len(p)
@@ -150,10 +162,4 @@ func (e *elementWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return n, nil
-}
-
-func (e *elementWriter) put(b ...byte) error {
-	n := copy(e.buf[:], b)
-	_, err := e.w.Write(e.buf[:n])
-	return err
 }
