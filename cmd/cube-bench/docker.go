@@ -263,8 +263,8 @@ func (d *dockerEnv) track(ctx context.Context, workerName string) *tracker {
 	t := &tracker{
 		recs:   map[string]*containerRec{},
 		broken: make(chan struct{}),
-		match: func(attrs map[string]string) bool {
-			return attrs[labelWorker] == workerName || attrs[labelRun] == d.runID
+		match: func(attrs map[string]string) bool { // the run's workers' names all start with workerName
+			return strings.HasPrefix(attrs[labelWorker], workerName) || attrs[labelRun] == d.runID
 		},
 	}
 	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)))
