@@ -217,7 +217,7 @@ func TestOpenBadFile(t *testing.T) {
 		{"a directory", func(t *testing.T, path string) { os.Mkdir(path, 0o700) }, ""},
 		{"no parent directory", func(t *testing.T, path string) {}, "no such file"},
 		{"truncated", func(t *testing.T, path string) {
-			s := openPath(t, path, boltstore.Options{})
+			s := openPath(t, path, boltstore.Options{NoSync: true}) // 200 fsyncs are slow on a busy disk
 			for i := range 200 {
 				mustPut(t, s, fullTask(fmt.Sprint(i)))
 			}
@@ -233,7 +233,7 @@ func TestOpenBadFile(t *testing.T) {
 		// process until Open made faults panics. The case above cuts at half the file, which
 		// puts the freelist there now and then, as its place moves with the random task IDs.
 		{"truncated before its freelist page", func(t *testing.T, path string) {
-			s := openPath(t, path, boltstore.Options{})
+			s := openPath(t, path, boltstore.Options{NoSync: true}) // 200 fsyncs are slow on a busy disk
 			for i := range 200 {
 				mustPut(t, s, fullTask(fmt.Sprint(i)))
 			}
