@@ -20,15 +20,22 @@ func TestEncodeListMatchesEncode(t *testing.T) {
 		ExposedPorts: task.PortSet{"7777/tcp": {}}, Env: []string{"A=1"}, StartTime: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC),
 		Events: []task.Record{{Time: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC), Type: task.RecordReceived}}}
 	for name, list := range map[string][]task.Task{
-		"nil": nil, "empty": {}, "one": {full}, "three": {full, {ID: uuid.New()}, full},
+		"empty": {}, "one": {full}, "three": {full, {ID: uuid.New()}, full},
 	} {
 		want := httptest.NewRecorder()
 		s.encode(want, httptest.NewRequest("GET", "/tasks", nil), 200, list)
 		got := httptest.NewRecorder()
-		encodeList(s, got, httptest.NewRequest("GET", "/tasks", nil), 200, list)
+		s.encodeSeq(got, httptest.NewRequest("GET", "/tasks", nil), 200, func(yield func(any) error) error {
+			for i := range list {
+				if err := yield(&list[i]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 		if !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) || got.Code != want.Code ||
 			got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
-			t.Errorf("%s: encodeList wrote %d %q %q, want encode's %d %q %q", name, got.Code, got.Header().Get("Content-Type"), got.Body,
+			t.Errorf("%s: encodeSeq wrote %d %q %q, want encode's %d %q %q", name, got.Code, got.Header().Get("Content-Type"), got.Body,
 				want.Code, want.Header().Get("Content-Type"), want.Body)
 		}
 	}

@@ -80,18 +80,12 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	buf, _ := s.listBufs.Get().(*[]task.Task)
-	if buf == nil {
-		buf = new([]task.Task)
-	}
-	list := s.w.AppendList((*buf)[:0])
-	for i := range list {
-		list[i].RegistryAuth = nil // each Task value is the list's own: redact it in place
-	}
-	encodeList(s, w, r, http.StatusOK, list)
-	clear(list) // keep no task alive in the pool
-	*buf = list[:0]
-	s.listBufs.Put(buf)
+	s.encodeSeq(w, r, http.StatusOK, func(yield func(v any) error) error {
+		return s.w.Each(func(t *task.Task) error {
+			t.RegistryAuth = nil // t is Each's copy: redact it in place
+			return yield(t)
+		})
+	})
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {

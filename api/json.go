@@ -102,41 +102,40 @@ func (s *Server) encode(w http.ResponseWriter, r *http.Request, status int, v an
 	}
 }
 
-// encodeList writes list as a JSON array with the given status, byte for byte as encode writes
-// it, but one element at a time: the encoder's buffer holds one task, not the whole list (a
-// megabyte at 1,000 tasks, grown by doubling on every request). The elements go out through a
-// pooled 32 KiB buffer, so that the response writer (and the middleware wrapping it) sees a few
-// large writes, not two per task.
-func encodeList[T any](s *Server, w http.ResponseWriter, r *http.Request, status int, list []T) {
-	if list == nil {
-		s.encode(w, r, status, list) // null, as encode writes a nil slice
-		return
-	}
+// encodeSeq writes the values seq yields as a JSON array with the given status, byte for byte as
+// encode writes a slice of them, but one element at a time: the encoder's buffer holds one value,
+// not the whole list (a megabyte at 1,000 tasks, grown by doubling on every request), and no list
+// of values is made first. The elements go out through a pooled 32 KiB buffer, so that the
+// response writer (and the middleware wrapping it) sees a few large writes, not two per value.
+// An error of seq's own ends the answer where it is; it is logged.
+func (s *Server) encodeSeq(w http.ResponseWriter, r *http.Request, status int, seq func(yield func(v any) error) error) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
+	// The status goes out with the first bytes, so that a panic while the first 32 KiB are made
+	// (in the store, say) still gets the recoverer's 500.
+	hw := &headerWriter{w: w, status: status}
 	bw, _ := s.listWriters.Get().(*bufio.Writer)
 	if bw == nil {
-		bw = bufio.NewWriterSize(w, 32<<10)
+		bw = bufio.NewWriterSize(hw, 32<<10)
 	} else {
-		bw.Reset(w)
+		bw.Reset(hw)
 	}
 	defer func() {
 		bw.Reset(nil) // keep no connection alive in the pool
 		s.listWriters.Put(bw)
 	}()
-	ew := &elementWriter{w: bw}
-	enc := json.NewEncoder(ew)
+	enc := json.NewEncoder(&elementWriter{w: bw})
 	err := bw.WriteByte('[')
-	for i := range list {
-		if err != nil {
-			break
-		}
-		if i > 0 {
-			err = bw.WriteByte(',')
-		}
-		if err == nil {
-			err = enc.Encode(&list[i])
-		}
+	first := true
+	if err == nil {
+		err = seq(func(v any) error {
+			if !first {
+				if err := bw.WriteByte(','); err != nil {
+					return err
+				}
+			}
+			first = false
+			return enc.Encode(v)
+		})
 	}
 	if err == nil {
 		_, err = bw.WriteString("]\n")
@@ -147,6 +146,21 @@ func encodeList[T any](s *Server, w http.ResponseWriter, r *http.Request, status
 	if err != nil {
 		s.log.Debug("write response", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+}
+
+// headerWriter writes the status before the first bytes.
+type headerWriter struct {
+	w      http.ResponseWriter
+	status int
+	sent   bool
+}
+
+func (h *headerWriter) Write(p []byte) (int, error) {
+	if !h.sent {
+		h.sent = true
+		h.w.WriteHeader(h.status)
+	}
+	return h.w.Write(p)
 }
 
 // elementWriter passes on what a json.Encoder writes of one array element, less the newline

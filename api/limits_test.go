@@ -21,12 +21,13 @@ import (
 	"github.com/cube-orchestrator/cube/worker/workertest"
 )
 
-// panicStore is a store whose List and Snapshot (what GET /tasks reads) panic: a bug deep in a
-// real handler's path.
+// panicStore is a store whose List, Snapshot and Refs (what GET /tasks reads) panic: a bug deep
+// in a real handler's path.
 type panicStore struct{ worker.MemoryStore }
 
 func (*panicStore) List() []task.Task                { panic("store is broken") }
 func (*panicStore) Snapshot([]task.Task) []task.Task { panic("store is broken") }
+func (*panicStore) Refs([]*task.Task) []*task.Task   { panic("store is broken") }
 
 // syncBuffer is a log destination safe for the server's goroutines.
 type syncBuffer struct {

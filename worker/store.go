@@ -30,6 +30,10 @@ type Store interface {
 	// extended slice: each Task's own fields may be set, but its maps, slices and pointers are the
 	// stored task's and must not be written.
 	Snapshot(dst []task.Task) []task.Task
+	// Refs appends pointers to all stored tasks to dst, in List's order, and returns the extended
+	// slice. The tasks are immutable: what a pointer points to never changes, and no one may
+	// write through it. For a reader that copies each task as it goes (Worker.Each).
+	Refs(dst []*task.Task) []*task.Task
 	// Len returns the number of tasks stored.
 	Len() int
 	// Count returns the number of tasks stored in state s, in O(1) for the states there are.
@@ -100,6 +104,14 @@ func (s *MemoryStore) Snapshot(dst []task.Task) []task.Task {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.index.Snapshot(dst)
+}
+
+// Refs appends pointers to the stored tasks to dst, in the order they were first stored. No one
+// may write through them.
+func (s *MemoryStore) Refs(dst []*task.Task) []*task.Task {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Refs(dst)
 }
 
 // Len returns the number of tasks stored.

@@ -195,11 +195,19 @@ func TestListWhileTasksChange(t *testing.T) {
 				default:
 				}
 				for _, tk := range w.List() {
-					tk.RegistryAuth = nil // as GET /tasks redacts: a field of the list's own value
+					tk.RegistryAuth = nil // as GET /tasks redacted: a field of the list's own value
 					if _, err := json.Marshal(tk); err != nil {
 						t.Errorf("encode a listed task: %v", err)
 						return
 					}
+				}
+				if err := w.Each(func(tk *task.Task) error {
+					tk.RegistryAuth = nil // as GET /tasks redacts: a field of Each's copy
+					_, err := json.Marshal(tk)
+					return err
+				}); err != nil {
+					t.Errorf("encode the tasks Each gives: %v", err)
+					return
 				}
 			}
 		}()
@@ -225,6 +233,13 @@ func TestListWhileTasksChange(t *testing.T) {
 		if tk.State == task.Running {
 			running++
 		}
+	}
+	var each []task.Task
+	if err := w.Each(func(tk *task.Task) error { each = append(each, tk.Clone()); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if list := w.List(); !reflect.DeepEqual(each, list) {
+		t.Errorf("Each gave %d tasks, List %d: want the same tasks, in the same order", len(each), len(list))
 	}
 	if s, err := w.Stats(); err != nil || s.TaskCount != running || running != 20 {
 		t.Errorf("Stats after 10 stops: got %d, %v, want the %d Running tasks listed (20)", s.TaskCount, err, running)

@@ -483,6 +483,32 @@ func (w *Worker) AppendList(dst []task.Task) []task.Task {
 	return list
 }
 
+// Each calls f with every task, in List's order and as List returns it, one at a time, and
+// returns f's first error, which stops it. t is a copy of the task's own fields, valid only
+// during the call; its maps, slices and pointers are the stored task's and must not be written.
+// Unlike List it copies no Task up front, only a pointer to each: GET /tasks encodes each task
+// as it comes, and allocates nothing per task but the pointer.
+func (w *Worker) Each(f func(t *task.Task) error) error {
+	gone := w.removingNow() // before the store: a removal that ends in between leaves no task
+	refs := w.store.Refs(nil)
+	note := w.unconfirmed()
+	var t task.Task
+	for _, p := range refs {
+		if gone[p.ID] {
+			continue
+		}
+		t = *p
+		t.ClearLiveFields()
+		if note != "" && !t.State.Terminal() {
+			t.Unconfirmed = note
+		}
+		if err := f(&t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Ready returns nil when the worker has recovered its state at start and the runtime answers,
 // and otherwise an EUNAVAILABLE error saying why (wrapping the runtime's error). It answers from
 // what the worker last saw of the runtime, its ping every PingInterval and every call it made,

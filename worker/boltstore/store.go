@@ -43,6 +43,15 @@ func (s *Store) Snapshot(dst []task.Task) []task.Task {
 	return s.index.Snapshot(dst)
 }
 
+// Refs appends pointers to the stored tasks to dst, in List's order, and returns the extended
+// slice. The tasks are immutable (a Put stores a new one): no one may write through them. It
+// reads memory only.
+func (s *Store) Refs(dst []*task.Task) []*task.Task {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Refs(dst)
+}
+
 // Len returns the number of tasks stored. It reads memory only.
 func (s *Store) Len() int {
 	s.mu.RLock()

@@ -31,7 +31,7 @@ type Entry struct {
 // Index holds tasks, their insertion order, the event IDs seen for them, and sums over them. The
 // zero value is ready to use.
 type Index struct {
-	tasks  map[uuid.UUID]Entry
+	tasks  map[uuid.UUID]*Entry      // never changed once stored: Put stores a new Entry
 	order  []uuid.UUID               // task IDs in the order they were first stored
 	seen   map[uuid.UUID]uuid.UUID   // event ID → task ID
 	events map[uuid.UUID][]uuid.UUID // task ID → the event IDs seen for it, so Delete is O(its events)
@@ -44,21 +44,24 @@ type Index struct {
 // task's maps and slices are the stored ones: the caller must not write them.
 func (x *Index) Get(id uuid.UUID) (Entry, bool) {
 	e, ok := x.tasks[id]
-	return e, ok
+	if !ok {
+		return Entry{}, false
+	}
+	return *e, true
 }
 
 // Put stores t with seq, replacing any task with its ID; a replaced task keeps its place in the
 // order. t becomes the index's: the caller must neither keep nor change its maps and slices.
 func (x *Index) Put(t task.Task, seq uint64) {
 	if x.tasks == nil {
-		x.tasks = make(map[uuid.UUID]Entry)
+		x.tasks = make(map[uuid.UUID]*Entry)
 	}
 	if old, ok := x.tasks[t.ID]; ok {
 		x.count(old.Task, -1)
 	} else {
 		x.order = append(x.order, t.ID)
 	}
-	x.tasks[t.ID] = Entry{Seq: seq, Task: t}
+	x.tasks[t.ID] = &Entry{Seq: seq, Task: t}
 	x.count(t, +1)
 }
 
@@ -142,6 +145,17 @@ func (x *Index) Snapshot(dst []task.Task) []task.Task {
 	return dst
 }
 
+// Refs appends a pointer to every stored task to dst, in order, and returns the extended slice.
+// The tasks are immutable (a Put stores a new one), so the pointers stay valid and what they point
+// to never changes; no one may write through them. It copies 8 bytes a task, not the task.
+func (x *Index) Refs(dst []*task.Task) []*task.Task {
+	dst = slices.Grow(dst, len(x.order))
+	for _, id := range x.order {
+		dst = append(dst, &x.tasks[id].Task)
+	}
+	return dst
+}
+
 // Clones returns a deep copy of every task, in order.
 func (x *Index) Clones() []task.Task {
 	out := make([]task.Task, len(x.order))
@@ -155,7 +169,7 @@ func (x *Index) Clones() []task.Task {
 // or write through the task's maps and slices.
 func (x *Index) Entries(f func(Entry) bool) {
 	for _, id := range x.order {
-		if !f(x.tasks[id]) {
+		if !f(*x.tasks[id]) {
 			return
 		}
 	}
