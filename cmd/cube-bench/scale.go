@@ -98,7 +98,20 @@ func (b *bench) scalePhase(ctx context.Context) error {
 	b.addWorker(w)
 	main := b.worker
 	b.worker = w
-	defer func() { b.worker = main }()
+	defer func() {
+		// Its thousand containers must not load the Engine under the phases after it (the sweep).
+		if err := b.worker.stop(); err != nil {
+			b.logf("scale: stop the worker: %v", err)
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Minute)
+		defer cancel()
+		if n, err := b.docker.removeLabelled(rctx, labelWorker+"="+name); err != nil {
+			b.logf("scale: remove the worker's containers: %v", err)
+		} else {
+			b.logf("scale: removed its %d containers", n)
+		}
+		b.worker = main
+	}()
 
 	// The Engine's own rate, and cube's, as containers pile up.
 	points := append(slices.Clone(o.scaleAt), o.scaleRunning)
@@ -176,7 +189,7 @@ func (b *bench) scalePhase(ctx context.Context) error {
 			done += n
 			b.logf("scale: %d tracked (%.0f s)", len(all)+done, time.Since(t1).Seconds())
 		}
-		if all, err = b.waitSettled(ctx, 10*time.Minute); err != nil {
+		if all, err = b.waitSettled(ctx, 30*time.Minute); err != nil {
 			return err
 		}
 		res.TrackedSeconds = time.Since(t1).Round(time.Millisecond).Seconds()
