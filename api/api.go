@@ -27,6 +27,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/cube-orchestrator/cube/worker"
@@ -84,6 +85,7 @@ type Version struct {
 // Server holds what the handlers need.
 type Server struct {
 	w              *worker.Worker
+	listWriters    sync.Pool // of *bufio.Writer: GET /tasks writes its answer through one
 	log            *slog.Logger
 	auth           authenticator
 	requestTimeout time.Duration

@@ -80,11 +80,12 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
-	list := s.w.List()
-	for i := range list {
-		list[i].RegistryAuth = nil // the list is the worker's copy: redact it in place
-	}
-	s.encode(w, r, http.StatusOK, list)
+	s.encodeSeq(w, r, http.StatusOK, func(yield func(v any) error) error {
+		return s.w.Each(func(t *task.Task) error {
+			t.RegistryAuth = nil // t is Each's copy: redact it in place
+			return yield(t)
+		})
+	})
 }
 
 func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {

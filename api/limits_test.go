@@ -19,10 +19,13 @@ import (
 	"github.com/cube-orchestrator/cube/worker/workertest/testworker"
 )
 
-// panicStore is a store whose List panics: a bug deep in a real handler's path.
+// panicStore is a store whose List, Snapshot and Refs (what GET /tasks reads) panic: a bug deep
+// in a real handler's path.
 type panicStore struct{ worker.MemoryStore }
 
-func (*panicStore) List() []task.Task { panic("store is broken") }
+func (*panicStore) List() []task.Task                { panic("store is broken") }
+func (*panicStore) Snapshot([]task.Task) []task.Task { panic("store is broken") }
+func (*panicStore) Refs([]*task.Task) []*task.Task   { panic("store is broken") }
 
 // A panic in a real handler, behind every middleware, is a logged stack and a 500; the server
 // goes on serving.

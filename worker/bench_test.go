@@ -156,9 +156,10 @@ func BenchmarkSubmit(b *testing.B) {
 	stop()
 }
 
-// BenchmarkList is Worker.List with 1,000 tasks: what GET /tasks does before it encodes.
+// BenchmarkList is Worker.List with 100 to 10,000 tasks: what GET /tasks does before it encodes.
+// The list is shallow (Store.Snapshot): it copies each Task value, none of its maps and slices.
 func BenchmarkList(b *testing.B) {
-	for _, n := range []int{100, 1000} {
+	for _, n := range []int{100, 1000, 10000} {
 		b.Run(fmt.Sprintf("tasks=%d", n), func(b *testing.B) {
 			s, _ := benchStore(b, n)
 			w := worker.New(workertest.New(), worker.Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
@@ -168,6 +169,114 @@ func BenchmarkList(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSubmitTracked is Worker.Submit with a capacity to check, on a worker that already
+// tracks n tasks, most of them ended (one in ten Running, each claiming 0.01 cores and 64 MiB), in
+// memory and in a bbolt store (fsync off, so that the disk's noise does not hide the worker's own
+// cost). The admission check and the Running count come from the store's running sums: the cost
+// per submit must not grow with n (it walked and deep-copied every task before).
+func BenchmarkSubmitTracked(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		for _, durable := range []bool{false, true} {
+			name := fmt.Sprintf("tasks=%d/memory", n)
+			if durable {
+				name = fmt.Sprintf("tasks=%d/bolt-nosync", n)
+			}
+			b.Run(name, func(b *testing.B) { benchSubmitTracked(b, n, durable) })
+		}
+	}
+}
+
+func benchSubmitTracked(b *testing.B, n int, durable bool) {
+	const chunk = 2000
+	log := slog.New(slog.DiscardHandler)
+	var (
+		w    *worker.Worker
+		stop func()
+	)
+	start := func() {
+		var store worker.Store = &worker.MemoryStore{}
+		if durable {
+			s, err := boltstore.Open(b.TempDir()+"/cube.db", boltstore.Options{NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			store = s
+		}
+		for i := range n - n/10 { // ended: no container, nothing claimed
+			t := benchTask()
+			t.Name = "ended-" + strconv.Itoa(i)
+			t.State, t.ContainerID, t.HostPorts = task.Completed, "", nil
+			if err := store.Put(t); err != nil {
+				b.Fatal(err)
+			}
+		}
+		w = worker.New(workertest.New(), worker.Config{Name: "bench", Logger: log, Store: store, MaxTasks: 1 << 20,
+			Retention: worker.Retention{KeepEnded: 1 << 20}, Capacity: worker.Capacity{CPU: 1e6, Memory: 1 << 60}})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		var running []uuid.UUID
+		for i := range n / 10 { // Running, through the worker, each claiming 0.01 cores and 64 MiB
+			t := benchTask()
+			t.State, t.Cpu, t.ContainerID, t.HostPorts = task.Scheduled, 0.01, "", nil
+			t.Name = "running-" + strconv.Itoa(i)
+			if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
+				b.Fatal(err)
+			}
+			running = append(running, t.ID)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for _, id := range running {
+			for {
+				if got, err := w.Get(id); err == nil && got.State == task.Running {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("task %s not Running after 30s", id)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		stop = func() {
+			cancel()
+			if err := <-done; err != nil {
+				b.Errorf("Run: got %v, want nil", err)
+			}
+			store.Close()
+		}
+	}
+	t := benchTask()
+	t.State, t.Cpu = task.Scheduled, 0.01
+	t.ContainerID, t.HostPorts, t.StartTime = "", nil, time.Time{}
+	start()
+	if s, err := w.Stats(); err != nil || s.TaskCount != n/10 {
+		b.Fatalf("Stats: got %d Running, %v, want %d", s.TaskCount, err, n/10)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i > 0 && i%chunk == 0 {
+			b.StopTimer()
+			stop()
+			start()
+			b.StartTimer()
+		}
+		i++
+		t.ID = uuid.New()
+		t.Name = "web-" + strconv.Itoa(i)
+		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
+			b.Fatalf("Submit #%d: got %v, want nil", i, err)
+		}
+		if i%16 == 0 {
+			if _, err := w.Stats(); err != nil { // GET /stats, which counts the Running tasks
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	stop()
 }
 
 // BenchmarkSubmitAtMaxTasks is Worker.Submit of a task that fails at once, with the worker

@@ -2,48 +2,18 @@ package worker
 
 import (
 	"fmt"
-	"math"
-
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/taskindex"
 )
 
 // fits returns ECONFLICT when t's Cpu or Memory does not fit in what the tasks that have not
-// ended, other than t itself, leave of the worker's capacity. Callers hold w.mu.
+// ended, other than t itself, leave of the worker's capacity. It costs O(1): the store keeps the
+// claims summed. Callers hold w.mu.
 func (w *Worker) fits(t task.Task) error {
 	if (w.capacity.CPU <= 0 || t.Cpu == 0) && (w.capacity.Memory <= 0 || t.Memory == 0) {
 		return nil
 	}
-	var claimed claims
-	for _, o := range w.store.List() {
-		if o.ID != t.ID && !o.State.Ended() {
-			claimed.add(o)
-		}
-	}
-	return admit(w.capacity, claimed, t)
-}
-
-// claims is what a set of tasks claims in all. Its sums saturate: however many tasks claim
-// however much, they never wrap around to look small.
-type claims struct {
-	cpu float64 // cores; +Inf when a claim is not a number
-	mem int64   // bytes; at most math.MaxInt64
-}
-
-// add adds t's claim.
-func (c *claims) add(t task.Task) {
-	switch {
-	case math.IsNaN(t.Cpu) || math.IsInf(t.Cpu, 1):
-		c.cpu = math.Inf(1) // a claim that is not a number claims everything, never nothing
-	case t.Cpu > 0:
-		c.cpu += t.Cpu // a float sum overflows to +Inf, which claims everything too
-	}
-	if t.Memory > 0 {
-		if t.Memory > math.MaxInt64-c.mem {
-			c.mem = math.MaxInt64
-		} else {
-			c.mem += t.Memory
-		}
-	}
+	return admit(w.capacity, w.store.Claimed(t.ID), t)
 }
 
 // cpuSlack forgives the rounding of float sums of cores, so that 0.1+0.2 cores fit in 0.3.
@@ -53,7 +23,7 @@ const cpuSlack = 1e-9
 // and otherwise an ECONFLICT *task.Error naming the field: one that says the task asks for more
 // than the worker has for tasks at all (it can never run here), or one that says how much is
 // claimed and free now. A zero capacity field is unlimited; a zero claim claims nothing.
-func admit(capacity Capacity, claimed claims, t task.Task) error {
+func admit(capacity Capacity, claimed taskindex.Claims, t task.Task) error {
 	limitCPU := capacity.CPU > 0 && t.Cpu != 0
 	limitMem := capacity.Memory > 0 && t.Memory != 0
 	if limitCPU && !(t.Cpu <= capacity.CPU+cpuSlack) { // NaN is more than any capacity
@@ -66,13 +36,13 @@ func admit(capacity Capacity, claimed claims, t task.Task) error {
 	}
 	// Subtracting from the capacity rather than adding to the claims cannot overflow: the
 	// capacity is positive and the claims are not negative.
-	if free := capacity.CPU - claimed.cpu; limitCPU && t.Cpu > free+cpuSlack {
+	if free := capacity.CPU - claimed.CPU; limitCPU && t.Cpu > free+cpuSlack {
 		return task.Errorf(task.ECONFLICT, "Task.Cpu: %g cores do not fit now: tasks claim %g of the worker's %g cores, %g are free",
-			t.Cpu, claimed.cpu, capacity.CPU, max(0, free))
+			t.Cpu, claimed.CPU, capacity.CPU, max(0, free))
 	}
-	if free := capacity.Memory - claimed.mem; limitMem && t.Memory > free {
+	if free := capacity.Memory - claimed.Memory; limitMem && t.Memory > free {
 		return task.Errorf(task.ECONFLICT, "Task.Memory: %s does not fit now: tasks claim %s of the worker's %s, %s are free",
-			bytesString(t.Memory), bytesString(claimed.mem), bytesString(capacity.Memory), bytesString(max(0, free)))
+			bytesString(t.Memory), bytesString(claimed.Memory), bytesString(capacity.Memory), bytesString(max(0, free)))
 	}
 	return nil
 }

@@ -6,23 +6,26 @@ import (
 	"testing"
 
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/taskindex"
 	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/google/uuid"
 )
 
 func TestAdmit(t *testing.T) {
 	const gib = int64(1) << 30
 	node := Capacity{CPU: 2, Memory: 23*gib + gib/2} // 23.5 GiB, as on the machine of the report
-	claimedOf := func(ts ...task.Task) claims {
-		var c claims
+	claimedOf := func(ts ...task.Task) taskindex.Claims {
+		var x taskindex.Index
 		for _, t := range ts {
-			c.add(t)
+			t.ID = uuid.New()
+			x.Put(t, 0)
 		}
-		return c
+		return x.Claimed(uuid.Nil)
 	}
 	tests := []struct {
 		name     string
 		capacity Capacity
-		claimed  claims
+		claimed  taskindex.Claims
 		ask      task.Task
 		want     string // a part of the message; "" to fit
 	}{
@@ -35,14 +38,14 @@ func TestAdmit(t *testing.T) {
 		// More than the node has at all: refused outright, whatever is claimed.
 		{"max int64 memory with 1 GiB claimed", node, claimedOf(task.Task{Memory: gib}), task.Task{Memory: math.MaxInt64},
 			"Task.Memory: 8388608.0 TiB is more than this worker has for tasks at all (23.5 GiB)"},
-		{"30 GB on a 23.5 GiB node", node, claims{}, task.Task{Memory: 30e9},
+		{"30 GB on a 23.5 GiB node", node, taskindex.Claims{}, task.Task{Memory: 30e9},
 			"Task.Memory: 27.9 GiB is more than this worker has for tasks at all"},
-		{"one byte more than the node", node, claims{}, task.Task{Memory: node.Memory + 1}, "for tasks at all"},
-		{"more cores than the node", node, claims{}, task.Task{Cpu: 2.5}, "Task.Cpu: 2.5 cores is more than this worker has for tasks at all (2 cores)"},
-		{"huge cores", node, claims{}, task.Task{Cpu: 1e308}, "Task.Cpu: 1e+308 cores is more than"},
-		{"NaN cores", node, claims{}, task.Task{Cpu: math.NaN()}, "Task.Cpu: NaN cores is more than"},
-		{"infinite cores", node, claims{}, task.Task{Cpu: math.Inf(1)}, "Task.Cpu: +Inf cores is more than"},
-		{"negative memory", node, claims{}, task.Task{Memory: -1}, "Task.Memory"},
+		{"one byte more than the node", node, taskindex.Claims{}, task.Task{Memory: node.Memory + 1}, "for tasks at all"},
+		{"more cores than the node", node, taskindex.Claims{}, task.Task{Cpu: 2.5}, "Task.Cpu: 2.5 cores is more than this worker has for tasks at all (2 cores)"},
+		{"huge cores", node, taskindex.Claims{}, task.Task{Cpu: 1e308}, "Task.Cpu: 1e+308 cores is more than"},
+		{"NaN cores", node, taskindex.Claims{}, task.Task{Cpu: math.NaN()}, "Task.Cpu: NaN cores is more than"},
+		{"infinite cores", node, taskindex.Claims{}, task.Task{Cpu: math.Inf(1)}, "Task.Cpu: +Inf cores is more than"},
+		{"negative memory", node, taskindex.Claims{}, task.Task{Memory: -1}, "Task.Memory"},
 
 		// Not enough free now.
 		{"memory taken", node, claimedOf(task.Task{Memory: 20 * gib}), task.Task{Memory: 4 * gib},

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/taskindex"
 	"github.com/google/uuid"
 )
 
@@ -12,6 +13,12 @@ import (
 // the event IDs it has accepted. Implementations are safe for concurrent use and hand out
 // copies: changing a task a Store returned never changes the stored one. Reads come from memory
 // and cannot fail; a durable Store writes through to disk before a write returns.
+//
+// A stored task is immutable: Put stores a copy of its own and replaces it whole on the next Put,
+// never changing it in place. So Snapshot can hand out shallow copies (a Task value each, sharing
+// the stored task's maps, slices and pointers), which stay valid and unchanging however the store
+// changes after, and which any number of readers may read without a lock. Readers must not write
+// through them: that is the price of a list that copies nothing it does not send.
 type Store interface {
 	// Get returns a copy of the task with the given ID, and whether there is one.
 	Get(id uuid.UUID) (task.Task, bool)
@@ -19,8 +26,21 @@ type Store interface {
 	Put(t task.Task) error
 	// List returns copies of all tasks, in the order they were first stored.
 	List() []task.Task
+	// Snapshot appends all tasks to dst, in List's order, as shallow copies, and returns the
+	// extended slice: each Task's own fields may be set, but its maps, slices and pointers are the
+	// stored task's and must not be written.
+	Snapshot(dst []task.Task) []task.Task
+	// Refs appends pointers to all stored tasks to dst, in List's order, and returns the extended
+	// slice. The tasks are immutable: what a pointer points to never changes, and no one may
+	// write through it. For a reader that copies each task as it goes (Worker.Each).
+	Refs(dst []*task.Task) []*task.Task
 	// Len returns the number of tasks stored.
 	Len() int
+	// Count returns the number of tasks stored in state s, in O(1) for the states there are.
+	Count(s task.State) int
+	// Claimed returns what the tasks that have not ended (neither Completed nor Failed) claim of
+	// the worker's capacity, leaving out the task with the ID except (uuid.Nil: none), in O(1).
+	Claimed(except uuid.UUID) taskindex.Claims
 	// Delete forgets the task with the given ID and the event IDs accepted for it; an unknown ID
 	// is not an error.
 	Delete(id uuid.UUID) error
@@ -42,11 +62,9 @@ type Store interface {
 // is ready to use.
 type MemoryStore struct {
 	mu     sync.RWMutex
-	tasks  map[uuid.UUID]task.Task
-	order  []uuid.UUID
+	index  taskindex.Index
 	orders []task.Order
 	seq    uint64
-	seen   map[uuid.UUID]uuid.UUID // event ID → task ID
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -54,65 +72,74 @@ var _ Store = (*MemoryStore)(nil)
 // Get returns a copy of the task with the given ID, and whether there is one.
 func (s *MemoryStore) Get(id uuid.UUID) (task.Task, bool) {
 	s.mu.RLock()
-	t, ok := s.tasks[id]
+	e, ok := s.index.Get(id)
 	s.mu.RUnlock()
 	if !ok {
 		return task.Task{}, false
 	}
-	return t.Clone(), true
+	return e.Task.Clone(), true // the stored task is immutable: cloning it needs no lock
 }
 
 // Put stores a copy of t. It never fails.
 func (s *MemoryStore) Put(t task.Task) error {
+	t = t.Clone()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.putLocked(t)
+	s.index.Put(t, 0)
 	return nil
-}
-
-func (s *MemoryStore) putLocked(t task.Task) {
-	t = t.Clone()
-	if s.tasks == nil {
-		s.tasks = make(map[uuid.UUID]task.Task)
-	}
-	if _, ok := s.tasks[t.ID]; !ok {
-		s.order = append(s.order, t.ID)
-	}
-	s.tasks[t.ID] = t
 }
 
 // List returns copies of all tasks in the order they were first stored.
 func (s *MemoryStore) List() []task.Task {
+	list := s.Snapshot(nil)
+	for i := range list {
+		list[i] = list[i].Clone()
+	}
+	return list
+}
+
+// Snapshot appends all tasks to dst in the order they were first stored, as shallow copies that
+// share the stored tasks' maps and slices, which must not be written.
+func (s *MemoryStore) Snapshot(dst []task.Task) []task.Task {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]task.Task, 0, len(s.order))
-	for _, id := range s.order {
-		out = append(out, s.tasks[id].Clone())
-	}
-	return out
+	return s.index.Snapshot(dst)
+}
+
+// Refs appends pointers to the stored tasks to dst, in the order they were first stored. No one
+// may write through them.
+func (s *MemoryStore) Refs(dst []*task.Task) []*task.Task {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Refs(dst)
 }
 
 // Len returns the number of tasks stored.
 func (s *MemoryStore) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.tasks)
+	return s.index.Len()
+}
+
+// Count returns the number of tasks stored in state st.
+func (s *MemoryStore) Count(st task.State) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Count(st)
+}
+
+// Claimed returns what the tasks that have not ended claim, but for the task except.
+func (s *MemoryStore) Claimed(except uuid.UUID) taskindex.Claims {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Claimed(except)
 }
 
 // Delete forgets the task with the given ID. It never fails.
 func (s *MemoryStore) Delete(id uuid.UUID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.tasks[id]; !ok {
-		return nil
-	}
-	delete(s.tasks, id)
-	s.order = slices.DeleteFunc(s.order, func(x uuid.UUID) bool { return x == id })
-	for ev, tid := range s.seen {
-		if tid == id {
-			delete(s.seen, ev)
-		}
-	}
+	s.index.Delete(id)
 	return nil
 }
 
@@ -122,16 +149,13 @@ func (s *MemoryStore) Accept(t *task.Task, o task.Order) (task.Order, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if t != nil {
-		s.putLocked(*t)
+		s.index.Put(t.Clone(), 0)
 	}
 	s.seq++
 	o.Seq = s.seq
 	o = cloneOrder(o)
 	if o.Event != nil {
-		if s.seen == nil {
-			s.seen = make(map[uuid.UUID]uuid.UUID)
-		}
-		s.seen[o.Event.ID] = o.TaskID
+		s.index.See(o.Event.ID, o.TaskID)
 	}
 	s.orders = append(s.orders, o)
 	return cloneOrder(o), nil
@@ -170,8 +194,7 @@ func (s *MemoryStore) Orders() []task.Order {
 func (s *MemoryStore) Seen(eventID uuid.UUID) (uuid.UUID, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	id, ok := s.seen[eventID]
-	return id, ok
+	return s.index.Seen(eventID)
 }
 
 // Close does nothing.

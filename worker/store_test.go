@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"encoding/json"
 	"reflect"
 	"sync"
 	"testing"
@@ -166,5 +167,81 @@ func TestMemoryStoreConcurrent(t *testing.T) {
 					w, j-1, pos[list[j-1]], j, pos[list[j]])
 			}
 		}
+	}
+}
+
+// Lists are shallow: they share the stored tasks' maps and slices. Encoding lists while the loop
+// moves every task through its states must not race (go test -race) and must see each task
+// whole, and the Running count kept by the store must agree with the tasks.
+func TestListWhileTasksChange(t *testing.T) {
+	_, w := newWorker(t)
+	var specs []task.Task
+	for range 30 {
+		spec := newTask()
+		spec.Health = &task.HealthSpec{Type: task.HealthTCP, Interval: task.Duration(time.Hour)}
+		specs = append(specs, spec)
+		submit(t, w, eventFor(spec))
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for _, tk := range w.List() {
+					tk.RegistryAuth = nil // as GET /tasks redacted: a field of the list's own value
+					if _, err := json.Marshal(tk); err != nil {
+						t.Errorf("encode a listed task: %v", err)
+						return
+					}
+				}
+				if err := w.Each(func(tk *task.Task) error {
+					tk.RegistryAuth = nil // as GET /tasks redacts: a field of Each's copy
+					_, err := json.Marshal(tk)
+					return err
+				}); err != nil {
+					t.Errorf("encode the tasks Each gives: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	for _, spec := range specs {
+		waitState(t, w, spec.ID, task.Running)
+	}
+	if s, err := w.Stats(); err != nil || s.TaskCount != 30 {
+		t.Errorf("Stats with 30 Running: got %d, %v, want 30", s.TaskCount, err)
+	}
+	for _, spec := range specs[:10] {
+		if err := w.Stop(spec.ID); err != nil {
+			t.Fatalf("Stop: got %v, want nil", err)
+		}
+	}
+	for _, spec := range specs[:10] {
+		waitState(t, w, spec.ID, task.Completed)
+	}
+	close(done)
+	wg.Wait()
+	running := 0
+	for _, tk := range w.List() {
+		if tk.State == task.Running {
+			running++
+		}
+	}
+	var each []task.Task
+	if err := w.Each(func(tk *task.Task) error { each = append(each, tk.Clone()); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if list := w.List(); !reflect.DeepEqual(each, list) {
+		t.Errorf("Each gave %d tasks, List %d: want the same tasks, in the same order", len(each), len(list))
+	}
+	if s, err := w.Stats(); err != nil || s.TaskCount != running || running != 20 {
+		t.Errorf("Stats after 10 stops: got %d, %v, want the %d Running tasks listed (20)", s.TaskCount, err, running)
 	}
 }

@@ -175,14 +175,23 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 
 // List returns every task, in the order they were submitted. While the runtime does not answer,
 // tasks that have not ended carry a note that their state is unconfirmed.
-func (w *Worker) List() []task.Task {
+//
+// The tasks are shallow copies (Store.Snapshot): each Task's fields are the caller's to set, but
+// its maps, slices and pointers are the stored task's, which never change and must not be
+// written. So a list copies nothing it does not send: GET /tasks encodes it as it is.
+func (w *Worker) List() []task.Task { return w.AppendList(nil) }
+
+// AppendList appends what List returns to dst and returns the extended slice: a caller that
+// lists often can reuse one slice (clearing it after, so that it keeps no old task alive).
+func (w *Worker) AppendList(dst []task.Task) []task.Task {
 	gone := w.removingNow() // before the store: a removal that ends in between leaves no task
-	list := w.store.List()
+	n := len(dst)
+	list := w.store.Snapshot(dst)
 	if gone != nil {
-		list = slices.DeleteFunc(list, func(t task.Task) bool { return gone[t.ID] })
+		list = append(list[:n], slices.DeleteFunc(list[n:], func(t task.Task) bool { return gone[t.ID] })...)
 	}
 	note := w.unconfirmed()
-	for i := range list {
+	for i := n; i < len(list); i++ {
 		list[i].ClearLiveFields()
 		if note != "" && !list[i].State.Terminal() {
 			list[i].Unconfirmed = note
@@ -191,17 +200,39 @@ func (w *Worker) List() []task.Task {
 	return list
 }
 
+// Each calls f with every task, in List's order and as List returns it, one at a time, and
+// returns f's first error, which stops it. t is a copy of the task's own fields, valid only
+// during the call; its maps, slices and pointers are the stored task's and must not be written.
+// Unlike List it copies no Task up front, only a pointer to each: GET /tasks encodes each task
+// as it comes, and allocates nothing per task but the pointer.
+func (w *Worker) Each(f func(t *task.Task) error) error {
+	gone := w.removingNow() // before the store: a removal that ends in between leaves no task
+	refs := w.store.Refs(nil)
+	note := w.unconfirmed()
+	var t task.Task
+	for _, p := range refs {
+		if gone[p.ID] {
+			continue
+		}
+		t = *p
+		t.ClearLiveFields()
+		if note != "" && !t.State.Terminal() {
+			t.Unconfirmed = note
+		}
+		if err := f(&t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Stats returns the node's stats with the number of Running tasks.
 func (w *Worker) Stats() (nodestats.Stats, error) {
 	s, err := w.cfg.Stats.Read()
 	if err != nil {
 		return nodestats.Stats{}, fmt.Errorf("read node stats: %w", err)
 	}
-	for _, t := range w.store.List() {
-		if t.State == task.Running {
-			s.TaskCount++
-		}
-	}
+	s.TaskCount = w.store.Count(task.Running) // O(1): the store keeps the counts by state
 	return s, nil
 }
 

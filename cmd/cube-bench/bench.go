@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -27,7 +28,13 @@ type bench struct {
 	docker *dockerEnv
 	events *tracker
 	worker *workerProc
+	// others are the workers of the scale and sweep phases, each with a name of its own that
+	// starts with workerName; cleanup stops them and removes their containers.
+	others []*workerProc
 }
+
+// addWorker notes a worker of a phase's own for cleanup.
+func (b *bench) addWorker(w *workerProc) { b.others = append(b.others, w) }
 
 func newBench(opts options, stdout, stderr io.Writer) *bench {
 	runID := uuid.NewString()[:8]
@@ -55,6 +62,14 @@ func (b *bench) run(ctx context.Context) (err error) {
 		"api_seconds": o.apiDuration.Seconds(), "api_clients": o.apiClients, "api_tasks": o.apiTasks,
 		"poll_ms": float64(o.poll) / 1e6, "naive_poll": o.naivePoll, "quiet_max_seconds": o.quietMax.Seconds(),
 		"image": o.image, "cube": o.cubeBin, "run_id": b.runID, "worker_name": b.workerName,
+	}
+	if o.runs("scale") {
+		maps.Copy(b.res.Options, map[string]any{"scale_running": o.scaleRunning, "scale_tracked": o.scaleTracked, "scale_at": o.scaleAt,
+			"scale_wave": o.scaleWave, "scale_exits": o.scaleExits, "scale_idle_seconds": o.scaleIdle.Seconds(),
+			"scale_list_samples": o.scaleListSamples, "engine_probe": o.engineProbe})
+	}
+	if o.runs("sweep") {
+		maps.Copy(b.res.Options, map[string]any{"sweep": o.sweep, "sweep_burst": o.sweepBurst, "sweep_rounds": o.sweepRounds})
 	}
 
 	d, err := newDockerEnv(ctx, b.runID, o.image)
@@ -133,6 +148,9 @@ func (b *bench) run(ctx context.Context) (err error) {
 			phase("tracked", b.trackedPhase)
 		}
 	}
+	// These two run workers of their own, and only when -only names them.
+	phase("scale", b.scalePhase)
+	phase("sweep", b.sweepPhase)
 	if ctx.Err() != nil {
 		b.res.Errors = append(b.res.Errors, "interrupted: "+ctx.Err().Error())
 	}
@@ -164,14 +182,27 @@ func (b *bench) needsWorker() bool {
 // by its cube.worker label, and cube-bench's own, by the cube.bench.run label.
 func (b *bench) cleanup() error {
 	var errs []error
-	if b.worker != nil {
-		if err := b.worker.stop(); err != nil {
-			errs = append(errs, fmt.Errorf("stop the worker: %w", err))
+	labels := []string{labelRun + "=" + b.runID}
+	seen := map[string]bool{}
+	for _, w := range append([]*workerProc{b.worker}, b.others...) {
+		if w == nil {
+			continue
+		}
+		if err := w.stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stop the worker %s: %w", w.name, err))
+		}
+		if !seen[w.name] {
+			seen[w.name] = true
+			labels = append(labels, labelWorker+"="+w.name)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	if !seen[b.workerName] {
+		labels = append(labels, labelWorker+"="+b.workerName)
+	}
+	// A scale run leaves a thousand containers: the Engine removes a few a second.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	for _, label := range []string{labelWorker + "=" + b.workerName, labelRun + "=" + b.runID} {
+	for _, label := range labels {
 		n, err := b.docker.removeLabelled(ctx, label)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("cleanup: %w", err))

@@ -211,11 +211,11 @@ func eachLimited(ids []string, limit int, fn func(id string) error) error {
 }
 
 // removeLabelled removes every container carrying label, and lists again until none is left
-// (a create that was under way when the list was taken may land after it). It returns how many
-// it removed.
+// (a create that was under way when the list was taken may land after it: on a loaded Engine, a
+// create the worker gave up on after 30 s landed later still). It returns how many it removed.
 func (d *dockerEnv) removeLabelled(ctx context.Context, label string) (int, error) {
 	total := 0
-	for range 3 {
+	for range 10 {
 		ids, err := d.list(ctx, label)
 		if err != nil {
 			return total, err
@@ -227,7 +227,7 @@ func (d *dockerEnv) removeLabelled(ctx context.Context, label string) (int, erro
 			return total, err
 		}
 		total += len(ids)
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(time.Second)
 	}
 	ids, err := d.list(ctx, label)
 	if err == nil && len(ids) > 0 {
@@ -263,8 +263,8 @@ func (d *dockerEnv) track(ctx context.Context, workerName string) *tracker {
 	t := &tracker{
 		recs:   map[string]*containerRec{},
 		broken: make(chan struct{}),
-		match: func(attrs map[string]string) bool {
-			return attrs[labelWorker] == workerName || attrs[labelRun] == d.runID
+		match: func(attrs map[string]string) bool { // the run's workers' names all start with workerName
+			return strings.HasPrefix(attrs[labelWorker], workerName) || attrs[labelRun] == d.runID
 		},
 	}
 	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)))

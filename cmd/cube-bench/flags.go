@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -33,10 +34,26 @@ type options struct {
 	poll        time.Duration // how often to poll GET /tasks/{id}
 	naivePoll   bool          // poll tightly from the POST on, not from the Engine's event
 	quietMax    time.Duration // how long to wait for a quiet machine before each phase
+
+	scaleRunning     int           // tasks Running in the scale phase
+	scaleTracked     int           // tasks tracked at the end of the scale phase
+	scaleAt          []int         // Running counts at which the Engine's own start rate is read, besides 0 and scaleRunning
+	scaleWave        int           // tasks posted per wave while the scale phase starts its tasks
+	scaleExits       int           // tasks that exit at once in the scale phase
+	scaleIdle        time.Duration // the scale phase's idle CPU window
+	scaleListSamples int           // GET /tasks samples, cube's and the bare handler's each
+	engineProbe      int           // raw create+starts per reading of the Engine's start rate
+	sweep            []int         // the --concurrency values of the sweep
+	sweepBurst       int           // tasks in one burst of the sweep
+	sweepRounds      int           // bursts of cube and of the raw SDK each per concurrency
 }
 
 // phases are the groups of measures -only may choose from, in the order they run.
-var phases = []string{"api", "start", "exit", "burst", "idle", "tracked"}
+var phases = []string{"api", "start", "exit", "burst", "idle", "tracked", "scale", "sweep"}
+
+// explicit are the phases that run only when -only names them: they take many minutes and load
+// the Engine with up to a thousand containers.
+var explicit = []string{"scale", "sweep"}
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -65,6 +82,17 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.poll, "poll", 2*time.Millisecond, "how often to poll GET /tasks/{id} once the Engine reports the container started (or died)")
 	fs.DurationVar(&o.quietMax, "quiet-max", 30*time.Second, "before each phase, wait up to this long for a quiet machine (no other containers' events, CPUs under 25% busy, for 5s); 0: do not wait")
 	fs.BoolVar(&o.naivePoll, "naive-poll", false, "poll every -poll from the POST on, not from the Engine's event: the polling then slows the Engine's start")
+	fs.IntVar(&o.scaleRunning, "scale-running", 1000, "scale: tasks Running on one worker")
+	fs.IntVar(&o.scaleTracked, "scale-tracked", 10000, "scale: tasks tracked at the end (the rest fail at once, as ended tasks)")
+	scaleAt := fs.String("scale-at", "300", "scale: comma-separated Running counts at which the Engine's own start rate is read, besides 0 and -scale-running")
+	fs.IntVar(&o.scaleWave, "scale-wave", 100, "scale: tasks posted per wave (all Running before the next)")
+	fs.IntVar(&o.scaleExits, "scale-exits", 20, "scale: Running tasks that exit at once")
+	fs.DurationVar(&o.scaleIdle, "scale-idle", 60*time.Second, "scale: the idle CPU window with every task Running")
+	fs.IntVar(&o.scaleListSamples, "scale-list-samples", 50, "scale: GET /tasks samples, of cube and of the bare handler each")
+	fs.IntVar(&o.engineProbe, "engine-probe", 10, "scale: raw create+starts per reading of the Engine's start rate")
+	sweep := fs.String("sweep", "1,2,4,8", "sweep: the worker --concurrency values, each with a worker of its own")
+	fs.IntVar(&o.sweepBurst, "sweep-burst", 100, "sweep: tasks in one burst")
+	fs.IntVar(&o.sweepRounds, "sweep-rounds", 2, "sweep: bursts of cube and of the raw SDK each, per concurrency")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -86,6 +114,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		def("idle", func() { o.idle = 10 * time.Second })
 		def("api-duration", func() { o.apiDuration = time.Second })
 		def("quiet-max", func() { o.quietMax = 10 * time.Second })
+	}
+	var err error
+	if o.scaleAt, err = intList(*scaleAt); err != nil {
+		return o, fmt.Errorf("-scale-at: %w", err)
+	}
+	if o.sweep, err = intList(*sweep); err != nil || len(o.sweep) == 0 {
+		return o, fmt.Errorf("-sweep: want concurrencies such as 1,2,4,8: %v", err)
 	}
 	o.only = map[string]bool{}
 	for p := range strings.SplitSeq(only, ",") {
@@ -109,11 +144,37 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-api-clients must be at least 1 and -api-tasks not negative")
 	case o.poll <= 0:
 		return o, errors.New("-poll must be positive")
+	case o.scaleRunning < 1 || o.scaleWave < 1 || o.scaleExits < 0 || o.scaleExits > o.scaleRunning || o.scaleListSamples < 1 ||
+		o.engineProbe < 1 || o.sweepBurst < 1 || o.sweepRounds < 1 || slices.Min(o.sweep) < 1:
+		return o, errors.New("scale and sweep counts must be at least 1 (-scale-exits at most -scale-running)")
+	case o.scaleIdle < time.Second:
+		return o, errors.New("-scale-idle must be at least 1s")
 	}
 	return o, nil
 }
 
-// runs reports whether phase is to run. Steps that are no phase of their own always run.
+// runs reports whether phase is to run. Steps that are no phase of their own always run; the
+// explicit phases only when -only names them.
 func (o options) runs(phase string) bool {
+	if slices.Contains(explicit, phase) {
+		return o.only[phase]
+	}
 	return len(o.only) == 0 || o.only[phase] || !slices.Contains(phases, phase)
+}
+
+// intList parses comma-separated integers.
+func intList(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -340,12 +340,22 @@ func (b *bench) waitAll(ctx context.Context, ids []string, interval, timeout tim
 // burstPhase measures bursts: n tasks posted at once until all are Running, next to the raw SDK
 // creating and starting n containers with the worker's concurrency, alternating which goes first.
 func (b *bench) burstPhase(ctx context.Context) error {
-	o := b.opts
+	res, err := b.bursts(ctx, b.opts.burst, b.opts.concurrency, b.opts.burstRounds)
+	if res != nil {
+		b.res.Burst = res
+	}
+	return err
+}
+
+// bursts measures rounds bursts of n tasks on b.worker, whose --concurrency is concurrency, each
+// next to the raw SDK doing n create+starts with at most concurrency under way. It returns what
+// it measured, also when a round failed (nil when none came through).
+func (b *bench) bursts(ctx context.Context, n, concurrency, rounds int) (res *BurstResult, err error) {
 	var cubeWall, rawWall []time.Duration
 	defer func() {
 		if len(cubeWall) > 0 && len(rawWall) > 0 {
 			c := compare(cubeWall, rawWall)
-			b.res.Burst = &BurstResult{Tasks: o.burst, Rounds: len(cubeWall), Concurrency: o.concurrency,
+			res = &BurstResult{Tasks: n, Rounds: len(cubeWall), Concurrency: concurrency,
 				CubeWall: c.Cube, RawWall: c.Raw, Ratio: c.Ratio, PairedDiff: c.PairedDiff, PairedRatio: c.PairedRatio}
 		}
 	}()
@@ -357,7 +367,7 @@ func (b *bench) burstPhase(ctx context.Context) error {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			ids, err = b.submitAll(ctx, o.burst, o.burst, b.echoSpec("bench-burst", "--listen", ":7777"), gate)
+			ids, err = b.submitAll(ctx, n, n, b.echoSpec("bench-burst", "--listen", ":7777"), gate)
 		}()
 		time.Sleep(20 * time.Millisecond) // let every poster reach the gate
 		t0 = time.Now()
@@ -366,7 +376,7 @@ func (b *bench) burstPhase(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		last, _, err := b.waitAll(ctx, ids, o.poll, 5*time.Minute)
+		last, _, err := b.waitAll(ctx, ids, b.opts.poll, 10*time.Minute)
 		if err != nil {
 			return err
 		}
@@ -374,12 +384,12 @@ func (b *bench) burstPhase(ctx context.Context) error {
 		return b.deleteTasks(ctx, ids)
 	}
 	raw := func() error {
-		ids := make([]string, o.burst)
-		errs := make([]error, o.burst)
-		sem := make(chan struct{}, o.concurrency)
+		ids := make([]string, n)
+		errs := make([]error, n)
+		sem := make(chan struct{}, concurrency)
 		var wg sync.WaitGroup
 		t0 := time.Now()
-		for i := range o.burst {
+		for i := range n {
 			wg.Go(func() {
 				sem <- struct{}{}
 				defer func() { <-sem }()
@@ -394,21 +404,21 @@ func (b *bench) burstPhase(ctx context.Context) error {
 		rawWall = append(rawWall, wall)
 		return b.docker.removeAll(ctx, ids)
 	}
-	for r := range o.burstRounds {
+	for r := range rounds {
 		order := []func() error{cube, raw}
 		if r%2 == 1 {
 			slices.Reverse(order)
 		}
 		for _, f := range order {
 			if err := sleepCtx(ctx, time.Second); err != nil {
-				return err
+				return nil, err
 			}
 			if err := f(); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // idleCPUPhase starts tasks that keep running, leaves the worker alone for the idle window, and

@@ -191,6 +191,8 @@ type Results struct {
 	Memory  []Mem          `json:"memory,omitempty"`
 	CPU     *CPUResult     `json:"idle_cpu,omitempty"`
 	Tracked *TrackedResult `json:"tracked,omitempty"`
+	Scale   *ScaleResult   `json:"scale,omitempty"`
+	Sweep   []SweepPoint   `json:"sweep,omitempty"`
 	Bar     []Bar          `json:"bar"`
 	// ForeignEvents counts, per phase, the Engine's start, die and destroy events of containers
 	// that were not the run's: someone else using the Engine meanwhile.
@@ -238,7 +240,49 @@ func (r *Results) bar() []Bar {
 	idle, tracked := r.mem("idle"), r.mem("tracked")
 	add("RSS idle", idle != nil, ratioOr(idle, func(m *Mem) float64 { return m.RSSMiB }), "MiB", "< 30", idle != nil && idle.RSSMiB < 30)
 	add("RSS with tracked tasks", tracked != nil, ratioOr(tracked, func(m *Mem) float64 { return m.RSSMiB }), "MiB", "< 60", tracked != nil && tracked.RSSMiB < 60)
+	if sc := r.Scale; sc != nil {
+		n := fmt.Sprintf("%d running", sc.Running)
+		if l := sc.ListRunning; l != nil {
+			add("scale: GET /tasks p50 ratio (cube / bare encode), "+n, true, l.Ratio, "×", "≤ 1.2", l.Ratio <= 1.2)
+			add("scale: GET /tasks max, "+n, true, l.Cube.Max, "ms", "< 15", l.Cube.Max < 15)
+		}
+		if m := r.memPrefix("scale: ", " running"); m != nil {
+			add("scale: RSS, "+n, true, m.RSSMiB, "MiB", "< 30", m.RSSMiB < 30)
+		}
+		if c := sc.IdleCPU; c != nil {
+			add(fmt.Sprintf("scale: idle CPU over %.0f s, %s", c.Seconds, n), true, c.Percent, "% of a core", "< 0.3", c.Percent < 0.3)
+		}
+		if e := sc.Exits; e != nil {
+			add(fmt.Sprintf("scale: %d exits at once, die → GET Completed p99", sc.Exiting), true, e.P99, "ms", "< 10", e.P99 < 10)
+		}
+		if k := sc.Restart; k != nil {
+			add("scale: /readyz 200 after kill -9", true, k.ReadySeconds, "s", "< 1", k.ReadySeconds < 1)
+			add(fmt.Sprintf("scale: taken up as they were after kill -9 (of %d; restarted %d)", k.Running, k.Restarted), true, float64(min(k.TakenUp, k.StillUp)), "tasks",
+				fmt.Sprintf("= %d, 0 restarted", k.Running), k.TakenUp == k.Running && k.StillUp == k.Running && k.Restarted == 0)
+		}
+		if l := sc.ListTracked; l != nil {
+			add(fmt.Sprintf("scale: GET /tasks p50 ratio (cube / bare encode), %d tracked", l.Tasks), true, l.Ratio, "×", "≤ 1.2", l.Ratio <= 1.2)
+		}
+		if m := r.memPrefix("scale: ", " tracked"); m != nil {
+			add(fmt.Sprintf("scale: RSS, %d tracked", m.Tasks), true, m.RSSMiB, "MiB", "< 80", m.RSSMiB < 80)
+		}
+	}
+	for _, p := range r.Sweep {
+		if p.Burst != nil {
+			add(fmt.Sprintf("sweep: burst of %d, --concurrency %d, wall ratio (cube / raw SDK)", p.Burst.Tasks, p.Concurrency), true, p.Burst.Ratio, "×", "≤ 1.05", p.Burst.Ratio <= 1.05)
+		}
+	}
 	return out
+}
+
+// memPrefix returns the memory reading whose When has the prefix and the suffix.
+func (r *Results) memPrefix(prefix, suffix string) *Mem {
+	for i := range r.Memory {
+		if w := r.Memory[i].When; strings.HasPrefix(w, prefix) && strings.HasSuffix(w, suffix) {
+			return &r.Memory[i]
+		}
+	}
+	return nil
 }
 
 func ratioOr[T any](p *T, f func(*T) float64) float64 {
@@ -332,6 +376,7 @@ func (r *Results) printTable(out io.Writer) {
 		}
 	}
 
+	r.printScale(out)
 	fmt.Fprintln(out, "\nthe bar (see \"The bar\" in BENCHMARKS.md):")
 	for _, b := range r.Bar {
 		verdict := "MISSED"
@@ -366,5 +411,54 @@ func (r *Results) printTable(out io.Writer) {
 	}
 	if len(r.Errors) > 0 {
 		fmt.Fprintf(out, "\nerrors:\n  %s\n", strings.Join(r.Errors, "\n  "))
+	}
+}
+
+// printScale prints the scale and sweep phases' figures.
+func (r *Results) printScale(out io.Writer) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	if sc := r.Scale; sc != nil {
+		fmt.Fprintf(out, "\nscale: worker %s, --concurrency %d: %d Running (started in %.0f s, in waves of %d), then %d tracked\n",
+			sc.Worker, sc.Concurrency, sc.Running, sc.StartSeconds, sc.WaveSize, sc.Tracked)
+		fmt.Fprintln(tw, "the Engine's own start rate, with\traw create+starts\tper s\tp50 ms\tmax ms\t")
+		for _, e := range sc.Engine {
+			fmt.Fprintf(tw, "%d running\t%d\t%.2f\t%.0f\t%.0f\t\n", e.Running, e.Starts, e.PerSecond, e.Start.P50, e.Start.Max)
+		}
+		for _, st := range sc.Stages {
+			fmt.Fprintf(tw, "cube: %d → %d running\t%d\t%.2f\t\t\t\n", st.From, st.To, st.To-st.From, st.PerSecond)
+		}
+		tw.Flush()
+		fmt.Fprintln(tw, "GET /tasks\ttasks\tbytes\tp50 ms\tp90 ms\tmax ms\tratio of p50s (paired)\t")
+		for _, l := range []*ListCompare{sc.ListRunning, sc.ListTracked} {
+			if l == nil {
+				continue
+			}
+			fmt.Fprintf(tw, "cube\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.3f (%.3f)\t\n", l.Tasks, l.Bytes, l.Cube.P50, l.Cube.P90, l.Cube.Max, l.Ratio, l.PairedRatio)
+			fmt.Fprintf(tw, "bare encode of the same list\t%d\t%d\t%.2f\t%.2f\t%.2f\t1\t\n", l.Tasks, l.Bytes, l.Bare.P50, l.Bare.P90, l.Bare.Max)
+		}
+		tw.Flush()
+		if c := sc.IdleCPU; c != nil {
+			fmt.Fprintf(out, "idle CPU with %d running: %.2f s over %.0f s = %.3f %% of a core (exact: %.3f %%)\n", c.Running, c.CPUSeconds, c.Seconds, c.Percent, c.ExecPercent)
+		}
+		if e := sc.Exits; e != nil {
+			fmt.Fprintf(out, "%d exits at once: die event → GET Completed p50 %.2f, p90 %.2f, p99 %.2f, max %.2f ms\n", sc.Exiting, e.P50, e.P90, e.P99, e.Max)
+		}
+		if k := sc.Restart; k != nil {
+			fmt.Fprintf(out, "kill -9 with %d running: /readyz 200 %.3f s after the new process started; %d taken up with their containers, %d still after 12 s, %d containers restarted\n",
+				k.Running, k.ReadySeconds, k.TakenUp, k.StillUp, k.Restarted)
+		}
+		if sc.TrackedSeconds > 0 {
+			fmt.Fprintf(out, "tracked tasks made in %.0f s\n", sc.TrackedSeconds)
+		}
+	}
+	if len(r.Sweep) > 0 {
+		fmt.Fprintln(out, "\nsweep: bursts on a worker started with each --concurrency, next to the raw SDK at the same concurrency:")
+		fmt.Fprintln(tw, "--concurrency\ttasks\trounds\tcube wall p50 s\traw wall p50 s\tratio (paired, Δ ms)\t")
+		for _, p := range r.Sweep {
+			if b := p.Burst; b != nil {
+				fmt.Fprintf(tw, "%d\t%d\t%d\t%.2f\t%.2f\t%.3f (%.3f, %+.0f)\t\n", p.Concurrency, b.Tasks, b.Rounds, b.CubeWall.P50/1000, b.RawWall.P50/1000, b.Ratio, b.PairedRatio, b.PairedDiff)
+			}
+		}
+		tw.Flush()
 	}
 }

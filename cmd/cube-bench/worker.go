@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,6 +37,9 @@ const requestTimeout = 10 * time.Second
 // workerProc is a `cube worker` subprocess and a client of its API.
 type workerProc struct {
 	name    string
+	bin     string
+	args    []string // the flags but --port
+	logPath string
 	url     string
 	cmd     *exec.Cmd
 	logf    *os.File
@@ -50,8 +54,49 @@ type workerProc struct {
 
 // startWorker runs `cube worker` on 127.0.0.1 with a free port and the given name, and waits
 // until it answers /readyz. Its state is on disk in a temporary data dir, as a worker keeps it by
-// default, or with inMemory in memory.
-func startWorker(ctx context.Context, bin, name string, concurrency int, logPath string, inMemory bool) (*workerProc, error) {
+// default, or with inMemory in memory. extra are more flags for the worker.
+func startWorker(ctx context.Context, bin, name string, concurrency int, logPath string, inMemory bool, extra ...string) (*workerProc, error) {
+	args := []string{"worker", "--host", "127.0.0.1", "--name", name, "--concurrency", strconv.Itoa(concurrency)}
+	args = append(args, extra...)
+	dataDir := ""
+	if inMemory {
+		args = append(args, "--in-memory")
+	} else {
+		var err error
+		if dataDir, err = os.MkdirTemp("", "cube-bench-state-"); err != nil {
+			return nil, err
+		}
+		args = append(args, "--data-dir", dataDir)
+	}
+	_ = os.Remove(logPath) // a new log per run; a restart appends to it
+	w, err := launchWorker(ctx, bin, name, args, dataDir, logPath)
+	if err != nil && dataDir != "" {
+		os.RemoveAll(dataDir)
+	}
+	return w, err
+}
+
+// restart starts the worker again, after kill9, with the same flags, name and data dir (on a new
+// port), appending to its log, and waits until it answers /readyz.
+func (w *workerProc) restart(ctx context.Context) (*workerProc, error) {
+	return launchWorker(ctx, w.bin, w.name, w.args, w.dataDir, w.logPath)
+}
+
+// kill9 kills the worker with SIGKILL, as a crash would, and waits for it to exit. Its data dir
+// is kept for restart; stop does nothing after it.
+func (w *workerProc) kill9() {
+	w.once.Do(func() {
+		_ = w.cmd.Process.Kill()
+		<-w.done
+		w.logf.Close()
+		w.http.CloseIdleConnections()
+		w.stopErr = nil
+	})
+}
+
+// launchWorker starts bin with args and --port set to a free port, and waits until it answers
+// /readyz. The process owns dataDir: stop removes it.
+func launchWorker(ctx context.Context, bin, name string, args []string, dataDir, logPath string) (*workerProc, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("the cube binary: %w (build it with make build)", err)
 	}
@@ -62,22 +107,12 @@ func startWorker(ctx context.Context, bin, name string, concurrency int, logPath
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(logPath)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"worker", "--host", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--name", name, "--concurrency", strconv.Itoa(concurrency)}
-	dataDir := ""
-	if inMemory {
-		args = append(args, "--in-memory")
-	} else {
-		if dataDir, err = os.MkdirTemp("", "cube-bench-state-"); err != nil {
-			logf.Close()
-			return nil, err
-		}
-		args = append(args, "--data-dir", dataDir)
-	}
+	base := args
+	args = append(slices.Clone(args), "--port", strconv.Itoa(port))
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that a Ctrl-C at the terminal reaches cube-bench alone, which
@@ -85,13 +120,13 @@ func startWorker(ctx context.Context, bin, name string, concurrency int, logPath
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		if dataDir != "" {
-			os.RemoveAll(dataDir)
-		}
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	w := &workerProc{
 		name:    name,
+		bin:     bin,
+		args:    base,
+		logPath: logPath,
 		dataDir: dataDir,
 		url:     "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		cmd:     cmd,
@@ -120,15 +155,23 @@ func startWorker(ctx context.Context, bin, name string, concurrency int, logPath
 		case <-w.done:
 			return nil, fmt.Errorf("cube worker exited at start: %v; its log: %s", w.exitErr, logPath)
 		case <-ctx.Done():
-			w.stop()
+			w.stopKeep()
 			return nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			w.stop()
+			w.stopKeep()
 			return nil, fmt.Errorf("cube worker not ready within 20s: %v; its log: %s", err, logPath)
 		}
 	}
+}
+
+// stopKeep stops the worker as stop does, but keeps its data dir (for its caller to remove).
+func (w *workerProc) stopKeep() {
+	dir := w.dataDir
+	w.dataDir = ""
+	w.stop()
+	w.dataDir = dir
 }
 
 // stop sends the worker SIGTERM, waits for it to exit (killing it after 30 s) and returns how it

@@ -30,17 +30,20 @@ package boltstore
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/taskindex"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
@@ -94,16 +97,8 @@ type Store struct {
 	batchSeq  map[uuid.UUID]uint64 // insertion sequences of new tasks in the transaction under way
 	mu        sync.RWMutex
 
-	tasks  map[uuid.UUID]stored
-	order  []uuid.UUID // task IDs by insertion sequence
+	index  taskindex.Index // the tasks with their insertion sequences, in that order, and the events seen
 	orders []task.Order
-	seen   map[uuid.UUID]uuid.UUID // event ID → task ID
-}
-
-// stored is a task and its insertion sequence, as kept in memory.
-type stored struct {
-	seq  uint64
-	task task.Task
 }
 
 // taskRecord is a task as kept in the tasks bucket.
@@ -152,6 +147,10 @@ func Open(path string, opts Options) (*Store, error) {
 }
 
 func open(path, dir string, opts Options) (*Store, error) {
+	// bbolt reads the file through a memory map rounded up to a power of two: a page it reads
+	// past the end of a truncated file faults (SIGBUS), which kills the process unless this
+	// goroutine turns faults into panics, which openDB and load recover as errors.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	timeout := opts.LockTimeout
 	if timeout == 0 {
 		timeout = DefaultLockTimeout
@@ -238,9 +237,8 @@ func (s *Store) load() (err error) {
 		return err
 	}
 
-	s.tasks = make(map[uuid.UUID]stored)
-	s.seen = make(map[uuid.UUID]uuid.UUID)
 	return s.db.View(func(tx *bolt.Tx) error {
+		var entries []taskindex.Entry
 		err := tx.Bucket(bucketTasks).ForEach(func(k, v []byte) error {
 			id, err := uuid.FromBytes(k)
 			if err != nil {
@@ -251,23 +249,21 @@ func (s *Store) load() (err error) {
 				return fmt.Errorf("task %s: %w", id, err)
 			}
 			r.Task.ID = id
-			s.tasks[id] = stored{seq: r.Seq, task: r.Task}
-			s.order = append(s.order, id)
+			entries = append(entries, taskindex.Entry{Seq: r.Seq, Task: r.Task})
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		slices.SortFunc(s.order, func(a, b uuid.UUID) int {
-			sa, sb := s.tasks[a].seq, s.tasks[b].seq
-			if sa == sb {
-				return bytes.Compare(a[:], b[:])
+		slices.SortFunc(entries, func(a, b taskindex.Entry) int {
+			if c := cmp.Compare(a.Seq, b.Seq); c != 0 {
+				return c
 			}
-			if sa < sb {
-				return -1
-			}
-			return 1
+			return bytes.Compare(a.Task.ID[:], b.Task.ID[:])
 		})
+		for _, e := range entries {
+			s.index.Put(e.Task, e.Seq)
+		}
 
 		err = tx.Bucket(bucketOrders).ForEach(func(k, v []byte) error {
 			if len(k) != 8 {
@@ -295,7 +291,7 @@ func (s *Store) load() (err error) {
 			if err != nil {
 				return fmt.Errorf("seen event %s: task %x: %w", ev, v, err)
 			}
-			s.seen[ev] = id
+			s.index.See(ev, id)
 			return nil
 		})
 	})

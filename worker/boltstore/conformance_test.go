@@ -1,6 +1,7 @@
 package boltstore_test
 
 import (
+	"math"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -345,6 +346,72 @@ var conformance = []struct {
 			t.Errorf("Orders after changing Accept's answer and Orders':\ngot  %+v\nwant %+v", ords, []task.Order{want})
 		}
 	}},
+}
+
+// wantSums checks a store's counts by state and the claims of its tasks that have not ended
+// against a walk of its List, as the worker counted before the stores kept the sums.
+func wantSums(tb testing.TB, s worker.Store) {
+	tb.Helper()
+	byState := map[task.State]int{}
+	var cpu float64
+	var mem int64
+	for _, t := range s.List() {
+		byState[t.State]++
+		if !t.State.Ended() {
+			cpu += t.Cpu
+			mem += t.Memory
+		}
+	}
+	for _, st := range []task.State{task.Pending, task.Scheduled, task.Running, task.Completed, task.Failed} {
+		if got := s.Count(st); got != byState[st] {
+			tb.Errorf("Count(%v): got %d, want %d", st, got, byState[st])
+		}
+	}
+	if got := s.Claimed(uuid.Nil); math.Abs(got.CPU-cpu) > 1e-9 || got.Memory != mem {
+		tb.Errorf("Claimed: got %+v, want {CPU:%g Memory:%d}", got, cpu, mem)
+	}
+}
+
+func init() {
+	conformance = append(conformance, struct {
+		name string
+		run  func(t *testing.T, s worker.Store, im impl)
+	}{"snapshot counts claims", func(t *testing.T, s worker.Store, _ impl) {
+		a, b, c := fullTask("a"), fullTask("b"), fullTask("c")
+		b.State = task.Scheduled
+		mustPut(t, s, a, b)
+		mustAccept(t, s, &c, startOrder(c))
+		wantSums(t, s)
+		if got := s.Claimed(a.ID); got.Memory != b.Memory+c.Memory || math.Abs(got.CPU-(b.Cpu+c.Cpu)) > 1e-9 {
+			t.Errorf("Claimed but for a: got %+v, want b's and c's", got)
+		}
+		snap := s.Snapshot(nil)
+		if !reflect.DeepEqual(snap, s.List()) {
+			t.Errorf("Snapshot:\ngot  %+v\nwant List's %+v", snap, s.List())
+		}
+		before := s.List()
+		scribble(a) // what was given to Put is not what is stored
+		a = before[0].Clone()
+		a.State, a.Env = task.Completed, append(a.Env, "NEW=1")
+		mustPut(t, s, a)
+		if !reflect.DeepEqual(snap, before) {
+			t.Errorf("a Snapshot after a Put changed:\ngot  %+v\nwant %+v", snap, before)
+		}
+		if got := s.Count(task.Completed); got != 1 {
+			t.Errorf("Count(Completed): got %d, want 1", got)
+		}
+		wantSums(t, s)
+		if err := s.Delete(b.ID); err != nil {
+			t.Fatal(err)
+		}
+		wantSums(t, s)
+		if got := s.Claimed(uuid.Nil); got.Memory != c.Memory {
+			t.Errorf("Claimed with only c not ended: got %+v, want c's %d bytes", got, c.Memory)
+		}
+		if got := s.Snapshot(make([]task.Task, 1)); len(got) != 3 || got[0].ID != uuid.Nil {
+			t.Errorf("Snapshot(a slice of 1): got %d tasks, want the 1 given and 2 appended", len(got))
+		}
+	}})
 }
 
 // TestConformance runs the same checks against every worker.Store, so that they cannot drift.

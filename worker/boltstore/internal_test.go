@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/taskindex"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 )
@@ -58,7 +59,7 @@ func TestDiskFailureChangesNothing(t *testing.T) {
 
 // memory is everything a Store keeps in memory.
 type memory struct {
-	Tasks  map[uuid.UUID]stored
+	Tasks  map[uuid.UUID]taskindex.Entry
 	Order  []uuid.UUID
 	Orders []task.Order
 	Seen   map[uuid.UUID]uuid.UUID
@@ -67,17 +68,16 @@ type memory struct {
 func dump(s *Store) memory {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	m := memory{Tasks: make(map[uuid.UUID]stored), Seen: make(map[uuid.UUID]uuid.UUID)}
-	for id, st := range s.tasks {
-		m.Tasks[id] = stored{seq: st.seq, task: st.task.Clone()}
-	}
-	m.Order = append(m.Order, s.order...)
+	m := memory{Tasks: make(map[uuid.UUID]taskindex.Entry), Seen: make(map[uuid.UUID]uuid.UUID)}
+	s.index.Entries(func(e taskindex.Entry) bool {
+		m.Tasks[e.Task.ID] = taskindex.Entry{Seq: e.Seq, Task: e.Task.Clone()}
+		m.Order = append(m.Order, e.Task.ID)
+		return true
+	})
 	for _, o := range s.orders {
 		m.Orders = append(m.Orders, cloneOrder(o))
 	}
-	for ev, id := range s.seen {
-		m.Seen[ev] = id
-	}
+	s.index.EachSeen(func(ev, id uuid.UUID) { m.Seen[ev] = id })
 	return m
 }
 

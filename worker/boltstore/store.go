@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker/taskindex"
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
 )
@@ -14,31 +15,63 @@ import (
 // only.
 func (s *Store) Get(id uuid.UUID) (task.Task, bool) {
 	s.mu.RLock()
-	st, ok := s.tasks[id]
+	e, ok := s.index.Get(id)
 	s.mu.RUnlock()
 	if !ok {
 		return task.Task{}, false
 	}
-	return st.task.Clone(), true
+	return e.Task.Clone(), true // the stored task is immutable: cloning it needs no lock
 }
 
 // List returns copies of all tasks, in the order they were first stored, which a reopen keeps.
 // It reads memory only.
 func (s *Store) List() []task.Task {
+	list := s.Snapshot(nil)
+	for i := range list {
+		list[i] = list[i].Clone()
+	}
+	return list
+}
+
+// Snapshot appends all tasks to dst, in List's order, as shallow copies, and returns the extended
+// slice: they share the stored tasks' maps and slices, which no one writes (a Put stores a new
+// task) and the caller must not write.
+// It reads memory only.
+func (s *Store) Snapshot(dst []task.Task) []task.Task {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]task.Task, 0, len(s.order))
-	for _, id := range s.order {
-		out = append(out, s.tasks[id].task.Clone())
-	}
-	return out
+	return s.index.Snapshot(dst)
+}
+
+// Refs appends pointers to the stored tasks to dst, in List's order, and returns the extended
+// slice. The tasks are immutable (a Put stores a new one): no one may write through them. It
+// reads memory only.
+func (s *Store) Refs(dst []*task.Task) []*task.Task {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Refs(dst)
 }
 
 // Len returns the number of tasks stored. It reads memory only.
 func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.tasks)
+	return s.index.Len()
+}
+
+// Count returns the number of tasks stored in state st, in O(1). It reads memory only.
+func (s *Store) Count(st task.State) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Count(st)
+}
+
+// Claimed returns what the tasks that have not ended claim, leaving out the task except, in
+// O(1). It reads memory only.
+func (s *Store) Claimed(except uuid.UUID) taskindex.Claims {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.index.Claimed(except)
 }
 
 // Orders returns copies of the orders not yet done, in the order they were accepted. It reads
@@ -57,8 +90,7 @@ func (s *Store) Orders() []task.Order {
 func (s *Store) Seen(eventID uuid.UUID) (uuid.UUID, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	id, ok := s.seen[eventID]
-	return id, ok
+	return s.index.Seen(eventID)
 }
 
 // Put stores a copy of t, replacing any task with its ID; a replaced task keeps its place in List.
@@ -67,7 +99,7 @@ func (s *Store) Seen(eventID uuid.UUID) (uuid.UUID, bool) {
 // The stored copy is t as read back from the file, so a task reads the same before and after a
 // reopen: times lose their monotonic clock reading, and empty slices of omitempty fields become nil.
 func (s *Store) Put(t task.Task) error {
-	var st stored
+	var st taskindex.Entry
 	err := s.commit(func(tx *bolt.Tx) error {
 		var err error
 		st, err = s.putTask(tx, t)
@@ -84,22 +116,17 @@ func (s *Store) Put(t task.Task) error {
 // forgotten them, and fails, changing nothing, when it cannot write the file.
 func (s *Store) Delete(id uuid.UUID) error {
 	s.mu.RLock()
-	_, known := s.tasks[id]
+	_, known := s.index.Get(id)
 	s.mu.RUnlock()
 	if !known {
 		return nil
 	}
 	var events []uuid.UUID
 	err := s.commit(func(tx *bolt.Tx) error {
-		events = events[:0]
-		if _, known = s.tasks[id]; !known {
+		if _, known = s.index.Get(id); !known {
 			return nil
 		}
-		for ev, tid := range s.seen {
-			if tid == id {
-				events = append(events, ev)
-			}
-		}
+		events = s.index.EventsOf(id)
 		if err := tx.Bucket(bucketTasks).Delete(id[:]); err != nil {
 			return err
 		}
@@ -111,13 +138,8 @@ func (s *Store) Delete(id uuid.UUID) error {
 		}
 		return nil
 	}, func() {
-		if !known {
-			return
-		}
-		delete(s.tasks, id)
-		s.order = slices.DeleteFunc(s.order, func(x uuid.UUID) bool { return x == id })
-		for _, ev := range events {
-			delete(s.seen, ev)
+		if known {
+			s.index.Delete(id)
 		}
 	})
 	if err != nil {
@@ -132,7 +154,7 @@ func (s *Store) Delete(id uuid.UUID) error {
 // changing nothing, when any of it cannot be encoded or written.
 func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
 	var (
-		st  stored
+		st  taskindex.Entry
 		got task.Order // o as it will read back
 	)
 	err := s.commit(func(tx *bolt.Tx) error {
@@ -171,7 +193,7 @@ func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
 		}
 		s.orders = append(s.orders, got) // commits apply in Seq order
 		if got.Event != nil {
-			s.seen[got.Event.ID] = got.TaskID
+			s.index.See(got.Event.ID, got.TaskID)
 		}
 	})
 	if err != nil {
@@ -297,43 +319,38 @@ func (s *Store) run(group []*write) {
 
 // putTask writes t in tx, under its old insertion sequence or a new one, and returns it as it
 // will read back. The caller is the committing writer.
-func (s *Store) putTask(tx *bolt.Tx, t task.Task) (stored, error) {
+func (s *Store) putTask(tx *bolt.Tx, t task.Task) (taskindex.Entry, error) {
 	b := tx.Bucket(bucketTasks)
-	st, ok := s.tasks[t.ID]
+	st, ok := s.index.Get(t.ID)
 	if !ok {
 		if seq, ok := s.batchSeq[t.ID]; ok {
-			st.seq = seq // stored earlier in this transaction
+			st.Seq = seq // stored earlier in this transaction
 		} else {
 			seq, err := b.NextSequence()
 			if err != nil {
-				return stored{}, err
+				return taskindex.Entry{}, err
 			}
-			st.seq = seq
+			st.Seq = seq
 			if s.batchSeq == nil {
 				s.batchSeq = make(map[uuid.UUID]uint64)
 			}
 			s.batchSeq[t.ID] = seq
 		}
 	}
-	data, err := json.Marshal(taskRecord{Seq: st.seq, Task: t})
+	data, err := json.Marshal(taskRecord{Seq: st.Seq, Task: t})
 	if err != nil {
-		return stored{}, fmt.Errorf("encode task: %w", err)
+		return taskindex.Entry{}, fmt.Errorf("encode task: %w", err)
 	}
 	var r taskRecord
 	if err := json.Unmarshal(data, &r); err != nil {
-		return stored{}, fmt.Errorf("decode task: %w", err)
+		return taskindex.Entry{}, fmt.Errorf("decode task: %w", err)
 	}
 	if err := b.Put(t.ID[:], data); err != nil {
-		return stored{}, err
+		return taskindex.Entry{}, err
 	}
-	return stored{seq: st.seq, task: r.Task}, nil
+	return taskindex.Entry{Seq: st.Seq, Task: r.Task}, nil
 }
 
-// setTask puts st in memory. The caller is the committing writer and holds mu.
-func (s *Store) setTask(st stored) {
-	id := st.task.ID
-	if _, ok := s.tasks[id]; !ok {
-		s.order = append(s.order, id)
-	}
-	s.tasks[id] = st
-}
+// setTask puts st in memory: the task is freshly decoded, so the index may keep it as it is. The
+// caller is the committing writer and holds mu.
+func (s *Store) setTask(st taskindex.Entry) { s.index.Put(st.Task, st.Seq) }
