@@ -72,3 +72,18 @@ type ContainerEvent struct {
 	ExitCode    int    // for ContainerDied
 	Health      string // for ContainerHealth: "healthy", "unhealthy" or "starting"
 }
+
+// ShortID returns an ID as people read it: the first 12 characters of a container ID (as
+// `docker ps` shows it), or the first block of a task or event UUID's text (8 hex digits, which
+// tells tasks apart in practice and is what container names carry). An ID shorter than its
+// short form is returned whole.
+func ShortID(id string) string {
+	n := 12
+	if len(id) == 36 && id[8] == '-' { // a UUID's text
+		n = 8
+	}
+	if len(id) > n {
+		return id[:n]
+	}
+	return id
+}

@@ -296,3 +296,16 @@ func TestSaturatingInc(t *testing.T) {
 		}
 	}
 }
+
+func TestShortID(t *testing.T) {
+	for _, tc := range []struct{ id, want string }{
+		{"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "0123456789ab"}, // a container ID
+		{"9d7ed580-ea2e-4e2b-a922-17fe18982b46", "9d7ed580"},                                 // a UUID
+		{"abc", "abc"},
+		{"", ""},
+	} {
+		if got := ShortID(tc.id); got != tc.want {
+			t.Errorf("ShortID(%q) = %q, want %q", tc.id, got, tc.want)
+		}
+	}
+}

@@ -61,7 +61,7 @@ func (r *runner) check(ctx context.Context, containerID, reason string, died *ta
 	}
 	switch {
 	case task.ErrorCode(err) == task.ENOTFOUND:
-		r.log.Warn("task's container removed outside cube", "container", shortID(containerID))
+		r.log.Warn("task's container removed outside cube", "container", task.ShortID(containerID))
 		_, err := r.modify(func(t *task.Task) error {
 			t.ContainerID = ""
 			t.FinishTime = w.now()
@@ -72,7 +72,7 @@ func (r *runner) check(ctx context.Context, containerID, reason string, died *ta
 	case err != nil:
 		// The runtime did not answer: the task's state is unknown, not failed. The next reconcile
 		// asks again.
-		return fmt.Errorf("inspect container %s after %s: %w", shortID(containerID), reason, err)
+		return fmt.Errorf("inspect container %s after %s: %w", task.ShortID(containerID), reason, err)
 	case c.Running:
 		return nil
 	}
@@ -174,7 +174,7 @@ func (r *runner) lateOOM(containerID string) error {
 		}
 		t.Error = "OOMKilled" + strings.TrimPrefix(t.Error, was)
 		t.AddRecord(r.w.now(), task.RecordOOMKilled, "exit code %d", t.ExitCode)
-		r.log.Info("the runtime reports the container was killed for lack of memory", "container", shortID(containerID))
+		r.log.Info("the runtime reports the container was killed for lack of memory", "container", task.ShortID(containerID))
 		return nil
 	})
 	return err

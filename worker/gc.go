@@ -285,9 +285,9 @@ func (r *runner) removeAllContainers(ctx context.Context) error {
 		err := w.rt.Remove(rctx, c.ID)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("remove container %s: %w", shortID(c.ID), err)
+			return fmt.Errorf("remove container %s: %w", task.ShortID(c.ID), err)
 		}
-		r.log.Debug("container of a removed task removed", "container", shortID(c.ID))
+		r.log.Debug("container of a removed task removed", "container", task.ShortID(c.ID))
 	}
 	return nil
 }

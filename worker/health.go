@@ -288,7 +288,7 @@ func (r *runner) health(ctx context.Context, o op) error {
 		if unavailable(err) {
 			return &parkedError{op: op{kind: opHealth, taskID: r.id, containerID: o.containerID, health: o.health, result: o.result}, err: err}
 		}
-		return fmt.Errorf("stop unhealthy container %s: %w", shortID(o.containerID), err)
+		return fmt.Errorf("stop unhealthy container %s: %w", task.ShortID(o.containerID), err)
 	}
 	r.cancelProbe()
 	ictx, cancel := bounded(ctx, 30*time.Second)

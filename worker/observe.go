@@ -26,7 +26,7 @@ func (w *Worker) Logs(ctx context.Context, id uuid.UUID, opts task.LogOptions) (
 	}
 	rc, err := w.rt.Logs(ctx, t.ContainerID, opts)
 	if task.ErrorCode(err) == task.ENOTFOUND {
-		return nil, task.Errorf(task.ECONFLICT, "task %s has no container: container %s was removed", id, shortID(t.ContainerID))
+		return nil, task.Errorf(task.ECONFLICT, "task %s has no container: container %s was removed", id, task.ShortID(t.ContainerID))
 	}
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func (w *Worker) TaskStats(ctx context.Context, id uuid.UUID) (task.ContainerSta
 	defer cancel()
 	s, err := w.rt.Stats(ctx, t.ContainerID)
 	if task.ErrorCode(err) == task.ENOTFOUND {
-		return task.ContainerStats{}, task.Errorf(task.ECONFLICT, "task %s is not running: container %s is gone", id, shortID(t.ContainerID))
+		return task.ContainerStats{}, task.Errorf(task.ECONFLICT, "task %s is not running: container %s is gone", id, task.ShortID(t.ContainerID))
 	}
 	if err != nil {
 		return task.ContainerStats{}, err

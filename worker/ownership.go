@@ -63,7 +63,7 @@ func (w *Worker) noteOrphans(list []task.Container) (removable, unowned int) {
 			if !w.owned.reported[c.ID] {
 				w.owned.reported[c.ID] = true
 				w.log.Warn("container labelled by this worker, of a task it has no record of; left alone",
-					"container", shortID(c.ID), "task", c.TaskID)
+					"container", task.ShortID(c.ID), "task", c.TaskID)
 			}
 			unowned++
 		case reason == "":
@@ -115,7 +115,7 @@ func (w *Worker) reapOrphans(ctx context.Context) {
 			w.owned.reported[id] = true
 			w.mu.Unlock()
 			if !reported {
-				w.log.Warn("orphan container: "+reasons[id]+"; not removed (--reap-orphans=false)", "container", shortID(id))
+				w.log.Warn("orphan container: "+reasons[id]+"; not removed (--reap-orphans=false)", "container", task.ShortID(id))
 			}
 			continue
 		}
@@ -123,12 +123,12 @@ func (w *Worker) reapOrphans(ctx context.Context) {
 		err := w.rt.Remove(rctx, id)
 		cancel()
 		if err != nil {
-			w.log.Warn("cannot remove orphan container", "container", shortID(id), "err", err)
+			w.log.Warn("cannot remove orphan container", "container", task.ShortID(id), "err", err)
 			continue
 		}
 		w.mu.Lock()
 		delete(w.owned.orphans, id)
 		w.mu.Unlock()
-		w.log.Warn("removed orphan container: "+reasons[id], "container", shortID(id))
+		w.log.Warn("removed orphan container: "+reasons[id], "container", task.ShortID(id))
 	}
 }

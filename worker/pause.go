@@ -22,11 +22,11 @@ func (r *runner) pauseChanged(ctx context.Context, containerID string, paused bo
 		r.cancelProbe()
 		_, err := r.modify(func(t *task.Task) error {
 			t.Paused = true
-			t.AddRecord(w.now(), task.RecordPaused, "container %s paused outside cube; health checks suspended", shortID(containerID))
+			t.AddRecord(w.now(), task.RecordPaused, "container %s paused outside cube; health checks suspended", task.ShortID(containerID))
 			return nil
 		})
 		if err == nil {
-			r.log.Warn("task's container was paused outside cube; it runs no code until it is unpaused", "container", shortID(containerID))
+			r.log.Warn("task's container was paused outside cube; it runs no code until it is unpaused", "container", task.ShortID(containerID))
 		}
 		return err
 	}
@@ -44,13 +44,13 @@ func (r *runner) pauseChanged(ctx context.Context, containerID string, paused bo
 		if hasOwnCheck(*t) {
 			t.HealthStatus = task.HealthStarting
 		}
-		t.AddRecord(w.now(), task.RecordUnpaused, "container %s unpaused", shortID(containerID))
+		t.AddRecord(w.now(), task.RecordUnpaused, "container %s unpaused", task.ShortID(containerID))
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	r.watchHealth(ctx, t, c)
-	r.log.Info("task's container was unpaused", "container", shortID(containerID))
+	r.log.Info("task's container was unpaused", "container", task.ShortID(containerID))
 	return nil
 }

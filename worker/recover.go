@@ -107,7 +107,7 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) i
 		info, err := w.rt.Inspect(ictx, c.ID)
 		cancel()
 		if err != nil {
-			w.log.Warn("cannot rebuild task from its container", "task", id, "container", shortID(c.ID), "err", err)
+			w.log.Warn("cannot rebuild task from its container", "task", id, "container", task.ShortID(c.ID), "err", err)
 			continue
 		}
 		t := c.Spec.Clone()
@@ -123,7 +123,7 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) i
 			t.HostPorts = info.HostPorts
 			t.StartTime = info.StartedAt
 		}
-		t.AddRecord(w.now(), task.RecordReceived, "rebuilt from container %s, which this worker made and has no record of", shortID(c.ID))
+		t.AddRecord(w.now(), task.RecordReceived, "rebuilt from container %s, which this worker made and has no record of", task.ShortID(c.ID))
 		mu := w.writeLock(id)
 		mu.Lock()
 		_, known := w.store.Get(id)
@@ -145,7 +145,7 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) i
 		}
 		w.publish(task.Task{ID: id}, t)
 		n++
-		w.log.Info("rebuilt task from its container's labels", "task", id, "container", shortID(c.ID),
+		w.log.Info("rebuilt task from its container's labels", "task", id, "container", task.ShortID(c.ID),
 			"running", info.Running, "started", !info.StartedAt.IsZero())
 	}
 	return n

@@ -164,12 +164,12 @@ func (r *runner) launch(ctx context.Context, seq uint64) error {
 	if err := r.markRunning(ctx, c); err != nil {
 		// The container runs but the task cannot say so; remove it rather than lose track of it.
 		if rerr := r.removeContainer(ctx, t, c.ID); rerr != nil {
-			r.log.Error("remove the container of a start that could not be recorded", "container", shortID(c.ID), "err", rerr)
+			r.log.Error("remove the container of a start that could not be recorded", "container", task.ShortID(c.ID), "err", rerr)
 		}
 		return err
 	}
 	if !c.Running {
-		r.log.Info("the container of this start ran and ended before the worker could follow it", "container", shortID(c.ID))
+		r.log.Info("the container of this start ran and ended before the worker could follow it", "container", task.ShortID(c.ID))
 		return r.check(ctx, c.ID, "start-up", nil)
 	}
 	return nil
@@ -231,7 +231,7 @@ func (r *runner) startedBefore(ctx context.Context, t task.Task) (task.Container
 // task's: Running (markRunning reports host access the worker no longer allows), and its exit
 // recorded when it has ended.
 func (r *runner) takeUpStarted(ctx context.Context, c task.Container) error {
-	r.log.Info("an earlier attempt of this start started its container; it is taken up", "container", shortID(c.ID))
+	r.log.Info("an earlier attempt of this start started its container; it is taken up", "container", task.ShortID(c.ID))
 	if err := r.markRunning(ctx, c); err != nil {
 		return err
 	}
@@ -298,14 +298,14 @@ func (r *runner) markRunning(ctx context.Context, c task.Container) error {
 			t.HealthStatus = task.HealthStarting
 		}
 		t.Paused = c.Paused // a container taken up after a crash may be
-		t.AddRecord(t.StartTime, task.RecordStarted, "container %s", shortID(c.ID))
+		t.AddRecord(t.StartTime, task.RecordStarted, "container %s", task.ShortID(c.ID))
 		return nil
 	})
 	if err != nil {
 		return err
 	}
 	r.watchHealth(ctx, t, c)
-	r.log.Info("task running", "container", shortID(c.ID), "image", t.Image, "restarts", t.RestartCount)
+	r.log.Info("task running", "container", task.ShortID(c.ID), "image", t.Image, "restarts", t.RestartCount)
 	r.noteRevoked(t) // a container made before the worker restarted with less allowed
 	return nil
 }
@@ -335,9 +335,9 @@ func (r *runner) adopt(ctx context.Context, containerID string) error {
 		if c.Paused != t.Paused {
 			t.Paused = c.Paused
 			if c.Paused {
-				t.AddRecord(r.w.now(), task.RecordPaused, "container %s found paused at start-up; health checks suspended", shortID(c.ID))
+				t.AddRecord(r.w.now(), task.RecordPaused, "container %s found paused at start-up; health checks suspended", task.ShortID(c.ID))
 			} else {
-				t.AddRecord(r.w.now(), task.RecordUnpaused, "container %s found unpaused at start-up", shortID(c.ID))
+				t.AddRecord(r.w.now(), task.RecordUnpaused, "container %s found unpaused at start-up", task.ShortID(c.ID))
 			}
 		}
 		return nil
@@ -346,7 +346,7 @@ func (r *runner) adopt(ctx context.Context, containerID string) error {
 		return err
 	}
 	r.watchHealth(ctx, t, c)
-	r.log.Info("took up running container", "container", shortID(c.ID), "restarts", t.RestartCount)
+	r.log.Info("took up running container", "container", task.ShortID(c.ID), "restarts", t.RestartCount)
 	r.noteRevoked(t)
 	return nil
 }
@@ -410,7 +410,7 @@ func (r *runner) restartNow(ctx context.Context) error {
 			}
 			// Do not let an old container hold the task back: it becomes an orphan, and the
 			// reaper removes it.
-			r.log.Warn("cannot remove the old container; restarting anyway", "container", shortID(t.ContainerID), "err", err)
+			r.log.Warn("cannot remove the old container; restarting anyway", "container", task.ShortID(t.ContainerID), "err", err)
 		}
 		if _, err := r.modify(func(t *task.Task) error {
 			t.ContainerID = ""

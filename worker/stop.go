@@ -102,11 +102,11 @@ func (r *runner) removeContainer(ctx context.Context, t task.Task, id string) er
 	ctx, cancel := bounded(ctx, r.w.cfg.StopTimeout+grace)
 	defer cancel()
 	if err := r.w.rt.Stop(ctx, id, grace); err != nil {
-		return fmt.Errorf("stop container %s: %w", shortID(id), err)
+		return fmt.Errorf("stop container %s: %w", task.ShortID(id), err)
 	}
 	if err := r.w.rt.Remove(ctx, id); err != nil {
-		return fmt.Errorf("remove container %s: %w", shortID(id), err)
+		return fmt.Errorf("remove container %s: %w", task.ShortID(id), err)
 	}
-	r.log.Debug("container removed", "container", shortID(id))
+	r.log.Debug("container removed", "container", task.ShortID(id))
 	return nil
 }

@@ -336,10 +336,3 @@ func joinReason(a, b string) string {
 	}
 	return a + "; " + b
 }
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
-}

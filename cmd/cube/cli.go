@@ -220,15 +220,12 @@ func ambiguous(what, advice string, ts []task.Task) error {
 	return task.Errorf(task.EINVALID, "%s matches %d tasks; %s: %s", what, len(ts), advice, strings.Join(cands, ", "))
 }
 
-// shortID is the first block of a task ID, which tells tasks apart in practice.
-func shortID(id uuid.UUID) string { return id.String()[:8] }
-
 // label names a task for people: its name and short ID, or the short ID alone.
 func label(t task.Task) string {
 	if t.Name == "" {
-		return shortID(t.ID)
+		return task.ShortID(t.ID.String())
 	}
-	return fmt.Sprintf("%s (%s)", t.Name, shortID(t.ID))
+	return fmt.Sprintf("%s (%s)", t.Name, task.ShortID(t.ID.String()))
 }
 
 func orDash(s string) string {

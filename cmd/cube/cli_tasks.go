@@ -124,7 +124,7 @@ func writeTaskTable(w io.Writer, ts []task.Task, now time.Time) error {
 		if t.Paused {
 			state += " (paused)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", shortID(t.ID), orDash(t.Name), t.Image, state,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", task.ShortID(t.ID.String()), orDash(t.Name), t.Image, state,
 			orDash(health), orDash(p), t.RestartCount, age(now, received(t)))
 	}
 	return tw.Flush()
@@ -285,7 +285,7 @@ func (cc *clientConfig) newRmCmd(stdout io.Writer) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return cc.eachTask(cmd, args, stdout, func(c *apiclient.Client, t task.Task) error {
 				if !force && !t.State.Ended() {
-					return fmt.Errorf("task %s (%s) is %v: stop it first, or remove it with -f", shortID(t.ID), t.Name, t.State)
+					return fmt.Errorf("task %s (%s) is %v: stop it first, or remove it with -f", task.ShortID(t.ID.String()), t.Name, t.State)
 				}
 				return c.Remove(cmd.Context(), t.ID)
 			})
@@ -413,7 +413,7 @@ func writeTaskStats(w io.Writer, t task.Task, s apiclient.TaskStats) error {
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tMEM %\tNET I/O\tBLOCK I/O\tPIDS")
-	fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%s\t%s / %s\t%s / %s\t%d\n", shortID(t.ID), orDash(t.Name), s.CPUPercent,
+	fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%s\t%s / %s\t%s / %s\t%d\n", task.ShortID(t.ID.String()), orDash(t.Name), s.CPUPercent,
 		bytesOf(s.MemoryUsage), bytesOf(s.MemoryLimit), memPct, bytesOf(s.NetworkRx), bytesOf(s.NetworkTx),
 		bytesOf(s.BlockRead), bytesOf(s.BlockWrite), s.PIDs)
 	return tw.Flush()
@@ -487,6 +487,6 @@ func eventLine(ev apiclient.Event) string {
 		state += fmt.Sprintf(" restarts=%d", ev.RestartCount)
 	}
 	line := fmt.Sprintf(eventColumns, strconv.FormatInt(ev.Seq, 10), ev.Time.Local().Format("2006-01-02T15:04:05.000Z07:00"),
-		orDash(ev.Name), shortID(ev.TaskID), ev.Type, state, ev.Message)
+		orDash(ev.Name), task.ShortID(ev.TaskID.String()), ev.Type, state, ev.Message)
 	return strings.TrimRight(line, " ")
 }

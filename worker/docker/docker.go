@@ -229,7 +229,7 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		created.ID = c.ID
 		if !made && (c.Running || !c.StartedAt.IsZero()) {
 			// Started already: running, or run and ended. The caller takes it up as it is.
-			progress(task.StartStep{Type: task.RecordStarted, Message: "container " + shortID(c.ID) + " (started by an earlier attempt)"})
+			progress(task.StartStep{Type: task.RecordStarted, Message: "container " + task.ShortID(c.ID) + " (started by an earlier attempt)"})
 			return c, nil
 		}
 	}
@@ -237,7 +237,7 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		return task.Container{}, convert(err, "create container")
 	}
 	r.used(t.Image)
-	msg := "container " + shortID(created.ID)
+	msg := "container " + task.ShortID(created.ID)
 	if !made {
 		msg += " (made by an earlier attempt, never started)"
 	}
@@ -255,7 +255,7 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 		r.Remove(context.WithoutCancel(ctx), created.ID)
 		return task.Container{}, err
 	}
-	progress(task.StartStep{Type: task.RecordStarted, Message: "container " + shortID(created.ID)})
+	progress(task.StartStep{Type: task.RecordStarted, Message: "container " + task.ShortID(created.ID)})
 	return c, nil
 }
 
@@ -312,7 +312,7 @@ func (r *Runtime) isStartOf(c task.Container, t task.Task) error {
 	}
 	return &task.Error{Code: task.ECONFLICT, Message: fmt.Sprintf(
 		"create container: the name %s is taken by container %s, which is not this start's (task %s, event %s, worker %q)",
-		ContainerName(t), shortID(c.ID), c.TaskID, c.EventID, c.Worker)}
+		ContainerName(t), task.ShortID(c.ID), c.TaskID, c.EventID, c.Worker)}
 }
 
 // hostPortRE finds the host address in the Engine's "port is already allocated" and "address
@@ -609,11 +609,11 @@ func ContainerName(t task.Task) string {
 	if name == "" {
 		name = "task"
 	}
-	start := uuid.NewString()[:8]
+	start := task.ShortID(uuid.NewString())
 	if ev, err := uuid.Parse(t.LastEvent); err == nil {
-		start = ev.String()[:8] + "-" + strconv.Itoa(t.RestartCount)
+		start = task.ShortID(ev.String()) + "-" + strconv.Itoa(t.RestartCount)
 	}
-	return fmt.Sprintf("cube-%s-%s-%s", name, t.ID.String()[:8], start)
+	return fmt.Sprintf("cube-%s-%s-%s", name, task.ShortID(t.ID.String()), start)
 }
 
 // containerConfig translates a task's spec into Docker's configuration.
@@ -707,13 +707,6 @@ func hostPorts(ports nat.PortMap) task.PortMap {
 		return nil
 	}
 	return out
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }
 
 func parseTime(s string) time.Time {
