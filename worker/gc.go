@@ -173,7 +173,7 @@ func (w *Worker) collectable() (idle []task.Task, ended int) {
 	for _, o := range w.store.Orders() {
 		busy[o.TaskID] = true
 	}
-	for _, t := range w.store.List() {
+	for _, t := range w.store.Snapshot(nil) { // read only: shallow copies
 		if !t.State.Ended() || w.isRemovingLocked(t.ID) {
 			continue
 		}

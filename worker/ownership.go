@@ -46,7 +46,7 @@ func whose(c task.Container, t task.Task, known bool) (reason string, owned bool
 // each there are.
 func (w *Worker) noteOrphans(list []task.Container) (removable, unowned int) {
 	tasks := make(map[uuid.UUID]task.Task)
-	for _, t := range w.store.List() {
+	for _, t := range w.store.Snapshot(nil) { // read only: shallow copies
 		tasks[t.ID] = t
 	}
 	now := w.now()

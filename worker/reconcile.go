@@ -96,7 +96,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 			paused[c.ID] = true
 		}
 	}
-	for _, t := range w.store.List() {
+	for _, t := range w.store.Snapshot(nil) { // read only: shallow copies
 		if t.State != task.Running || t.ContainerID == "" {
 			continue
 		}
