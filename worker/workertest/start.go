@@ -2,6 +2,7 @@ package workertest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,10 +23,19 @@ const StopTimeout = 30 * time.Second
 // registered after Start runs before the worker stops.
 func Start(tb testing.TB, w Worker, within time.Duration) {
 	tb.Helper()
+	Run(tb, w)
+	WaitReady(tb, w, within)
+}
+
+// Run runs w.Run until the test ends or stop is called, and returns stop. stop cancels Run and
+// waits for it to return, failing the test when Run fails or does not return within
+// StopTimeout; it is safe to call more than once, and the test's cleanup calls it. Every harness
+// that runs a worker for a test runs it through Run.
+func Run(tb testing.TB, w Worker) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	tb.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -36,7 +46,8 @@ func Start(tb testing.TB, w Worker, within time.Duration) {
 			tb.Errorf("Run did not return within %v of cancel", StopTimeout)
 		}
 	})
-	WaitReady(tb, w, within)
+	tb.Cleanup(stop)
+	return stop
 }
 
 // WaitReady waits, up to within, until w.Ready answers nil, and fails the test with its last

@@ -8,7 +8,6 @@
 package testworker
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -54,10 +53,9 @@ type Harness struct {
 	URL    string           // the server's base URL, http://127.0.0.1:port; "" without a server
 	Addr   string           // the server's host:port; "" without a server
 
-	tb     testing.TB
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
+	tb   testing.TB
+	stop func() // stops the worker: workertest.Run's
+	once sync.Once
 }
 
 // Start runs a worker as opts say until the test ends (or Stop), and waits until it is ready:
@@ -66,7 +64,7 @@ type Harness struct {
 // waits for Run to return (up to workertest.StopTimeout).
 func Start(tb testing.TB, opts Options) *Harness {
 	tb.Helper()
-	h := &Harness{tb: tb, done: make(chan error, 1)}
+	h := &Harness{tb: tb}
 	rt := opts.Runtime
 	if rt == nil {
 		h.Fake = workertest.New()
@@ -87,9 +85,7 @@ func Start(tb testing.TB, opts Options) *Harness {
 	if opts.Setup != nil {
 		opts.Setup(h)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	go func() { h.done <- h.Worker.Run(ctx) }()
+	h.stop = workertest.Run(tb, h.Worker)
 	tb.Cleanup(h.Stop)
 	within := opts.ReadyWithin
 	if within == 0 {
@@ -113,15 +109,7 @@ func (h *Harness) Stop() {
 		if h.Server != nil {
 			h.Server.Close()
 		}
-		h.cancel()
-		select {
-		case err := <-h.done:
-			if err != nil {
-				h.tb.Errorf("Run: got %v, want nil", err)
-			}
-		case <-time.After(workertest.StopTimeout):
-			h.tb.Errorf("Run did not return within %v of cancel", workertest.StopTimeout)
-		}
+		h.stop()
 	})
 }
 
