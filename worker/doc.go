@@ -39,8 +39,10 @@
 // Restart timers are time.AfterFunc values owned by their runners; all they do is enqueue.
 //
 // Worker.mu guards the intake, the runners map and each runner's shared fields (backlog, the
-// flags, the timer); it is never held across a runtime call or a store write of a task. A
-// task's probe state (its cancel function, its container's address) belongs to the runner's
+// flags, the timer). It is never held across a runtime call. It is held across the store's
+// Accept in Submit, Stop, Remove and retention (on disk, a commit), so that a request is checked
+// and journaled in one step; it is not held across the writes of a task's runner. A task's
+// probe state (its cancel function, its container's address) belongs to the runner's
 // goroutine alone. Each write of a task is a read-modify-write under its stripe of writeMu
 // (Worker.modify); a writer may take mu inside it, never the other way round.
 //

@@ -717,3 +717,53 @@ func TestRefusedStopLeavesTheTaskAsItWas(t *testing.T) {
 		return t.State == task.Running && t.RestartCount == 1
 	})
 }
+
+// A stop parked because the runtime does not answer ends the task's health check, as it did
+// before stops left a refused stop's task as it was: the check's verdict cannot matter any more
+// (the stop applies once the runtime answers), and its results would pile up behind the stop for
+// the whole outage.
+func TestParkedStopEndsTheHealthCheck(t *testing.T) {
+	rt := workertest.New()
+	var hold atomic.Bool
+	entered, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
+	rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) {
+		if hold.Load() {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			<-ctx.Done()
+			select {
+			case cancelled <- struct{}{}:
+			default:
+			}
+			return 0, "", ctx.Err()
+		}
+		return 0, "fine", nil
+	}
+	w := startWorker(t, rt, Config{PingInterval: time.Hour})
+	t.Cleanup(func() { rt.SetErrs(nil, nil) })
+	spec := newTask()
+	spec.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond),
+		Timeout: dur(time.Hour)}
+	submit(t, w, eventFor(spec))
+	waitTask(t, w, spec, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+	hold.Store(true)
+	select {
+	case <-entered:
+	case <-time.After(waitTimeout):
+		t.Fatal("no health check under way")
+	}
+	rt.SetErrs(task.Errorf(task.EUNAVAILABLE, "the runtime does not answer"), nil)
+	if err := w.Stop(spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(waitTimeout):
+		t.Fatal("the health check under way was not ended by the parked stop")
+	}
+	if got, _ := w.Get(spec.ID); got.State != task.Running {
+		t.Fatalf("while the stop is parked: got state %v, want Running", got.State)
+	}
+}

@@ -34,7 +34,7 @@ func (r *runner) stop(ctx context.Context, seq uint64) (err error) {
 		c, found, err := r.startedBefore(ctx, t)
 		switch {
 		case err != nil && unavailable(err):
-			return &parkedError{op: op{kind: opStop, taskID: r.id, seq: seq}, err: err}
+			return r.parkStop(seq, err)
 		case err != nil:
 			return err
 		case found:
@@ -45,7 +45,7 @@ func (r *runner) stop(ctx context.Context, seq uint64) (err error) {
 		r.note(task.RecordKilling, "stop requested")
 		if err := r.removeContainer(ctx, t, t.ContainerID); err != nil {
 			if unavailable(err) {
-				return &parkedError{op: op{kind: opStop, taskID: r.id, seq: seq}, err: err}
+				return r.parkStop(seq, err)
 			}
 			return err
 		}
@@ -80,6 +80,15 @@ func (r *runner) stop(ctx context.Context, seq uint64) (err error) {
 		r.log.Info("task stopped")
 	}
 	return err
+}
+
+// parkStop parks the stop seq until the runtime answers. It ends the task's health check: the
+// check's verdict cannot matter any more (the stop applies once the runtime answers), and its
+// results would only queue behind the stop for as long as the runtime does not answer. The
+// pending restart stays armed: what it sends queues behind the stop and finds the task stopped.
+func (r *runner) parkStop(seq uint64, err error) error {
+	r.cancelProbe()
+	return &parkedError{op: op{kind: opStop, taskID: r.id, seq: seq}, err: err}
 }
 
 // stoppedWhile says what a task that has not ended was doing when a stop ended it.
