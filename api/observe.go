@@ -104,13 +104,17 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	for {
 		n, err := rc.Read(buf)
 		if n > 0 {
+			lifted := time.Now() // the network's clock, as lift's
 			s.lift(w)
 			_, werr := w.Write(buf[:n])
 			if werr == nil {
 				werr = s.flushErr(w)
 			}
 			switch {
-			case errors.Is(werr, os.ErrDeadlineExceeded):
+			// A write that fails once the deadline lift set has passed failed for it, whatever
+			// error the server passes on: net/http closes the connection on a failed chunk write,
+			// and a write or flush after that reports the closed connection, not the deadline.
+			case werr != nil && (errors.Is(werr, os.ErrDeadlineExceeded) || time.Since(lifted) >= s.requestTimeout):
 				s.log.Warn("task logs: the client took no data for the request timeout; cut off",
 					"task", id, "timeout", s.requestTimeout, "bytes_sent", sent)
 				panic(http.ErrAbortHandler)

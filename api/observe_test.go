@@ -2,10 +2,13 @@ package api
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -446,5 +449,50 @@ func TestLogsBrokenOffAbort(t *testing.T) {
 	}
 	if want := []string{"GET /tasks/{taskID}/logs 200"}; !slices.Equal(observed, want) {
 		t.Errorf("observed: got %v, want %v", observed, want)
+	}
+}
+
+// blockedWriter is a connection to a client that stopped reading: its writes after the first
+// block for the write deadline, then fail as net/http fails them once it has closed the
+// connection, without the deadline's error.
+type blockedWriter struct {
+	*httptest.ResponseRecorder
+	block  time.Duration
+	writes int
+}
+
+func (b *blockedWriter) Write(p []byte) (int, error) {
+	if b.writes++; b.writes == 1 {
+		return b.ResponseRecorder.Write(p)
+	}
+	time.Sleep(b.block) // the socket's buffers are full: the write waits out its deadline
+	return 0, errors.New("write tcp 127.0.0.1:1->127.0.0.1:2: use of closed network connection")
+}
+
+// A write that fails once its deadline has passed is a slow client cut off, whatever error the
+// server passes on (net/http closes the connection on a failed chunk write, and may report
+// that instead of the deadline): the worker says so, and the answer breaks.
+func TestLogsSlowReaderCutOffWhateverTheError(t *testing.T) {
+	h := newHarness(t)
+	run := h.running(t)
+	lines := make([]string, 2000)
+	for i := range lines {
+		lines[i] = strings.Repeat("y", 99)
+	}
+	h.rt.Print(run.ContainerID, lines...)
+	var logs bytes.Buffer
+	const timeout = 50 * time.Millisecond
+	handler := New(h.w, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil)), RequestTimeout: timeout})
+	w := &blockedWriter{ResponseRecorder: httptest.NewRecorder(), block: timeout}
+	aborted := func() (v any) {
+		defer func() { v = recover() }()
+		handler.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/tasks/"+run.ID.String()+"/logs", nil))
+		return nil
+	}()
+	if aborted != http.ErrAbortHandler {
+		t.Errorf("a slow client: got panic %v, want http.ErrAbortHandler (the answer breaks)", aborted)
+	}
+	if !strings.Contains(logs.String(), "the client took no data for the request timeout; cut off") {
+		t.Errorf("a slow client: the worker did not say it cut it off:\n%s", logs.String())
 	}
 }
