@@ -122,15 +122,7 @@ func BenchmarkSubmit(b *testing.B) {
 	)
 	start := func() {
 		w = worker.New(workertest.New(), worker.Config{Name: "bench", Logger: log})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- w.Run(ctx) }()
-		stop = func() {
-			cancel()
-			if err := <-done; err != nil {
-				b.Errorf("Run: got %v, want nil", err)
-			}
-		}
+		stop = workertest.Run(b, w)
 	}
 	t := benchTask()
 	t.State = task.Scheduled
@@ -214,9 +206,7 @@ func benchSubmitTracked(b *testing.B, n int, durable bool) {
 		}
 		w = worker.New(workertest.New(), worker.Config{Name: "bench", Logger: log, Store: store, MaxTasks: 1 << 20,
 			Retention: worker.Retention{KeepEnded: 1 << 20}, Capacity: worker.Capacity{CPU: 1e6, Memory: 1 << 60}})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- w.Run(ctx) }()
+		stopWorker := workertest.Run(b, w)
 		var running []uuid.UUID
 		for i := range n / 10 { // Running, through the worker, each claiming 0.01 cores and 64 MiB
 			t := benchTask()
@@ -240,10 +230,7 @@ func benchSubmitTracked(b *testing.B, n int, durable bool) {
 			}
 		}
 		stop = func() {
-			cancel()
-			if err := <-done; err != nil {
-				b.Errorf("Run: got %v, want nil", err)
-			}
+			stopWorker()
 			store.Close()
 		}
 	}
@@ -303,15 +290,7 @@ func benchSubmitFailing(b *testing.B, n, maxTasks int) {
 		return task.Errorf(task.ENOTFOUND, "image pull failed")
 	}
 	w := worker.New(rt, worker.Config{Name: "bench", Logger: slog.New(slog.DiscardHandler), MaxTasks: maxTasks})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Errorf("Run: got %v, want nil", err)
-		}
-	}()
+	workertest.Run(b, w)
 	t := benchTask()
 	t.State = task.Scheduled
 	t.ContainerID, t.HostPorts, t.StartTime = "", nil, time.Time{}
@@ -364,10 +343,7 @@ func BenchmarkStartToRunning(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/starts=%d", st.name, n), func(b *testing.B) {
 				w := worker.New(workertest.New(), worker.Config{Name: "bench", Logger: slog.New(slog.DiscardHandler),
 					Store: st.open(b), MaxTasks: 1 << 20, Concurrency: 20})
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan error, 1)
-				go func() { done <- w.Run(ctx) }()
-				defer func() { cancel(); <-done }()
+				workertest.Run(b, w)
 				_, changes, stop := w.Changes(w.LastChange())
 				defer stop()
 				t := benchTask()

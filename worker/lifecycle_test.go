@@ -434,10 +434,7 @@ func TestStopEndsUnendedTasksCompleted(t *testing.T) {
 			if err := w.Stop(spec.ID); err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- w.Run(ctx) }()
-			t.Cleanup(func() { cancel(); <-done })
+			workertest.Run(t, w)
 			got := waitState(t, w, spec.ID, task.Completed)
 			if rs := records(got, task.RecordStopped); len(rs) != 1 || rs[0].Message != "stopped by request before it started" {
 				t.Errorf("Stopped records: got %+v in %v", rs, recordTypes(got))

@@ -36,27 +36,7 @@ func runUntilStopped(tb testing.TB, rt Runtime, cfg Config) (*Worker, func()) {
 	tb.Helper()
 	cfg.Logger = testLogger(tb)
 	w := New(rt, cfg)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				tb.Errorf("Run: got %v, want nil", err)
-			}
-		case <-time.After(waitTimeout):
-			tb.Errorf("Run did not return within %v of cancel", waitTimeout)
-		}
-	}
-	tb.Cleanup(stop)
-	return w, stop
+	return w, workertest.Run(tb, w)
 }
 
 func hasRecord(t task.Task, typ, part string) bool {

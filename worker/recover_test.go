@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"context"
 	"slices"
 	"testing"
 	"time"
@@ -24,10 +23,7 @@ func TestRebuildFromLabelsDespiteEarlySubmit(t *testing.T) {
 	w := New(rt, Config{Logger: testLogger(t)})
 	early := newTask()
 	submit(t, w, eventFor(early)) // before Run: the rebuild must still happen
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	workertest.Run(t, w)
 
 	got := waitTask(t, w, spec, "rebuilt and running", func(t task.Task) bool { return t.State == task.Running })
 	if got.ContainerID != run.ContainerID || got.RestartCount != 3 || got.Image != spec.Image {

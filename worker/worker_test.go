@@ -358,10 +358,7 @@ func TestSubmitBeforeRun(t *testing.T) {
 	if got := submit(t, w, eventFor(spec)); got.State != task.Scheduled {
 		t.Errorf("state before Run: got %v, want Scheduled", got.State)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	workertest.Run(t, w)
 	waitState(t, w, spec.ID, task.Running)
 }
 
@@ -790,10 +787,7 @@ func TestReady(t *testing.T) {
 	if err := w.Ready(context.Background()); task.ErrorCode(err) != task.EUNAVAILABLE || !strings.Contains(err.Error(), "recovering") {
 		t.Errorf("Ready before Run has recovered the tasks: got %v, want EUNAVAILABLE saying it is recovering", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- w.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	workertest.Run(t, w)
 	waitFor(t, waitTimeout, func() bool { return w.Ready(context.Background()) == nil }, "Ready once recovered")
 	pingErr := errors.New("Cannot connect to the Docker daemon")
 	rt.SetPingErr(pingErr)
