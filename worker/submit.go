@@ -2,7 +2,6 @@ package worker
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/cube-orchestrator/cube/internal/nodestats"
 	"github.com/cube-orchestrator/cube/task"
@@ -166,37 +165,18 @@ func (w *Worker) Get(id uuid.UUID) (task.Task, error) {
 	if !ok || gone {
 		return task.Task{}, task.Errorf(task.ENOTFOUND, "task %s not found", id)
 	}
-	t.ClearLiveFields() // stored by a path or a version that did not apply it
-	if note := w.unconfirmed(); note != "" && !t.State.Terminal() {
-		t.Unconfirmed = note
-	}
+	shown(&t, w.unconfirmed())
 	return t, nil
 }
 
 // List returns every task, in the order they were submitted. While the runtime does not answer,
 // tasks that have not ended carry a note that their state is unconfirmed.
 //
-// The tasks are shallow copies (Store.Snapshot): each Task's fields are the caller's to set, but
-// its maps, slices and pointers are the stored task's, which never change and must not be
-// written. So a list copies nothing it does not send: GET /tasks encodes it as it is.
-func (w *Worker) List() []task.Task { return w.AppendList(nil) }
-
-// AppendList appends what List returns to dst and returns the extended slice: a caller that
-// lists often can reuse one slice (clearing it after, so that it keeps no old task alive).
-func (w *Worker) AppendList(dst []task.Task) []task.Task {
-	gone := w.removingNow() // before the store: a removal that ends in between leaves no task
-	n := len(dst)
-	list := w.store.Snapshot(dst)
-	if gone != nil {
-		list = append(list[:n], slices.DeleteFunc(list[n:], func(t task.Task) bool { return gone[t.ID] })...)
-	}
-	note := w.unconfirmed()
-	for i := n; i < len(list); i++ {
-		list[i].ClearLiveFields()
-		if note != "" && !list[i].State.Terminal() {
-			list[i].Unconfirmed = note
-		}
-	}
+// The tasks are shallow copies (see Each): each Task's fields are the caller's to set, but its
+// maps, slices and pointers are the stored task's, which never change and must not be written.
+func (w *Worker) List() []task.Task {
+	list := make([]task.Task, 0, w.store.Len()) // never nil: an empty list encodes as [], not null
+	w.Each(func(t *task.Task) error { list = append(list, *t); return nil })
 	return list
 }
 
@@ -215,15 +195,22 @@ func (w *Worker) Each(f func(t *task.Task) error) error {
 			continue
 		}
 		t = *p
-		t.ClearLiveFields()
-		if note != "" && !t.State.Terminal() {
-			t.Unconfirmed = note
-		}
+		shown(&t, note)
 		if err := f(&t); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// shown makes t what Get, List and Each show of it: its live fields cleared unless it runs (for
+// a task stored by a path or a version that did not apply the rule), and note, when the runtime
+// does not answer, on a task that has not ended.
+func shown(t *task.Task, note string) {
+	t.ClearLiveFields()
+	if note != "" && !t.State.Terminal() {
+		t.Unconfirmed = note
+	}
 }
 
 // Stats returns the node's stats with the number of Running tasks.
