@@ -43,6 +43,10 @@ type ScaleResult struct {
 	Restart *RestartResult `json:"kill9,omitempty"`
 	// TrackedSeconds is how long the tracked tasks took to be made (submitted and failed).
 	TrackedSeconds float64 `json:"tracked_seconds,omitempty"`
+	// Threads is the machine's thread limit and the threads in use before the phase;
+	// ThreadsPerContainer what each of the run's containers cost, read at the full count.
+	Threads             threadBudget `json:"threads"`
+	ThreadsPerContainer float64      `json:"threads_per_container"`
 }
 
 // StageRate is cube's start rate over a stage: from From to To tasks Running.
@@ -89,6 +93,10 @@ func (b *bench) scalePhase(ctx context.Context) error {
 	res := &ScaleResult{Running: o.scaleRunning, Tracked: o.scaleTracked, Concurrency: o.concurrency, Worker: name,
 		WaveSize: o.scaleWave, Exiting: o.scaleExits}
 	b.res.Scale = res
+	var err error
+	if res.Threads, err = readThreadBudget(); err != nil {
+		return err
+	}
 	keep := fmt.Sprint(o.scaleTracked + o.scaleRunning)
 	w, err := startWorker(ctx, o.cubeBin, name, o.concurrency, o.workerLog+".scale", o.inMemory,
 		"--keep-ended", keep, "--max-tasks", fmt.Sprint(2*(o.scaleTracked+o.scaleRunning)))
@@ -127,6 +135,9 @@ func (b *bench) scalePhase(ctx context.Context) error {
 		from, s0 := len(running), time.Now()
 		for len(running) < p {
 			n := min(o.scaleWave, p-len(running))
+			if err := res.Threads.check(len(running), o.scaleRunning-len(running)); err != nil {
+				return err
+			}
 			ids, err := b.submitAll(ctx, n, 16, b.echoSpec("bench-scale", "--listen", ":7777"), nil)
 			running = append(running, ids...)
 			if err != nil {
@@ -144,6 +155,9 @@ func (b *bench) scalePhase(ctx context.Context) error {
 		}
 	}
 	res.StartSeconds = time.Since(t0).Round(time.Millisecond).Seconds()
+	if n, err := threadsInUse(); err == nil && len(running) > 0 {
+		res.ThreadsPerContainer = float64(n-res.Threads.Base) / float64(len(running))
+	}
 	if err := b.engineRate(ctx, len(running)); err != nil {
 		return err
 	}
