@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,14 +33,13 @@ const rssWindow = 5 * time.Second
 // snapshot records the worker's memory: the median and the largest resident set over rssWindow,
 // and the peak since the worker started.
 func (b *bench) snapshot(ctx context.Context, when string, tasks int) error {
-	var samples []int64
-	var hwm int64
+	var samples []procMem
 	for end := time.Now().Add(rssWindow); ; {
-		rss, peak, err := procStatus(b.worker.pid())
+		m, err := procStatus(b.worker.pid())
 		if err != nil {
 			return err
 		}
-		samples, hwm = append(samples, rss), peak
+		samples = append(samples, m)
 		if time.Now().After(end) {
 			break
 		}
@@ -47,9 +47,11 @@ func (b *bench) snapshot(ctx context.Context, when string, tasks int) error {
 			return err
 		}
 	}
-	slices.Sort(samples)
-	b.res.Memory = append(b.res.Memory, Mem{When: when, Tasks: tasks, RSSMiB: mib(samples[(len(samples)-1)/2]),
-		MaxMiB: mib(samples[len(samples)-1]), HWMMiB: mib(hwm)})
+	last := samples[len(samples)-1]
+	slices.SortFunc(samples, func(a, b procMem) int { return cmp.Compare(a.RSS, b.RSS) })
+	med := samples[(len(samples)-1)/2]
+	b.res.Memory = append(b.res.Memory, Mem{When: when, Tasks: tasks, RSSMiB: mib(med.RSS),
+		MaxMiB: mib(samples[len(samples)-1].RSS), HWMMiB: mib(last.HWM), AnonMiB: mib(med.Anon), FileMiB: mib(med.File)})
 	return nil
 }
 

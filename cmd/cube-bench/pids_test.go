@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -29,5 +30,19 @@ func TestThreadBudget(t *testing.T) {
 	}
 	if err := tb.check(0, 100); err != nil {
 		t.Errorf("nothing made yet, so nothing known per container: %v", err)
+	}
+}
+
+func TestProcStatusSplitsTheResidentSet(t *testing.T) {
+	m, err := procStatus(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RSS <= 0 || m.Anon <= 0 || m.File <= 0 || m.HWM < m.RSS {
+		t.Fatalf("memory %+v: want RSS, anonymous and file parts above 0 and a peak at least the RSS", m)
+	}
+	// VmRSS is RssAnon + RssFile + RssShmem, each read at a slightly different moment.
+	if d := m.RSS - m.Anon - m.File; d < -(1<<20) || d > 1<<20 {
+		t.Errorf("memory %+v: RSS is not its parts' sum (off by %d bytes)", m, d)
 	}
 }

@@ -145,6 +145,10 @@ type Mem struct {
 	RSSMiB float64 `json:"rss_mib"`
 	MaxMiB float64 `json:"rss_max_mib"`
 	HWMMiB float64 `json:"peak_rss_mib"`
+	// AnonMiB and FileMiB split the median sample: the heap and stacks, and the binary's and
+	// the database's file pages.
+	AnonMiB float64 `json:"rss_anon_mib"`
+	FileMiB float64 `json:"rss_file_mib"`
 }
 
 // CPUResult is the worker's CPU use while idle with tasks running.
@@ -358,9 +362,9 @@ func (r *Results) printTable(out io.Writer) {
 
 	if len(r.Memory) > 0 || r.CPU != nil {
 		fmt.Fprintln(out, "\nworker process:")
-		fmt.Fprintf(tw, "when\ttasks\tRSS MiB (median of %v)\tmax\tpeak since start\t\n", rssWindow)
+		fmt.Fprintf(tw, "when\ttasks\tRSS MiB (median of %v)\tanonymous\tfile\tmax\tpeak since start\t\n", rssWindow)
 		for _, m := range r.Memory {
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t\n", m.When, m.Tasks, m.RSSMiB, m.MaxMiB, m.HWMMiB)
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n", m.When, m.Tasks, m.RSSMiB, m.AnonMiB, m.FileMiB, m.MaxMiB, m.HWMMiB)
 		}
 		tw.Flush()
 		if c := r.CPU; c != nil {

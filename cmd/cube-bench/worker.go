@@ -355,35 +355,41 @@ func (w *workerProc) waitState(ctx context.Context, id string, want int, gate <-
 	}
 }
 
-// procStatus reads the worker's resident set (VmRSS) and its peak (VmHWM), in bytes.
-func procStatus(pid int) (rss, hwm int64, err error) {
+// procMem is a process's memory as /proc/PID/status has it, in bytes: the resident set, its peak,
+// and the resident set's two parts, anonymous (the heap, the stacks) and file-backed (the
+// binary's pages and the database's map).
+type procMem struct {
+	RSS, HWM, Anon, File int64
+}
+
+// procStatus reads pid's memory from /proc/PID/status.
+func procStatus(pid int) (procMem, error) {
+	var m procMem
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
+	fields := map[string]*int64{"VmRSS": &m.RSS, "VmHWM": &m.HWM, "RssAnon": &m.Anon, "RssFile": &m.File}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "VmRSS" && k != "VmHWM") {
+		dst := fields[k]
+		if !ok || dst == nil {
 			continue
 		}
 		f := strings.Fields(v) // "12345 kB"
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, 0, fmt.Errorf("/proc/%d/status: %s: unexpected %q", pid, k, v)
+			return m, fmt.Errorf("/proc/%d/status: %s: unexpected %q", pid, k, v)
 		}
 		n, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, 0, err
+			return m, err
 		}
-		if k == "VmRSS" {
-			rss = n << 10
-		} else {
-			hwm = n << 10
-		}
+		*dst = n << 10
 	}
-	if rss == 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
+	if m.RSS == 0 {
+		return m, fmt.Errorf("/proc/%d/status: no VmRSS", pid)
 	}
-	return rss, hwm, nil
+	return m, nil
 }
 
 // clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every Linux architecture
