@@ -153,6 +153,11 @@ func (r *runner) remove(ctx context.Context, o op) error {
 	err = w.store.Delete(r.id)
 	mu.Unlock()
 	if err != nil {
+		// Its containers are gone but its record stays: the task shows again, without a
+		// container, and a later removal (the client's, or retention's) forgets it.
+		w.mu.Lock()
+		w.clearRemovingLocked(r)
+		w.mu.Unlock()
 		return fmt.Errorf("forget task %s: %w", r.id, err)
 	}
 	w.mu.Lock()

@@ -1,8 +1,10 @@
 package worker
 
 import (
+	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,6 +255,44 @@ func TestRemoveRefusedKeepsTheTask(t *testing.T) {
 	if containerExists(rt, ended.ContainerID) {
 		t.Errorf("container %s exists after the task was forgotten", ended.ContainerID)
 	}
+}
+
+// deleteFailStore is a MemoryStore whose Delete fails while fail is set.
+type deleteFailStore struct {
+	*MemoryStore
+	fail atomic.Bool
+}
+
+func (s *deleteFailStore) Delete(id uuid.UUID) error {
+	if s.fail.Load() {
+		return errors.New("disk full")
+	}
+	return s.MemoryStore.Delete(id)
+}
+
+// A removal whose record cannot be forgotten (the store's delete fails after the containers
+// are gone) shows the task again, without its container, rather than hiding it until the
+// worker restarts; a second removal forgets it.
+func TestRemoveWhoseForgetFailsShowsTheTaskAgain(t *testing.T) {
+	rt := workertest.New()
+	store := &deleteFailStore{MemoryStore: &MemoryStore{}}
+	w := startWorker(t, rt, Config{Store: store})
+	ended := endTask(t, rt, w)
+	store.fail.Store(true)
+	if err := w.Remove(ended.ID); err != nil {
+		t.Fatalf("Remove: %v", err)
+	}
+	waitFor(t, waitTimeout, func() bool { return !containerExists(rt, ended.ContainerID) }, "the task's container removed")
+	waitFor(t, waitTimeout, func() bool {
+		got, err := w.Get(ended.ID)
+		return err == nil && got.State == task.Completed
+	}, "the task shown again")
+	waitFor(t, waitTimeout, func() bool { return len(store.Orders()) == 0 }, "the failed removal's order done with")
+	store.fail.Store(false)
+	if err := w.Remove(ended.ID); err != nil {
+		t.Fatalf("Remove again: %v", err)
+	}
+	waitFor(t, waitTimeout, func() bool { _, ok := store.Get(ended.ID); return !ok }, "the task forgotten")
 }
 
 // A removal whose task was forgotten before its order was done (a crash between the two) is
