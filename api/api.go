@@ -15,6 +15,7 @@
 //	GET    /readyz           readiness: the container runtime answers (200, or 503 with the reason)
 //	GET    /version          the worker's version, commit and name (200)
 //	GET    /openapi.json     this API's contract, an OpenAPI 3 document (api/openapi.json)
+//	GET    /debug/pprof/...  Go's runtime profiles (net/http/pprof), when Options.Profiling is set
 //
 // Errors are JSON objects {"HTTPStatusCode": N, "Message": "..."} that say what is wrong and where.
 //
@@ -68,6 +69,9 @@ type Options struct {
 	StreamContext context.Context
 	// Version is what GET /version answers: the worker's build and name.
 	Version Version
+	// Profiling, when set, serves Go's runtime profiles under /debug/pprof/ (net/http/pprof),
+	// behind the same authentication as every other route. Off, those paths are 404.
+	Profiling bool
 	// Now is the clock for the times the API decides with (the start of a logs request's
 	// "since=10m"); default time.Now. Connection deadlines and the durations it logs and
 	// observes stay on time.Now: the network compares deadlines with the real clock, and a
@@ -94,6 +98,7 @@ type Server struct {
 	keepAlive      time.Duration
 	streams        context.Context
 	version        Version
+	profiling      bool
 	now            func() time.Time
 }
 
@@ -109,6 +114,7 @@ func New(w *worker.Worker, opts Options) http.Handler {
 		keepAlive:      opts.EventKeepAlive,
 		streams:        opts.StreamContext,
 		version:        opts.Version,
+		profiling:      opts.Profiling,
 		now:            opts.Now,
 	}
 	if s.now == nil {
@@ -155,5 +161,8 @@ func (s *Server) routes() http.Handler {
 	r.Get("/readyz", s.handleReadyz)
 	r.Get("/version", s.handleVersion)
 	r.Get("/openapi.json", s.handleOpenAPI)
+	if s.profiling {
+		r.Route("/debug/pprof", s.profilingRoutes)
+	}
 	return r
 }

@@ -28,7 +28,7 @@ type Container struct {
 	Created    time.Time
 	EventID    string // the event whose start made the container (label LabelEventID)
 	Worker     string // the worker that made it (the Docker adapter's label cube.worker), if known
-	Spec       *Task  // the task as the container was made for it (label LabelSpec), if readable
+	Spec       *Task  // the task as the container was made for it (label LabelSpec), if readable; read only: a runtime may share it
 }
 
 // More container labels. LabelEventID ties a container to the start that made it, so that a

@@ -23,7 +23,7 @@ type ownership struct {
 // keeps for its logs (the task was stopped or ended in another container), and containers of an
 // earlier start of a task than its current one (superseded). A task's stored record is what
 // proves it: a container of a task the worker has no record of is never removed.
-func whose(c task.Container, t task.Task, known bool) (reason string, owned bool) {
+func whose(c task.Container, t *task.Task, known bool) (reason string, owned bool) {
 	switch {
 	case !known:
 		return "", false
@@ -43,12 +43,8 @@ func whose(c task.Container, t task.Task, known bool) (reason string, owned bool
 
 // noteOrphans marks the containers the worker may remove (see whose), and notes those it cannot
 // say are whose, which it only reports. It forgets those that are gone and returns how many of
-// each there are.
-func (w *Worker) noteOrphans(list []task.Container) (removable, unowned int) {
-	tasks := make(map[uuid.UUID]task.Task)
-	for _, t := range w.store.Snapshot(nil) { // read only: shallow copies
-		tasks[t.ID] = t
-	}
+// each there are. tasks are the stored tasks by ID (Store.Refs: read only).
+func (w *Worker) noteOrphans(list []task.Container, tasks map[uuid.UUID]*task.Task) (removable, unowned int) {
 	now := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/google/uuid"
 )
 
 // The path of a Docker event back to its task: watch turns each container event into an
@@ -86,7 +87,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 		return
 	}
 	w.markUp(ctx)
-	w.noteOrphans(list)
+	w.noteOrphans(list, tasksByID(w.store.Refs(nil)))
 	w.reapOrphans(ctx)
 	running := make(map[string]bool, len(list))
 	paused := make(map[string]bool)
@@ -96,7 +97,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 			paused[c.ID] = true
 		}
 	}
-	for _, t := range w.store.Snapshot(nil) { // read only: shallow copies
+	for _, t := range w.store.Refs(nil) { // read only
 		if t.State != task.Running || t.ContainerID == "" {
 			continue
 		}
@@ -110,6 +111,15 @@ func (w *Worker) reconcile(ctx context.Context) {
 		}
 	}
 	w.log.Debug("reconciled with the container runtime", "containers", len(list))
+}
+
+// tasksByID maps the tasks of refs by ID.
+func tasksByID(refs []*task.Task) map[uuid.UUID]*task.Task {
+	m := make(map[uuid.UUID]*task.Task, len(refs))
+	for _, t := range refs {
+		m[t.ID] = t
+	}
+	return m
 }
 
 // sleep waits for d or until ctx is done, and reports whether the full time passed.

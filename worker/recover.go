@@ -76,7 +76,7 @@ func (w *Worker) recoverState(ctx context.Context) {
 		}
 	}
 	w.mu.Unlock()
-	removable, unowned := w.noteOrphans(list)
+	removable, unowned := w.noteOrphans(list, tasksByID(w.store.Refs(nil)))
 	w.log.Info("recovered state", "tasks", w.store.Len(), "containers", len(list), "rebuilt", rebuilt, "adopted", adopted,
 		"exited_or_gone", checked, "restarting", relaunched, "orders", len(w.store.Orders()),
 		"superseded_or_deleted", removable, "unowned", unowned)

@@ -100,6 +100,7 @@ unless an --allow-* flag grants that kind.`,
 	f.StringVar(&cfg.tokenFile, "token-file", "", "file holding the bearer token for full access [CUBE_TOKEN holds the token itself]")
 	f.StringVar(&cfg.readTokenFile, "read-token-file", "", "file holding a bearer token for read-only access (GET) [CUBE_READ_TOKEN holds the token itself]")
 	cfg.token, cfg.readToken = getenv("CUBE_TOKEN"), getenv("CUBE_READ_TOKEN")
+	f.BoolVar(&cfg.enableDebug, "enable-debug", false, "serve Go's runtime profiles (net/http/pprof) under /debug/pprof/, behind the API's authentication")
 	f.BoolVar(&cfg.insecure, "insecure", false, "allow listening on a non-loopback address without authentication")
 	f.StringVar(&cfg.tlsCert, "tls-cert", "", "serve HTTPS with this certificate (PEM); needs --tls-key")
 	f.StringVar(&cfg.tlsKey, "tls-key", "", "the private key (PEM) of --tls-cert")
@@ -118,8 +119,7 @@ unless an --allow-* flag grants that kind.`,
 	f.IntVar(&cfg.maxTasks, "max-tasks", 10000, "tasks tracked at most")
 	f.MarkHidden("gc-interval")
 	f.MarkHidden("max-tasks")
-	f.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 0, "how often to compare Docker's containers with the tasks; 0: 10s")
-	f.MarkHidden("reconcile-interval")
+	f.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 10*time.Second, "how often to compare Docker's containers with the tasks, the safety net under Docker's event stream")
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
 	// The client flags are the root's, and so inherited, but the worker refuses them: its help
@@ -156,6 +156,9 @@ unless an --allow-* flag grants that kind.`,
 		}
 		if cfg.keepEndedFor <= 0 || cfg.gcInterval <= 0 || cfg.imageKeep <= 0 {
 			return fmt.Errorf("--keep-ended-for, --image-keep and --gc-interval must be positive")
+		}
+		if cfg.reconcileInterval <= 0 {
+			return fmt.Errorf("--reconcile-interval must be positive, got %v", cfg.reconcileInterval)
 		}
 		if cfg.maxTasks < 1 {
 			return fmt.Errorf("--max-tasks must be at least 1, got %d", cfg.maxTasks)

@@ -49,13 +49,14 @@ type workerConfig struct {
 	logMaxSize               string        // --log-max-size
 	logMaxFiles              int           // --log-max-files
 	imageKeep                time.Duration // --image-keep
+	enableDebug              bool          // --enable-debug: serve /debug/pprof/
+	reconcileInterval        time.Duration // --reconcile-interval; 0 takes the worker's default
 
 	// Hidden flags, for tests. Zero takes the default.
 	readHeaderTimeout time.Duration // default defaultReadHeaderTimeout
 	requestTimeout    time.Duration // default api.DefaultRequestTimeout
 	gcInterval        time.Duration // how often retention looks at ended tasks; default 1m
 	maxTasks          int           // tasks tracked at most; default 10000
-	reconcileInterval time.Duration // default the worker's
 }
 
 const (
@@ -157,6 +158,7 @@ func runWorker(ctx context.Context, cfg workerConfig, log *slog.Logger) error {
 		Observe:        m.ObserveHTTP,
 		StreamContext:  streams,
 		Version:        api.Version{Version: version, Commit: commit, Name: cfg.name},
+		Profiling:      cfg.enableDebug,
 	})
 	readHeaderTimeout := cfg.readHeaderTimeout
 	if readHeaderTimeout <= 0 {

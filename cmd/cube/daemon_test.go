@@ -575,3 +575,25 @@ func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }
+
+// --enable-debug serves Go's profiles under /debug/pprof/; without it they are not there.
+func TestEnableDebugServesProfiles(t *testing.T) {
+	t.Parallel()
+	var e api.ErrorResponse
+	if got := startDaemon(t).do(t, http.MethodGet, "/debug/pprof/heap", nil, &e); got != http.StatusNotFound || e.HTTPStatusCode != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/heap without --enable-debug: got %d %+v, want 404 and a JSON error", got, e)
+	}
+	d := startDaemon(t, "--enable-debug")
+	resp, err := client.Get(d.url + "/debug/pprof/goroutine")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+		t.Errorf("GET /debug/pprof/goroutine with --enable-debug: got %d %.40q, want 200 and a gzipped profile", resp.StatusCode, b)
+	}
+}

@@ -86,6 +86,8 @@ type Runtime struct {
 	pinErr  error
 	imgMu   sync.Mutex
 	images  images // the images this runtime pulled
+
+	specs specCache // the decoded spec labels of the containers List saw
 }
 
 // New connects to the Docker Engine named by the environment (DOCKER_HOST and friends, or the
@@ -499,7 +501,9 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Contain
 	return c, nil
 }
 
-// List returns every container labelled with task.LabelTaskID, running or not.
+// List returns every container labelled with task.LabelTaskID, running or not. Each container's
+// Spec is decoded when List first sees the container and shared by the Lists after (see
+// specCache): no caller may write through it.
 func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	ctx, cancel := r.call(ctx)
 	defer cancel()
@@ -511,13 +515,57 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 		return nil, convert(err, "list containers")
 	}
 	out := make([]task.Container, 0, len(list))
+	r.specs.mu.Lock()
+	defer r.specs.mu.Unlock()
+	r.specs.gen++
 	for _, s := range list {
 		c := task.Container{ID: s.ID, Running: s.State == container.StateRunning || s.State == container.StatePaused,
 			Paused: s.State == container.StatePaused, Created: time.Unix(s.Created, 0)}
-		fromLabels(&c, s.Labels)
+		idLabels(&c, s.Labels)
+		c.Spec = r.specs.get(s.ID, s.Labels[task.LabelSpec], c.TaskID)
 		out = append(out, c)
 	}
+	r.specs.prune()
 	return out, nil
+}
+
+// specCache keeps the spec label of each container List saw, decoded, so that a reconcile every
+// few seconds does not decode every container's spec again: a container's labels never change.
+// The cached tasks are shared by every List that returns them, and must not be written.
+type specCache struct {
+	mu   sync.Mutex
+	gen  uint64                // bumped by every List
+	byID map[string]cachedSpec // by container ID
+}
+
+type cachedSpec struct {
+	label string     // the label as it was decoded
+	spec  *task.Task // nil when it did not decode, or is another task's
+	gen   uint64     // the last List that saw the container
+}
+
+// get returns the decoded spec label of container id, decoding it when it is not cached.
+// Callers hold c.mu.
+func (c *specCache) get(id, label string, taskID uuid.UUID) *task.Task {
+	e, ok := c.byID[id]
+	if !ok || e.label != label {
+		e = cachedSpec{label: label, spec: decodeSpec(label, taskID)}
+	}
+	e.gen = c.gen
+	if c.byID == nil {
+		c.byID = make(map[string]cachedSpec)
+	}
+	c.byID[id] = e
+	return e.spec
+}
+
+// prune forgets the containers the last List did not see: they are gone. Callers hold c.mu.
+func (c *specCache) prune() {
+	for id, e := range c.byID {
+		if e.gen != c.gen {
+			delete(c.byID, id)
+		}
+	}
 }
 
 // Watch streams the Engine's start, die, oom and destroy events of labelled containers to fn,
@@ -681,15 +729,27 @@ func specLabel(t task.Task) string {
 
 // fromLabels fills in what a container's labels say about its task.
 func fromLabels(c *task.Container, labels map[string]string) {
+	idLabels(c, labels)
+	c.Spec = decodeSpec(labels[task.LabelSpec], c.TaskID)
+}
+
+// idLabels sets the task, event and worker of c from its labels.
+func idLabels(c *task.Container, labels map[string]string) {
 	c.TaskID, _ = uuid.Parse(labels[task.LabelTaskID])
 	c.EventID = labels[task.LabelEventID]
 	c.Worker = labels[LabelWorker]
-	if spec := labels[task.LabelSpec]; spec != "" {
-		var t task.Task
-		if json.Unmarshal([]byte(spec), &t) == nil && t.ID == c.TaskID {
-			c.Spec = &t
-		}
+}
+
+// decodeSpec returns the task a spec label holds, or nil when it holds none or another task's.
+func decodeSpec(label string, taskID uuid.UUID) *task.Task {
+	if label == "" {
+		return nil
 	}
+	var t task.Task
+	if json.Unmarshal([]byte(label), &t) != nil || t.ID != taskID {
+		return nil
+	}
+	return &t
 }
 
 // hostPorts converts Docker's port map, leaving out ports that are not published.

@@ -339,3 +339,56 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// List decodes a container's spec label once, when it first sees the container, and forgets it
+// once the container is gone: a reconcile lists every container every few seconds.
+func TestListDecodesEachSpecOnce(t *testing.T) {
+	rt, _ := newRuntime(t)
+	a, b := echoTask(), echoTask()
+	ca, err := rt.Start(ctx(t), a, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := rt.Start(ctx(t), b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := func() map[string]*task.Task {
+		t.Helper()
+		list, err := rt.List(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]*task.Task{}
+		for _, c := range list {
+			out[c.ID] = c.Spec
+		}
+		return out
+	}
+	first := specs()
+	for _, c := range []struct {
+		id string
+		tk task.Task
+	}{{ca.ID, a}, {cb.ID, b}} {
+		s := first[c.id]
+		if s == nil || s.ID != c.tk.ID || s.Name != c.tk.Name || s.Image != c.tk.Image {
+			t.Errorf("List: container %s has spec %+v, want task %s (%s)", task.ShortID(c.id), s, c.tk.ID, c.tk.Name)
+		}
+	}
+	second := specs()
+	if second[ca.ID] != first[ca.ID] || second[cb.ID] != first[cb.ID] {
+		t.Errorf("second List decoded the specs again: got %p %p, want %p %p", second[ca.ID], second[cb.ID], first[ca.ID], first[cb.ID])
+	}
+	if got := rt.CachedSpecs(); got != 2 {
+		t.Errorf("cached specs: got %d, want 2", got)
+	}
+	if err := rt.Remove(ctx(t), ca.ID); err != nil {
+		t.Fatal(err)
+	}
+	if third := specs(); len(third) != 1 || third[cb.ID] != first[cb.ID] {
+		t.Errorf("List after a removal: got %v, want just %s with its cached spec", third, task.ShortID(cb.ID))
+	}
+	if got := rt.CachedSpecs(); got != 1 {
+		t.Errorf("cached specs after a removal: got %d, want 1", got)
+	}
+}
