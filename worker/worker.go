@@ -59,7 +59,7 @@ type Config struct {
 	Store             Store            // default: a new MemoryStore
 	Logger            *slog.Logger     // default: slog.Default()
 	Now               func() time.Time // the clock; default time.Now
-	ReconcileInterval time.Duration    // how often to compare the runtime with the store; default 10s
+	ReconcileInterval time.Duration    // how often to compare the runtime with the store; default 30s
 	StartTimeout      time.Duration    // bound on one start, image pull included; default 10m
 	StopTimeout       time.Duration    // bound on one stop and remove; default 2m
 	Stats             nodestats.Reader // where node stats come from; default /proc and /
@@ -179,7 +179,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.Now = time.Now
 	}
 	if cfg.ReconcileInterval <= 0 {
-		cfg.ReconcileInterval = 10 * time.Second
+		cfg.ReconcileInterval = 30 * time.Second
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 10 * time.Minute

@@ -119,7 +119,7 @@ unless an --allow-* flag grants that kind.`,
 	f.IntVar(&cfg.maxTasks, "max-tasks", 10000, "tasks tracked at most")
 	f.MarkHidden("gc-interval")
 	f.MarkHidden("max-tasks")
-	f.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 10*time.Second, "how often to compare Docker's containers with the tasks, the safety net under Docker's event stream")
+	f.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 30*time.Second, "how often to compare Docker's containers with the tasks, the safety net under Docker's event stream")
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
 	// The client flags are the root's, and so inherited, but the worker refuses them: its help

@@ -57,8 +57,8 @@ func (p *proc) waitLog(t *testing.T, want string, within time.Duration) {
 }
 
 // Two workers with different names on one Engine, each in the default (in-memory) mode with a
-// short --orphan-grace, leave each other's containers alone: each reconciles and reaps an
-// orphan of its own, and both tasks run on in the containers they started in.
+// short --orphan-grace and --reconcile-interval, leave each other's containers alone: each
+// reconciles and reaps an orphan of its own, and both tasks run on in the containers they started in.
 func TestTwoNamesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 	t.Parallel()
 	testenv.BuildEchoImage(t)
@@ -66,7 +66,7 @@ func TestTwoNamesOnOneEngineLeaveEachOtherAlone(t *testing.T) {
 	var procs []*proc
 	var tasks []task.Task
 	for _, name := range names {
-		p := startProc(t, name, "", "--orphan-grace", "1s")
+		p := startProc(t, name, "", "--orphan-grace", "1s", "--reconcile-interval", "1s")
 		p.waitReady(t, 30*time.Second)
 		tk := echoTask("--listen", ":7777")
 		p.submit(t, tk)
