@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"log/slog"
@@ -51,14 +52,16 @@ type runner struct {
 	log *slog.Logger
 
 	// Guarded by w.mu.
-	backlog  []op        // the task's operations not yet applied, in the order accepted
-	active   bool        // a goroutine applies the backlog
-	parked   bool        // the task waits for the runtime; its backlog waits with it
-	stopping bool        // a stop or removal of the task is accepted and not yet applied
-	removing string      // why a removal of the task is accepted and not yet done; "" for none
-	restart  *time.Timer // the pending restart, if any
-	gen      int         // bumped whenever a pending restart is cancelled
-	gone     bool        // the task was found unknown or forgotten: drop the runner when idle
+	backlog  []op          // the task's operations not yet applied, in the order accepted
+	active   bool          // a goroutine applies the backlog
+	parked   bool          // the task waits for the runtime; its backlog waits with it
+	stopping bool          // a stop or removal of the task is accepted and not yet applied
+	removing string        // why a removal of the task is accepted and not yet done; "" for none
+	restart  *time.Timer   // the pending restart, if any
+	gen      int           // bumped whenever a pending restart is cancelled
+	gone     bool          // the task was found unknown or forgotten: drop the runner when idle
+	slotWait *list.Element // its launch waits for a start slot: its place on Worker.slots.waiting
+	slot     bool          // it holds a start slot (its launch took one, or was handed one while it waited)
 
 	// Owned by the goroutine that applies the backlog.
 	stopProbe context.CancelFunc // stops the running health check, if any
@@ -116,13 +119,16 @@ func (w *Worker) route(ctx context.Context, o op) {
 	r := w.runnerLocked(o.taskID)
 	r.backlog = append(r.backlog, o)
 	w.queued++
+	if o.kind == opStop || o.kind == opRemove {
+		w.leaveSlotQueueLocked(r) // the stop ends the task without a start: it waits for no slot
+	}
 	w.wakeLocked(ctx, r)
 }
 
 // wakeLocked starts r's goroutine when r has operations to apply, does not wait for the
-// runtime, and has no goroutine. Callers hold w.mu.
+// runtime or for a start slot, and has no goroutine. Callers hold w.mu.
 func (w *Worker) wakeLocked(ctx context.Context, r *runner) {
-	if r.active || r.parked || len(r.backlog) == 0 || !w.running || ctx.Err() != nil {
+	if r.active || r.parked || r.slotWait != nil || len(r.backlog) == 0 || !w.running || ctx.Err() != nil {
 		return
 	}
 	r.active = true
@@ -130,13 +136,14 @@ func (w *Worker) wakeLocked(ctx context.Context, r *runner) {
 	go r.run(ctx)
 }
 
-// run applies the backlog in order until it runs dry, the task parks, or ctx is done.
+// run applies the backlog in order until it runs dry, the task parks or waits for a start slot,
+// or ctx is done.
 func (r *runner) run(ctx context.Context) {
 	w := r.w
 	defer w.wg.Done()
 	for {
 		w.mu.Lock()
-		if r.parked || len(r.backlog) == 0 || ctx.Err() != nil {
+		if r.parked || r.slotWait != nil || len(r.backlog) == 0 || ctx.Err() != nil {
 			r.active = false
 			w.retireLocked(r)
 			w.mu.Unlock()
@@ -217,6 +224,8 @@ func (r *runner) apply(ctx context.Context, o op) {
 	}
 	var parked *parkedError
 	switch {
+	case isWaitingForSlot(err):
+		return // back in the backlog, its order kept, until a slot is handed to it
 	case errors.As(err, &parked):
 		r.park(ctx, parked.op, err)
 		return

@@ -235,7 +235,7 @@ func (w *Worker) QueueLen() int {
 
 // waitingLocked counts what QueueLen counts. Callers hold w.mu.
 func (w *Worker) waitingLocked() int {
-	return w.intake.len() + w.queued + int(w.slotWaiters.Load())
+	return w.intake.len() + w.queued // a start waiting for a slot is back in its runner's backlog
 }
 
 // stoppingLocked reports whether a stop or removal of task id is accepted and not yet applied.
