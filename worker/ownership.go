@@ -45,8 +45,11 @@ func whose(c task.Container, t task.Task, known bool) (reason string, owned bool
 // say are whose, which it only reports. It forgets those that are gone and returns how many of
 // each there are.
 func (w *Worker) noteOrphans(list []task.Container) (removable, unowned int) {
-	tasks := make(map[uuid.UUID]task.Task)
-	for _, t := range w.store.Snapshot(nil) { // read only: shallow copies
+	// Pointers to the stored tasks, which are immutable: a copy of each would cost the size of a
+	// Task per tracked task, 10,000 of them every reconcile.
+	refs := w.store.Refs(nil)
+	tasks := make(map[uuid.UUID]*task.Task, len(refs))
+	for _, t := range refs {
 		tasks[t.ID] = t
 	}
 	now := w.now()
@@ -55,7 +58,11 @@ func (w *Worker) noteOrphans(list []task.Container) (removable, unowned int) {
 	present := make(map[string]bool, len(list))
 	for _, c := range list {
 		present[c.ID] = true
-		t, known := tasks[c.TaskID]
+		var t task.Task
+		p, known := tasks[c.TaskID]
+		if known {
+			t = *p
+		}
 		reason, owned := whose(c, t, known)
 		switch {
 		case !owned:
