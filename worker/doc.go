@@ -23,7 +23,8 @@
 // waits on nothing the runner could wait for: its container's end comes as a Docker event, its
 // probe has a goroutine of its own, its back-off is a timer. The runner value itself lives while
 // its task has work or state beyond its stored record (an operation, a timer, a probe, a stop or
-// removal under way); one whose task the store does not have is dropped when its backlog runs dry.
+// removal under way, a start slot); one whose task the store does not have, or whose task it saw
+// end, is dropped when its backlog runs dry.
 //
 // # Goroutines, and who owns them
 //

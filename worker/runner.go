@@ -67,6 +67,7 @@ type runner struct {
 	stopProbe context.CancelFunc // stops the running health check, if any
 	ip        string             // the container's address, for health checks
 	oom       string             // the container the runtime reported an OOM kill of
+	sawEnd    bool               // the task was ended as of the runner's last write of it
 }
 
 // runnerLocked returns the task's runner, making it when there is none. Callers hold w.mu, or
@@ -162,16 +163,26 @@ func (r *runner) run(ctx context.Context) {
 }
 
 // retireLocked forgets r when it holds nothing: no work, no timer, no stop or removal under way,
-// and no task (it was removed, or the operations were for a task the worker does not know).
-// Only a runner that saw its task gone asks the store, so that the runners of tracked tasks cost
-// nothing here. Callers hold w.mu.
+// no start slot, and either no task (it was removed, or the operations were for a task the worker
+// does not know) or a task it saw end, with no health check or OOM report of it left. A runner of
+// an ended task holds nothing its stored record does not say, and a worker tracking 10,000 ended
+// tasks would otherwise keep 10,000 of them; the next operation of the task makes a new one. Only
+// a runner that saw its task gone asks the store, so that the runners of tracked tasks cost
+// nothing here. Callers hold w.mu, and are r's goroutine as it returns (which owns the probe
+// fields read here).
 func (w *Worker) retireLocked(r *runner) {
-	if !r.gone || r.active || r.parked || len(r.backlog) > 0 || r.restart != nil || r.stopping || r.removing != "" {
+	if r.active || r.parked || len(r.backlog) > 0 || r.restart != nil || r.stopping || r.removing != "" ||
+		r.slot || r.slotWait != nil {
 		return
 	}
-	r.gone = false
-	if _, known := w.store.Get(r.id); known {
-		return // submitted again meanwhile
+	switch {
+	case r.gone:
+		r.gone = false
+		if _, known := w.store.Get(r.id); known {
+			return // submitted again meanwhile
+		}
+	case !r.sawEnd || r.stopProbe != nil || r.oom != "":
+		return
 	}
 	if w.runners[r.id] == r {
 		delete(w.runners, r.id)
@@ -246,7 +257,13 @@ func (r *runner) done(o op) {
 }
 
 // modify changes the task's stored record (see Worker.modify).
-func (r *runner) modify(fn func(t *task.Task) error) (task.Task, error) { return r.w.modify(r.id, fn) }
+func (r *runner) modify(fn func(t *task.Task) error) (task.Task, error) {
+	t, err := r.w.modify(r.id, fn)
+	if err == nil {
+		r.sawEnd = t.State.Ended()
+	}
+	return t, err
+}
 
 // note adds a record to the task, or logs why it could not: a record that cannot be stored
 // must not stop what it records.
