@@ -31,7 +31,7 @@ const (
 type op struct {
 	kind        opKind
 	taskID      uuid.UUID
-	event       task.Event           // opStart
+	event       *task.Event          // opStart; a pointer, so that an op is small (a Task is ~600 bytes) in a backlog
 	containerID string               // opCheck, opHealth, opAdopt, opPause
 	reason      string               // opCheck: what prompted it, for logs
 	gen         int                  // opRestartDue: which back-off it ends

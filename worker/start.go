@@ -20,7 +20,7 @@ import (
 // taken up rather than made again.
 func (r *runner) start(ctx context.Context, o op) error {
 	w := r.w
-	ev := o.event
+	ev := *o.event
 	old, _ := w.store.Get(r.id)
 	if old.LastEvent == ev.ID.String() {
 		if old.State != task.Scheduled && old.State != task.Pending {

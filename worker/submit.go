@@ -90,7 +90,7 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	if err != nil {
 		return task.Task{}, fmt.Errorf("store the event for task %s: %w", ev.Task.ID, err)
 	}
-	w.intake.push(op{kind: opStart, taskID: ev.Task.ID, event: ev, seq: order.Seq})
+	w.intake.push(op{kind: opStart, taskID: ev.Task.ID, event: &ev, seq: order.Seq})
 	if created != nil {
 		w.names.update(task.Task{}, cur)
 		w.publish(task.Task{ID: cur.ID}, cur)

@@ -144,7 +144,7 @@ func New(rt Runtime, cfg Config) *Worker {
 		switch o.Kind {
 		case task.OrderStart:
 			if o.Event != nil {
-				w.intake.push(op{kind: opStart, taskID: o.TaskID, event: *o.Event, seq: o.Seq})
+				w.intake.push(op{kind: opStart, taskID: o.TaskID, event: o.Event, seq: o.Seq})
 			}
 		case task.OrderStop:
 			w.runnerLocked(o.TaskID).stopping = true
