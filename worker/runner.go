@@ -205,6 +205,9 @@ func (r *runner) apply(ctx context.Context, o op) {
 			r.w.clearRemovingLocked(r)
 			r.stopping = false
 		}
+		if r.slot { // handed to its launch while it waited: the next start's now
+			r.w.giveSlotLocked(ctx, r)
+		}
 		r.gone = true
 		r.w.mu.Unlock()
 		r.done(o)

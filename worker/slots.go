@@ -14,7 +14,7 @@ import (
 // runs no goroutine for them, and they start in the order they asked, as the channel semaphore
 // this replaced had them. Guarded by Worker.mu.
 type startSlots struct {
-	free    int       // slots no start holds; never more than 0 while a start waits
+	free    int       // slots no start holds; 0 while a start waits (but when the worker shuts down)
 	waiting list.List // of *runner: the runners whose launch waits for a slot, first come first
 }
 
