@@ -253,6 +253,7 @@ func (s *Store) load() (err error) {
 				return fmt.Errorf("task %s: %w", id, err)
 			}
 			r.Task.ID = id
+			intern(&r.Task)
 			entries = append(entries, taskindex.Entry{Seq: r.Seq, Task: r.Task})
 			return nil
 		})

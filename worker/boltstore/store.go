@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"unique"
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/taskindex"
@@ -350,10 +351,38 @@ func (s *Store) putTask(tx *bolt.Tx, t task.Task) (taskindex.Entry, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return taskindex.Entry{}, fmt.Errorf("decode task: %w", err)
 	}
+	intern(&r.Task)
 	if err := b.Put(t.ID[:], data); err != nil {
 		return taskindex.Entry{}, err
 	}
 	return taskindex.Entry{Seq: st.Seq, Task: r.Task}, nil
+}
+
+// intern makes the strings of a freshly decoded task that many tasks, or its own fields, tend to
+// repeat the canonical copies (package unique): the image, the command, the environment, the
+// error and its records' types and messages (a Failed record's message is the task's Error).
+// Decoding makes a new copy of each for every task, and the store keeps every task: at 10,000
+// tracked that is megabytes of the same few strings. The task is the caller's, not yet shared.
+func intern(t *task.Task) {
+	in := func(s *string) {
+		if *s != "" {
+			*s = unique.Make(*s).Value()
+		}
+	}
+	in(&t.Image)
+	in(&t.Error)
+	in(&t.RestartPolicy)
+	in(&t.HealthCheck)
+	for i := range t.Cmd {
+		in(&t.Cmd[i])
+	}
+	for i := range t.Env {
+		in(&t.Env[i])
+	}
+	for i := range t.Events {
+		in(&t.Events[i].Type)
+		in(&t.Events[i].Message)
+	}
 }
 
 // shrunk returns orders without its spare room once most of it is spare: a burst of 10,000
