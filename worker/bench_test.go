@@ -373,3 +373,100 @@ func BenchmarkStartToRunning(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkQueuedStarts is what a start queued for a start slot costs while it waits: n starts
+// submitted to a worker with one slot, held by a start that does not return, on a fake runtime,
+// with the state in memory and on disk. It reports the live heap (after a GC), the goroutine
+// stacks and the goroutines that the n queued starts add, per queued start. The heap bytes
+// include the task's own stored record (which it keeps once it has ended) and its stored order;
+// a queued start holds no goroutine, so no stack.
+func BenchmarkQueuedStarts(b *testing.B) {
+	stores := []struct {
+		name string
+		open func(b *testing.B) worker.Store
+	}{
+		{"memory", func(*testing.B) worker.Store { return &worker.MemoryStore{} }},
+		{"disk", func(b *testing.B) worker.Store {
+			s, err := boltstore.OpenDir(b.TempDir(), boltstore.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { s.Close() })
+			return s
+		}},
+	}
+	for _, st := range stores {
+		for _, n := range []int{1000, 5000} {
+			if st.name == "disk" && n > 1000 {
+				continue // each submit is an fsync: 1,000 say as much as 5,000
+			}
+			b.Run(fmt.Sprintf("%s/queued=%d", st.name, n), func(b *testing.B) {
+				var q queued
+				for b.Loop() {
+					q = queueStarts(b, st.open(b), n)
+				}
+				b.ReportMetric(q.heap/float64(n), "heap-B/queued-start")
+				b.ReportMetric(q.stack/float64(n), "stack-B/queued-start")
+				b.ReportMetric(q.goroutines/float64(n), "goroutines/queued-start")
+			})
+		}
+	}
+}
+
+// queued is what queued starts add to a worker.
+type queued struct{ heap, stack, goroutines float64 }
+
+// queueStarts queues n starts behind a held one on a new worker with one start slot, and returns
+// what they added once every one waits for the slot.
+func queueStarts(b *testing.B, store worker.Store, n int) queued {
+	b.Helper()
+	rt := workertest.New()
+	release := make(chan struct{})
+	rt.StartHook = func(ctx context.Context, _ task.Task) error {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	w := worker.New(rt, worker.Config{Name: "bench", Logger: slog.New(slog.DiscardHandler), Store: store,
+		Concurrency: 1, MaxQueue: n + 1, MaxTasks: n + 1})
+	stop := workertest.Run(b, w)
+	defer stop()
+	defer close(release) // before stop: the held start holds up Run's return
+	t := benchTask()
+	t.State = task.Scheduled
+	t.ContainerID, t.HostPorts, t.StartTime = "", nil, time.Time{}
+	submit := func(i int) {
+		t.ID = uuid.New()
+		t.Name = "web-" + strconv.Itoa(i) // names of tasks that have not ended are unique
+		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
+			b.Fatalf("Submit #%d: got %v, want nil", i, err)
+		}
+	}
+	settle := func(queued int) (runtime.MemStats, int) {
+		deadline := time.Now().Add(time.Minute)
+		for w.QueueLen() != queued || len(rt.Starts()) != 1 {
+			if time.Now().After(deadline) {
+				b.Fatalf("QueueLen %d, starts under way %d: want %d queued behind 1", w.QueueLen(), len(rt.Starts()), queued)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms, runtime.NumGoroutine()
+	}
+	submit(0)
+	m0, g0 := settle(0)
+	for i := 1; i <= n; i++ {
+		submit(i)
+	}
+	m1, g1 := settle(n)
+	return queued{
+		heap:       float64(m1.HeapAlloc) - float64(m0.HeapAlloc),
+		stack:      float64(m1.StackInuse) - float64(m0.StackInuse),
+		goroutines: float64(g1 - g0),
+	}
+}

@@ -16,13 +16,15 @@
 // runners themselves.
 //
 // A runner's goroutine exists only while the runner has operations to apply: it is started when
-// an operation reaches an idle runner and returns when the backlog runs dry, so that a worker
-// tracking 10,000 tasks, most of them ended, runs no goroutine for them. A goroutine per task
-// for as long as it is tracked would cost its stack for every ended task, and a Running task
+// an operation reaches an idle runner and returns when the backlog runs dry or waits (for the
+// runtime, or for a start slot), so that a worker tracking 10,000 tasks, most of them ended, or
+// with thousands of starts queued, runs no goroutine for them. A goroutine per task for as long
+// as it is tracked would cost its stack for every ended task, and a Running task
 // waits on nothing the runner could wait for: its container's end comes as a Docker event, its
 // probe has a goroutine of its own, its back-off is a timer. The runner value itself lives while
 // its task has work or state beyond its stored record (an operation, a timer, a probe, a stop or
-// removal under way); one whose task the store does not have is dropped when its backlog runs dry.
+// removal under way, a start slot); one whose task the store does not have, or whose task it saw
+// end, is dropped when its backlog runs dry.
 //
 // # Goroutines, and who owns them
 //
@@ -38,8 +40,8 @@
 //
 // Restart timers are time.AfterFunc values owned by their runners; all they do is enqueue.
 //
-// Worker.mu guards the intake, the runners map and each runner's shared fields (backlog, the
-// flags, the timer). It is never held across a runtime call. It is held across the store's
+// Worker.mu guards the intake, the runners map, the start slots and each runner's shared fields
+// (backlog, the flags, the timer, its place among those waiting for a slot). It is never held across a runtime call. It is held across the store's
 // Accept in Submit, Stop, Remove and retention (on disk, a commit), so that a request is checked
 // and journaled in one step; it is not held across the writes of a task's runner. A task's
 // probe state (its cancel function, its container's address) belongs to the runner's
@@ -64,6 +66,14 @@
 // and everything behind it wait, in order, in the runner's backlog, and the runner is woken when
 // the runtime answers again (markUp). Start-up recovery (recover.go) routes its operations
 // directly, before the loop runs.
+//
+// A start waits for a start slot (Config.Concurrency of them) the same way, without a goroutine
+// (slots.go): a launch that finds none free goes back to the front of its runner's backlog, the
+// runner joins the queue of those waiting for a slot, first come first, and its goroutine
+// returns. A slot given back is handed to the first of them, which is woken holding it, and its
+// launch runs again from the top. A stop or removal routed to a runner waiting for a slot takes
+// it off the queue and wakes it: its launch finds the stop and starts nothing. So a burst of
+// 10,000 submits costs a backlog entry per queued start, not a goroutine's stack.
 //
 // # What the store promises
 //

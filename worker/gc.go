@@ -173,12 +173,14 @@ func (r *runner) remove(ctx context.Context, o op) error {
 // collectable returns the ended tasks that may be removed now, longest-ended first: none with
 // work pending (an order stored, an operation queued or waiting for the runtime, a restart
 // timer) and none already being removed. Callers hold w.mu.
-func (w *Worker) collectable() (idle []task.Task, ended int) {
+func (w *Worker) collectable() (idle []*task.Task, ended int) {
 	busy := make(map[uuid.UUID]bool)
 	for _, o := range w.store.Orders() {
 		busy[o.TaskID] = true
 	}
-	for _, t := range w.store.Snapshot(nil) { // read only: shallow copies
+	// Pointers to the stored tasks, which are immutable (read only): a copy of each would cost
+	// the size of a Task per tracked task on every pass.
+	for _, t := range w.store.Refs(nil) {
 		if !t.State.Ended() || w.isRemovingLocked(t.ID) {
 			continue
 		}
@@ -188,7 +190,7 @@ func (w *Worker) collectable() (idle []task.Task, ended int) {
 		}
 		idle = append(idle, t)
 	}
-	slices.SortStableFunc(idle, func(a, b task.Task) int { return a.FinishTime.Compare(b.FinishTime) })
+	slices.SortStableFunc(idle, func(a, b *task.Task) int { return a.FinishTime.Compare(b.FinishTime) })
 	return idle, ended
 }
 

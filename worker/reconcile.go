@@ -87,7 +87,10 @@ func (w *Worker) reconcile(ctx context.Context) {
 		return
 	}
 	w.markUp(ctx)
-	w.noteOrphans(list, tasksByID(w.store.Refs(nil)))
+	// Pointers to the stored tasks, which are immutable (read only): a copy of each would cost
+	// the size of a Task per tracked task every ReconcileInterval.
+	refs := w.store.Refs(nil)
+	w.noteOrphans(list, tasksByID(refs))
 	w.reapOrphans(ctx)
 	running := make(map[string]bool, len(list))
 	paused := make(map[string]bool)
@@ -97,7 +100,7 @@ func (w *Worker) reconcile(ctx context.Context) {
 			paused[c.ID] = true
 		}
 	}
-	for _, t := range w.store.Refs(nil) { // read only
+	for _, t := range refs {
 		if t.State != task.Running || t.ContainerID == "" {
 			continue
 		}

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"log/slog"
@@ -30,7 +31,7 @@ const (
 type op struct {
 	kind        opKind
 	taskID      uuid.UUID
-	event       task.Event           // opStart
+	event       *task.Event          // opStart; a pointer, so that an op is small (a Task is ~600 bytes) in a backlog
 	containerID string               // opCheck, opHealth, opAdopt, opPause
 	reason      string               // opCheck: what prompted it, for logs
 	gen         int                  // opRestartDue: which back-off it ends
@@ -51,19 +52,22 @@ type runner struct {
 	log *slog.Logger
 
 	// Guarded by w.mu.
-	backlog  []op        // the task's operations not yet applied, in the order accepted
-	active   bool        // a goroutine applies the backlog
-	parked   bool        // the task waits for the runtime; its backlog waits with it
-	stopping bool        // a stop or removal of the task is accepted and not yet applied
-	removing string      // why a removal of the task is accepted and not yet done; "" for none
-	restart  *time.Timer // the pending restart, if any
-	gen      int         // bumped whenever a pending restart is cancelled
-	gone     bool        // the task was found unknown or forgotten: drop the runner when idle
+	backlog  []op          // the task's operations not yet applied, in the order accepted
+	active   bool          // a goroutine applies the backlog
+	parked   bool          // the task waits for the runtime; its backlog waits with it
+	stopping bool          // a stop or removal of the task is accepted and not yet applied
+	removing string        // why a removal of the task is accepted and not yet done; "" for none
+	restart  *time.Timer   // the pending restart, if any
+	gen      int           // bumped whenever a pending restart is cancelled
+	gone     bool          // the task was found unknown or forgotten: drop the runner when idle
+	slotWait *list.Element // its launch waits for a start slot: its place on Worker.slots.waiting
+	slot     bool          // it holds a start slot (its launch took one, or was handed one while it waited)
 
 	// Owned by the goroutine that applies the backlog.
 	stopProbe context.CancelFunc // stops the running health check, if any
 	ip        string             // the container's address, for health checks
 	oom       string             // the container the runtime reported an OOM kill of
+	sawEnd    bool               // the task was ended as of the runner's last write of it
 }
 
 // runnerLocked returns the task's runner, making it when there is none. Callers hold w.mu, or
@@ -116,13 +120,16 @@ func (w *Worker) route(ctx context.Context, o op) {
 	r := w.runnerLocked(o.taskID)
 	r.backlog = append(r.backlog, o)
 	w.queued++
+	if o.kind == opStop || o.kind == opRemove {
+		w.leaveSlotQueueLocked(r) // the stop ends the task without a start: it waits for no slot
+	}
 	w.wakeLocked(ctx, r)
 }
 
 // wakeLocked starts r's goroutine when r has operations to apply, does not wait for the
-// runtime, and has no goroutine. Callers hold w.mu.
+// runtime or for a start slot, and has no goroutine. Callers hold w.mu.
 func (w *Worker) wakeLocked(ctx context.Context, r *runner) {
-	if r.active || r.parked || len(r.backlog) == 0 || !w.running || ctx.Err() != nil {
+	if r.active || r.parked || r.slotWait != nil || len(r.backlog) == 0 || !w.running || ctx.Err() != nil {
 		return
 	}
 	r.active = true
@@ -130,13 +137,14 @@ func (w *Worker) wakeLocked(ctx context.Context, r *runner) {
 	go r.run(ctx)
 }
 
-// run applies the backlog in order until it runs dry, the task parks, or ctx is done.
+// run applies the backlog in order until it runs dry, the task parks or waits for a start slot,
+// or ctx is done.
 func (r *runner) run(ctx context.Context) {
 	w := r.w
 	defer w.wg.Done()
 	for {
 		w.mu.Lock()
-		if r.parked || len(r.backlog) == 0 || ctx.Err() != nil {
+		if r.parked || r.slotWait != nil || len(r.backlog) == 0 || ctx.Err() != nil {
 			r.active = false
 			w.retireLocked(r)
 			w.mu.Unlock()
@@ -155,16 +163,26 @@ func (r *runner) run(ctx context.Context) {
 }
 
 // retireLocked forgets r when it holds nothing: no work, no timer, no stop or removal under way,
-// and no task (it was removed, or the operations were for a task the worker does not know).
-// Only a runner that saw its task gone asks the store, so that the runners of tracked tasks cost
-// nothing here. Callers hold w.mu.
+// no start slot, and either no task (it was removed, or the operations were for a task the worker
+// does not know) or a task it saw end, with no health check or OOM report of it left. A runner of
+// an ended task holds nothing its stored record does not say, and a worker tracking 10,000 ended
+// tasks would otherwise keep 10,000 of them; the next operation of the task makes a new one. Only
+// a runner that saw its task gone asks the store, so that the runners of tracked tasks cost
+// nothing here. Callers hold w.mu, and are r's goroutine as it returns (which owns the probe
+// fields read here).
 func (w *Worker) retireLocked(r *runner) {
-	if !r.gone || r.active || r.parked || len(r.backlog) > 0 || r.restart != nil || r.stopping || r.removing != "" {
+	if r.active || r.parked || len(r.backlog) > 0 || r.restart != nil || r.stopping || r.removing != "" ||
+		r.slot || r.slotWait != nil {
 		return
 	}
-	r.gone = false
-	if _, known := w.store.Get(r.id); known {
-		return // submitted again meanwhile
+	switch {
+	case r.gone:
+		r.gone = false
+		if _, known := w.store.Get(r.id); known {
+			return // submitted again meanwhile
+		}
+	case !r.sawEnd || r.stopProbe != nil || r.oom != "":
+		return
 	}
 	if w.runners[r.id] == r {
 		delete(w.runners, r.id)
@@ -186,6 +204,9 @@ func (r *runner) apply(ctx context.Context, o op) {
 		if o.kind == opRemove || o.kind == opStop {
 			r.w.clearRemovingLocked(r)
 			r.stopping = false
+		}
+		if r.slot { // handed to its launch while it waited: the next start's now
+			r.w.giveSlotLocked(ctx, r)
 		}
 		r.gone = true
 		r.w.mu.Unlock()
@@ -217,6 +238,8 @@ func (r *runner) apply(ctx context.Context, o op) {
 	}
 	var parked *parkedError
 	switch {
+	case isWaitingForSlot(err):
+		return // back in the backlog, its order kept, until a slot is handed to it
 	case errors.As(err, &parked):
 		r.park(ctx, parked.op, err)
 		return
@@ -237,7 +260,13 @@ func (r *runner) done(o op) {
 }
 
 // modify changes the task's stored record (see Worker.modify).
-func (r *runner) modify(fn func(t *task.Task) error) (task.Task, error) { return r.w.modify(r.id, fn) }
+func (r *runner) modify(fn func(t *task.Task) error) (task.Task, error) {
+	t, err := r.w.modify(r.id, fn)
+	if err == nil {
+		r.sawEnd = t.State.Ended()
+	}
+	return t, err
+}
 
 // note adds a record to the task, or logs why it could not: a record that cannot be stored
 // must not stop what it records.

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -18,9 +19,9 @@ func runnerState(w *Worker, id uuid.UUID) (exists, active bool) {
 }
 
 // A runner's goroutine runs only while it has work: a task that runs and has nothing queued has
-// a runner and no goroutine. A runner is dropped with its task, and one made for an event about
-// a task the worker does not know is dropped once the event is applied: a worker tracking many
-// tasks keeps no goroutine for them, and no runner for what it does not track.
+// a runner and no goroutine. A runner is dropped with its task, once its task has ended, and one
+// made for an event about a task the worker does not know is dropped once the event is applied:
+// a worker tracking many tasks, most of them ended, keeps no goroutine and no runner for them.
 func TestRunnersLiveWithTheirWork(t *testing.T) {
 	rt := workertest.New()
 	store := &MemoryStore{}
@@ -49,7 +50,17 @@ func TestRunnersLiveWithTheirWork(t *testing.T) {
 	}
 	waitFor(t, waitTimeout, func() bool { _, ok := store.Get(run.ID); return !ok }, "the removed task forgotten")
 	waitFor(t, waitTimeout, func() bool { exists, _ := runnerState(w, run.ID); return !exists }, "the removed task's runner dropped")
-	if exists, active := runnerState(w, other.ID); !exists || active {
-		t.Errorf("the ended task's runner: exists %v, active %v; want it kept, idle", exists, active)
+	// An ended task's runner holds nothing its record does not say: it is dropped too, and the
+	// task's next operation makes a new one.
+	waitFor(t, waitTimeout, func() bool { exists, _ := runnerState(w, other.ID); return !exists }, "the ended task's runner dropped")
+	if err := w.Stop(other.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, waitTimeout, func() bool {
+		got, _ := w.Get(other.ID)
+		return got.ContainerID == "" && !slices.ContainsFunc(rt.Containers(), func(c task.Container) bool { return c.ID == other.ContainerID })
+	}, "the stop of the ended task to remove its container")
+	if got, _ := w.Get(other.ID); got.State != task.Completed {
+		t.Errorf("after the stop: got %v, want Completed", got.State)
 	}
 }

@@ -20,7 +20,7 @@ import (
 // taken up rather than made again.
 func (r *runner) start(ctx context.Context, o op) error {
 	w := r.w
-	ev := o.event
+	ev := *o.event
 	old, _ := w.store.Get(r.id)
 	if old.LastEvent == ev.ID.String() {
 		if old.State != task.Scheduled && old.State != task.Pending {
@@ -84,29 +84,28 @@ func (r *runner) start(ctx context.Context, o op) error {
 // One that has run and ended is recorded as started, then its exit as it was.
 func (r *runner) launch(ctx context.Context, seq uint64) error {
 	w := r.w
+	// A launch that waited for a start slot runs again from here, holding the slot it was
+	// handed: every return before the runtime's Start gives it back.
 	t, ok := w.store.Get(r.id)
 	if !ok || t.State != task.Scheduled {
+		r.giveSlot(ctx)
 		return nil
 	}
 	// Every start comes here: the first, a restart, one after recovery, a replayed one. Each
 	// is checked against the host access the worker allows now, which may be less than when
 	// the task was accepted.
 	if err := w.cfg.Policy.Check(t); err != nil {
+		r.giveSlot(ctx)
 		return r.refuseOrTakeUp(ctx, t, seq, err)
 	}
-	w.slotWaiters.Add(1)
-	select {
-	case w.startSlots <- struct{}{}:
-		w.slotWaiters.Add(-1)
-	case <-ctx.Done():
-		w.slotWaiters.Add(-1)
-		// Shutting down: the task stays Scheduled (its order stored, if any) and starts when
-		// the worker runs again.
-		return &parkedError{op: op{kind: opLaunch, taskID: r.id, seq: seq}, err: ctx.Err()}
-	}
-	if r.isStopping() {
+	switch r.takeSlot(ctx, seq) {
+	case slotWait:
+		// No slot free: the launch waits its turn in the backlog, without a goroutine; or the
+		// worker shuts down, and the task stays Scheduled (its order stored, if any) and starts
+		// when the worker runs again.
+		return errWaitingForSlot
+	case slotStopping:
 		// Deleted before it could start: the stop, queued behind, ends it without a container.
-		<-w.startSlots
 		r.log.Info("start skipped: a stop of the task is accepted")
 		return nil
 	}
@@ -130,7 +129,7 @@ func (r *runner) launch(ctx context.Context, seq uint64) error {
 	})
 	created.Wait()
 	cancel()
-	<-w.startSlots
+	r.giveSlot(ctx)
 
 	if err != nil && unavailable(err) {
 		if _, merr := r.modify(func(t *task.Task) error {

@@ -90,7 +90,7 @@ func (w *Worker) Submit(ev task.Event) (task.Task, error) {
 	if err != nil {
 		return task.Task{}, fmt.Errorf("store the event for task %s: %w", ev.Task.ID, err)
 	}
-	w.intake.push(op{kind: opStart, taskID: ev.Task.ID, event: ev, seq: order.Seq})
+	w.intake.push(op{kind: opStart, taskID: ev.Task.ID, event: &ev, seq: order.Seq})
 	if created != nil {
 		w.names.update(task.Task{}, cur)
 		w.publish(task.Task{ID: cur.ID}, cur)
@@ -235,7 +235,7 @@ func (w *Worker) QueueLen() int {
 
 // waitingLocked counts what QueueLen counts. Callers hold w.mu.
 func (w *Worker) waitingLocked() int {
-	return w.intake.len() + w.queued + int(w.slotWaiters.Load())
+	return w.intake.len() + w.queued // a start waiting for a slot is back in its runner's backlog
 }
 
 // stoppingLocked reports whether a stop or removal of task id is accepted and not yet applied.

@@ -97,9 +97,6 @@ type Worker struct {
 	log      *slog.Logger
 	capacity Capacity // cfg.Capacity, where fits reads it
 
-	startSlots  chan struct{} // a semaphore bounding concurrent starts
-	slotWaiters atomic.Int64  // starts waiting for a start slot
-
 	// writeMu makes each read-modify-write of a task in the store atomic: a task's writes take
 	// the lock of its stripe, so that writes of different tasks may reach a durable store at the
 	// same time and share its transactions.
@@ -115,6 +112,7 @@ type Worker struct {
 	wg       sync.WaitGroup        // every goroutine Run started, runners' and probes' too
 	outage   outage                // whether the runtime answers, and what waits for it
 	owned    ownership             // containers the worker may remove, and those reported
+	slots    startSlots            // the starts under way at once, and those waiting for a slot
 
 	recovered atomic.Bool // recoverState has finished
 	changes   hub         // the task changes subscribers follow
@@ -125,17 +123,17 @@ type Worker struct {
 func New(rt Runtime, cfg Config) *Worker {
 	cfg = cfg.withDefaults()
 	w := &Worker{
-		cfg:        cfg,
-		rt:         rt,
-		store:      cfg.Store,
-		log:        cfg.Logger,
-		capacity:   cfg.Capacity,
-		startSlots: make(chan struct{}, cfg.Concurrency),
-		intake:     newOpQueue(),
-		notify:     make(chan struct{}, 1),
-		runners:    make(map[uuid.UUID]*runner),
-		owned:      ownership{orphans: make(map[string]orphan), reported: make(map[string]bool)},
+		cfg:      cfg,
+		rt:       rt,
+		store:    cfg.Store,
+		log:      cfg.Logger,
+		capacity: cfg.Capacity,
+		intake:   newOpQueue(),
+		notify:   make(chan struct{}, 1),
+		runners:  make(map[uuid.UUID]*runner),
+		owned:    ownership{orphans: make(map[string]orphan), reported: make(map[string]bool)},
 	}
+	w.slots.free = cfg.Concurrency
 	if w.store.Len() > 0 { // a durable store's tasks hold their names
 		for _, t := range w.store.List() {
 			w.names.update(task.Task{}, t)
@@ -146,7 +144,7 @@ func New(rt Runtime, cfg Config) *Worker {
 		switch o.Kind {
 		case task.OrderStart:
 			if o.Event != nil {
-				w.intake.push(op{kind: opStart, taskID: o.TaskID, event: *o.Event, seq: o.Seq})
+				w.intake.push(op{kind: opStart, taskID: o.TaskID, event: o.Event, seq: o.Seq})
 			}
 		case task.OrderStop:
 			w.runnerLocked(o.TaskID).stopping = true

@@ -937,7 +937,7 @@ func TestQueueCapCountsStartsWaitingForASlot(t *testing.T) {
 		submit(t, w, eventFor(newTask()))
 		waitFor(t, waitTimeout, func() bool {
 			entered, _, _ := g.counts()
-			return entered == 1 && w.slotWaiters.Load() == int64(i)
+			return entered == 1 && slotWaiters(w) == i
 		}, "the start under way or waiting for the slot")
 	}
 	if n := w.QueueLen(); n != 3 {

@@ -51,7 +51,7 @@ import (
 
 // Source is what the metrics read from a worker; *worker.Worker satisfies it.
 type Source interface {
-	List() []task.Task
+	Each(f func(t *task.Task) error) error
 	Get(id uuid.UUID) (task.Task, error)
 	QueueLen() int
 	Changes(after uint64) ([]task.Change, <-chan task.Change, func())
@@ -321,11 +321,13 @@ func (c *tasksCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c *tasksCollector) Collect(ch chan<- prometheus.Metric) {
 	var n [5]int
 	if src := c.m.source(); src != nil {
-		for _, t := range src.List() {
+		// Each, not List: a scrape copies no task, which at 10,000 tracked is megabytes a scrape.
+		src.Each(func(t *task.Task) error {
 			if t.State.Valid() {
 				n[t.State]++
 			}
-		}
+			return nil
+		})
 	}
 	for s := task.Pending; s <= task.Failed; s++ {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n[s]), s.String())

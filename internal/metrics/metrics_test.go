@@ -277,7 +277,7 @@ type fakeSource struct {
 	cancel int
 }
 
-func (f *fakeSource) List() []task.Task { return nil }
+func (f *fakeSource) Each(func(*task.Task) error) error { return nil }
 func (f *fakeSource) Get(id uuid.UUID) (task.Task, error) {
 	return task.Task{}, task.Errorf(task.ENOTFOUND, "no")
 }

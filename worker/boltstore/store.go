@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"unique"
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/taskindex"
@@ -165,6 +166,11 @@ func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
 			}
 		}
 		b := tx.Bucket(bucketOrders)
+		// Orders are keyed by their Seq, so every Put appends: pages split full, not half full
+		// (bbolt's default, for keys put in any order), which is what a burst of 10,000 orders
+		// costs the file, and the file's pages the worker's memory map. (As etcd does for its
+		// append-only keys.) It is not kept across transactions.
+		b.FillPercent = appendFill
 		seq, err := b.NextSequence()
 		if err != nil {
 			return err
@@ -218,7 +224,7 @@ func (s *Store) Done(seq uint64) error {
 		}
 		return tx.Bucket(bucketOrders).Delete(seqKey(seq))
 	}, func() {
-		s.orders = slices.DeleteFunc(s.orders, func(o task.Order) bool { return o.Seq == seq })
+		s.orders = shrunk(slices.DeleteFunc(s.orders, func(o task.Order) bool { return o.Seq == seq }))
 	})
 	if err != nil {
 		return fmt.Errorf("forget order %d in %s: %w", seq, s.path, err)
@@ -345,10 +351,51 @@ func (s *Store) putTask(tx *bolt.Tx, t task.Task) (taskindex.Entry, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return taskindex.Entry{}, fmt.Errorf("decode task: %w", err)
 	}
+	intern(&r.Task)
 	if err := b.Put(t.ID[:], data); err != nil {
 		return taskindex.Entry{}, err
 	}
 	return taskindex.Entry{Seq: st.Seq, Task: r.Task}, nil
+}
+
+// intern makes the strings of a freshly decoded task that many tasks, or its own fields, tend to
+// repeat the canonical copies (package unique): the image, the command, the environment, the
+// error and its records' types and messages (a Failed record's message is the task's Error).
+// Decoding makes a new copy of each for every task, and the store keeps every task: at 10,000
+// tracked that is megabytes of the same few strings. The task is the caller's, not yet shared.
+func intern(t *task.Task) {
+	in := func(s *string) {
+		if *s != "" {
+			*s = unique.Make(*s).Value()
+		}
+	}
+	in(&t.Image)
+	in(&t.Error)
+	in(&t.RestartPolicy)
+	in(&t.HealthCheck)
+	for i := range t.Cmd {
+		in(&t.Cmd[i])
+	}
+	for i := range t.Env {
+		in(&t.Env[i])
+	}
+	for i := range t.Events {
+		in(&t.Events[i].Type)
+		in(&t.Events[i].Message)
+	}
+}
+
+// shrunk returns orders without its spare room once most of it is spare: a burst of 10,000
+// queued starts would otherwise keep an array of 10,000 orders (~2 MB) for as long as the store
+// is open.
+func shrunk(orders []task.Order) []task.Order {
+	if cap(orders) <= 64 || len(orders) >= cap(orders)/4 {
+		return orders
+	}
+	if len(orders) == 0 {
+		return nil // not orders[:0]: it would keep the array
+	}
+	return append(make([]task.Order, 0, 2*len(orders)), orders...)
 }
 
 // setTask puts st in memory: the task is freshly decoded, so the index may keep it as it is. The
