@@ -175,7 +175,9 @@ func cloneOrder(o task.Order) task.Order {
 func (s *MemoryStore) Done(seq uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.orders = slices.DeleteFunc(s.orders, func(o task.Order) bool { return o.Seq == seq })
+	if i, ok := taskindex.FindOrder(s.orders, seq); ok {
+		s.orders = slices.Delete(s.orders, i, i+1)
+	}
 	return nil
 }
 

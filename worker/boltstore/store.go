@@ -213,18 +213,20 @@ func (s *Store) Accept(t *task.Task, o task.Order) (task.Order, error) {
 // write the file.
 func (s *Store) Done(seq uint64) error {
 	s.mu.RLock()
-	known := slices.ContainsFunc(s.orders, func(o task.Order) bool { return o.Seq == seq })
+	_, known := taskindex.FindOrder(s.orders, seq)
 	s.mu.RUnlock()
 	if !known {
 		return nil
 	}
 	err := s.commit(func(tx *bolt.Tx) error {
-		if !slices.ContainsFunc(s.orders, func(o task.Order) bool { return o.Seq == seq }) {
+		if _, ok := taskindex.FindOrder(s.orders, seq); !ok {
 			return nil
 		}
 		return tx.Bucket(bucketOrders).Delete(seqKey(seq))
 	}, func() {
-		s.orders = shrunk(slices.DeleteFunc(s.orders, func(o task.Order) bool { return o.Seq == seq }))
+		if i, ok := taskindex.FindOrder(s.orders, seq); ok {
+			s.orders = shrunk(slices.Delete(s.orders, i, i+1))
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("forget order %d in %s: %w", seq, s.path, err)
