@@ -24,10 +24,10 @@ func (r *runner) check(ctx context.Context, containerID, reason string, died *ta
 	}
 	if reason == string(task.ContainerOOM) {
 		// The Engine's OOM event and its OOMKilled flag race each other; either one is the truth.
-		r.oom = containerID
 		if t.State != task.Running {
 			return r.lateOOM(containerID)
 		}
+		r.oom = containerID // until the exit is recorded
 	}
 	if t.State != task.Running {
 		if reason != string(task.ContainerDestroyed) {
@@ -77,6 +77,7 @@ func (r *runner) check(ctx context.Context, containerID, reason string, died *ta
 		return nil
 	}
 	c.OOMKilled = c.OOMKilled || r.oom == containerID
+	r.oom = ""
 	_, err = r.modify(func(t *task.Task) error {
 		t.ExitCode = c.ExitCode
 		t.FinishTime = c.FinishedAt

@@ -67,7 +67,7 @@ type runner struct {
 	stopProbe context.CancelFunc // stops the running health check, if any
 	ip        string             // the container's address, for health checks
 	oom       string             // the container the runtime reported an OOM kill of
-	sawEnd    bool               // the task was ended as of the runner's last write of it
+	sawEnd    bool               // the task was ended as of the runner's last read or write of it
 }
 
 // runnerLocked returns the task's runner, making it when there is none. Callers hold w.mu, or
@@ -175,13 +175,13 @@ func (w *Worker) retireLocked(r *runner) {
 		r.slot || r.slotWait != nil {
 		return
 	}
-	switch {
-	case r.gone:
+	gone := r.gone
+	if gone {
 		r.gone = false
-		if _, known := w.store.Get(r.id); known {
-			return // submitted again meanwhile
-		}
-	case !r.sawEnd || r.stopProbe != nil || r.oom != "":
+		_, known := w.store.Get(r.id)
+		gone = !known // or submitted again meanwhile: kept only while that task has not ended
+	}
+	if !gone && (!r.sawEnd || r.stopProbe != nil || r.oom != "") {
 		return
 	}
 	if w.runners[r.id] == r {
@@ -194,7 +194,14 @@ func (w *Worker) retireLocked(r *runner) {
 // container. An operation that could not finish because the runtime did not answer is parked,
 // its stored order kept, and carried out again when the runtime is back.
 func (r *runner) apply(ctx context.Context, o op) {
-	if _, ok := r.w.store.Get(r.id); !ok {
+	t, ok := r.w.store.Get(r.id)
+	if ok {
+		// What the runner knows of its task's end comes from its writes, and from here for an
+		// operation that writes nothing (a late event of a container no longer the task's, a
+		// stop of a task that has ended): a runner made for an ended task is dropped once idle.
+		r.sawEnd = t.State.Ended()
+	}
+	if !ok {
 		// A container event can follow the removal of its task; a removal replayed after a
 		// crash can find its task forgotten already (the order outlived the record). Nothing
 		// of the task may stay marked as being removed or stopped: a later task with its ID

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -63,4 +64,39 @@ func TestRunnersLiveWithTheirWork(t *testing.T) {
 	if got, _ := w.Get(other.ID); got.State != task.Completed {
 		t.Errorf("after the stop: got %v, want Completed", got.State)
 	}
+}
+
+// idleWithoutRunner reports whether every operation queued for the worker has been applied and
+// task id has no runner.
+func idleWithoutRunner(w *Worker, id uuid.UUID) bool {
+	exists, _ := runnerState(w, id)
+	return w.QueueLen() == 0 && !exists
+}
+
+// The runner of an ended task is dropped once idle whatever operation it applied last: one that
+// wrote nothing (a late event about a container the task no longer has), and one whose task the
+// runtime reported killed for lack of memory.
+func TestRunnersOfEndedTasksAreDroppedWhateverTheyApplied(t *testing.T) {
+	rt := workertest.New()
+	w := startWorker(t, rt, Config{Store: &MemoryStore{}})
+
+	stopped := runTask(t, w, newTask())
+	if err := w.Stop(stopped.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, w, stopped.ID, task.Completed)
+	waitFor(t, waitTimeout, func() bool { return idleWithoutRunner(w, stopped.ID) }, "the stopped task's runner dropped")
+	// The Engine's destroy event of the container the stop removed comes after the stop.
+	w.enqueue(op{kind: opCheck, taskID: stopped.ID, containerID: stopped.ContainerID, reason: string(task.ContainerDestroyed)})
+	waitFor(t, waitTimeout, func() bool { return idleWithoutRunner(w, stopped.ID) },
+		"the runner made for the late destroy event dropped once it is applied")
+
+	oom := runTask(t, w, newTask())
+	if err := rt.Exit(oom.ContainerID, 137, true); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitState(t, w, oom.ID, task.Failed); !strings.HasPrefix(got.Error, "OOMKilled") {
+		t.Errorf("OOM-killed task: got error %q, want OOMKilled", got.Error)
+	}
+	waitFor(t, waitTimeout, func() bool { return idleWithoutRunner(w, oom.ID) }, "the OOM-killed task's runner dropped")
 }
