@@ -58,26 +58,37 @@ func TestProfiling(t *testing.T) {
 	}
 }
 
-// A CPU profile samples for longer than a request may take: its deadlines are lifted, over a real
-// connection, where the request timeout would otherwise cut the answer off.
+// A profile that samples (a CPU profile, a named profile as a delta over seconds) takes longer
+// than a request may: its deadlines are lifted, over a real connection, where the request
+// timeout would otherwise cut the answer off. A second profile on the same connection is whole.
 func TestProfilingOutlastsTheRequestTimeout(t *testing.T) {
 	h := newHarness(t)
 	srv := httptest.NewServer(New(h.w, Options{Logger: testLogger(t), Profiling: true, RequestTimeout: 200 * time.Millisecond}))
 	t.Cleanup(srv.Close)
-	start := time.Now()
-	resp, err := http.Get(srv.URL + "/debug/pprof/profile?seconds=1")
-	if err != nil {
-		t.Fatalf("GET profile: %v", err)
+	for _, path := range []string{"/debug/pprof/heap?seconds=1", "/debug/pprof/profile?seconds=1", "/debug/pprof/allocs?seconds=1"} {
+		start := time.Now()
+		resp, err := srv.Client().Get(srv.URL + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("GET %s: read the profile after %s: %v", path, time.Since(start), err)
+		}
+		if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(body, gzipMagic) {
+			t.Fatalf("GET %s: got %d %.80q, want 200 and a gzipped profile", path, resp.StatusCode, body)
+		}
+		if d := time.Since(start); d < time.Second {
+			t.Errorf("GET %s: a 1 s profile answered in %s", path, d)
+		}
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("read the profile after %s: %v", time.Since(start), err)
-	}
-	if resp.StatusCode != http.StatusOK || !bytes.HasPrefix(body, gzipMagic) {
-		t.Fatalf("got %d %.40q, want 200 and a gzipped profile", resp.StatusCode, body)
-	}
-	if d := time.Since(start); d < time.Second {
-		t.Errorf("a 1 s profile answered in %s", d)
+}
+
+// A profile may sample for at most maxSample: a longer one is refused before it starts.
+func TestProfilingRefusesLongSamples(t *testing.T) {
+	h := newAuthHarness(t, Options{Profiling: true, Token: fullToken})
+	for _, path := range []string{"/debug/pprof/profile?seconds=601", "/debug/pprof/trace?seconds=600.5", "/debug/pprof/heap?seconds=100000000000"} {
+		wantError(t, h.doAuth(t, http.MethodGet, path, "", "Bearer "+fullToken), http.StatusBadRequest, "seconds")
 	}
 }
