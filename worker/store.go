@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"slices"
 	"sync"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -175,9 +174,7 @@ func cloneOrder(o task.Order) task.Order {
 func (s *MemoryStore) Done(seq uint64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if i, ok := taskindex.FindOrder(s.orders, seq); ok {
-		s.orders = slices.Delete(s.orders, i, i+1)
-	}
+	s.orders = taskindex.DeleteOrder(s.orders, seq)
 	return nil
 }
 

@@ -3,7 +3,6 @@ package boltstore
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"unique"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -224,9 +223,7 @@ func (s *Store) Done(seq uint64) error {
 		}
 		return tx.Bucket(bucketOrders).Delete(seqKey(seq))
 	}, func() {
-		if i, ok := taskindex.FindOrder(s.orders, seq); ok {
-			s.orders = shrunk(slices.Delete(s.orders, i, i+1))
-		}
+		s.orders = shrunk(taskindex.DeleteOrder(s.orders, seq))
 	})
 	if err != nil {
 		return fmt.Errorf("forget order %d in %s: %w", seq, s.path, err)

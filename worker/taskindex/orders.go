@@ -14,3 +14,19 @@ import (
 func FindOrder(orders []task.Order, seq uint64) (int, bool) {
 	return slices.BinarySearchFunc(orders, seq, func(o task.Order, seq uint64) int { return cmp.Compare(o.Seq, seq) })
 }
+
+// DeleteOrder returns orders without the order numbered seq, if it is there. Orders are mostly
+// done oldest first, so the first goes without moving the rest: the slice starts one further on
+// (its array's spare room is the store's to give back).
+func DeleteOrder(orders []task.Order, seq uint64) []task.Order {
+	i, ok := FindOrder(orders, seq)
+	switch {
+	case !ok:
+		return orders
+	case i == 0:
+		orders[0] = task.Order{} // let go of its event
+		return orders[1:]
+	default:
+		return slices.Delete(orders, i, i+1)
+	}
+}
