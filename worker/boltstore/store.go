@@ -358,10 +358,15 @@ func (s *Store) putTask(tx *bolt.Tx, t task.Task) (taskindex.Entry, error) {
 }
 
 // intern makes the strings of a freshly decoded task that many tasks, or its own fields, tend to
-// repeat the canonical copies (package unique): the image, the command, the environment, the
-// error and its records' types and messages (a Failed record's message is the task's Error).
-// Decoding makes a new copy of each for every task, and the store keeps every task: at 10,000
-// tracked that is megabytes of the same few strings. The task is the caller's, not yet shared.
+// repeat share one copy (package unique): the image, the command, the environment, the error and
+// its records' types and messages (a Failed record's message is the task's Error). Decoding makes
+// a new copy of each for every task, and the store keeps every task: at 10,000 tracked that is
+// megabytes of the same few strings. The sharing is among the tasks decoded between two garbage
+// collections: unique keeps its canonical copy only while a handle to it lives, and intern keeps
+// none (a table of every string ever stored would keep the unique ones too); a copy already
+// shared stays shared for as long as the tasks hold it. Measured with 10,000 Failed tasks
+// written in a burst: 1,179 bytes of heap per task, 1,490 without. The task is the caller's,
+// not yet shared.
 func intern(t *task.Task) {
 	in := func(s *string) {
 		if *s != "" {
