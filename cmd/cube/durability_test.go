@@ -193,19 +193,20 @@ func TestCrashBetweenAcceptAndApply(t *testing.T) {
 	for _, tk := range tasks {
 		p.waitState(t, tk.ID, task.Running, time.Minute)
 	}
-	// Every order is applied once: one container per task, and the restart was applied after
-	// the start (RestartCount 7).
+	// Every order is applied once: the restart after the start (RestartCount 7), and then one
+	// container per task. (Until the restart is applied, the first task's container may be
+	// there, or gone with its successor not yet made.)
+	if got := p.waitTask(t, tasks[0].ID, 30*time.Second, "restarted by the event", func(t task.Task) bool {
+		return t.State == task.Running && t.RestartCount == 7
+	}); len(records(got, task.RecordStarted)) != 2 {
+		t.Errorf("records of the restarted task: %v, want two starts", recordTypes(got))
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && len(containersOf(t, name)) != len(tasks) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if cs := containersOf(t, name); len(cs) != len(tasks) {
 		t.Fatalf("containers: got %d, want %d (one per task)", len(cs), len(tasks))
-	}
-	if got := p.waitTask(t, tasks[0].ID, 30*time.Second, "restarted by the event", func(t task.Task) bool {
-		return t.State == task.Running && t.RestartCount == 7
-	}); len(records(got, task.RecordStarted)) != 2 {
-		t.Errorf("records of the restarted task: %v, want two starts", recordTypes(got))
 	}
 	// Restarting the worker once more applies nothing again.
 	before := containersOf(t, name)
