@@ -320,25 +320,28 @@ func benchSubmitFailing(b *testing.B, n, maxTasks int) {
 	}
 }
 
+// benchStores are the stores the worker benchmarks run on: in memory, and a bbolt store on disk
+// with fsync on.
+var benchStores = []struct {
+	name string
+	open func(b *testing.B) worker.Store
+}{
+	{"memory", func(*testing.B) worker.Store { return &worker.MemoryStore{} }},
+	{"disk", func(b *testing.B) worker.Store {
+		s, err := boltstore.OpenDir(b.TempDir(), boltstore.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		return s
+	}},
+}
+
 // BenchmarkStartToRunning is what the worker adds to a start, submit to Running, on a fake
 // runtime that takes no time, with its state in memory and in a bbolt store on disk (fsync on):
 // one start at a time, and bursts of 20 at once, whose writes share transactions.
 func BenchmarkStartToRunning(b *testing.B) {
-	stores := []struct {
-		name string
-		open func(b *testing.B) worker.Store
-	}{
-		{"memory", func(*testing.B) worker.Store { return &worker.MemoryStore{} }},
-		{"disk", func(b *testing.B) worker.Store {
-			s, err := boltstore.OpenDir(b.TempDir(), boltstore.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { s.Close() })
-			return s
-		}},
-	}
-	for _, st := range stores {
+	for _, st := range benchStores {
 		for _, n := range []int{1, 20} {
 			b.Run(fmt.Sprintf("%s/starts=%d", st.name, n), func(b *testing.B) {
 				w := worker.New(workertest.New(), worker.Config{Name: "bench", Logger: slog.New(slog.DiscardHandler),
@@ -381,21 +384,7 @@ func BenchmarkStartToRunning(b *testing.B) {
 // include the task's own stored record (which it keeps once it has ended) and its stored order;
 // a queued start holds no goroutine, so no stack.
 func BenchmarkQueuedStarts(b *testing.B) {
-	stores := []struct {
-		name string
-		open func(b *testing.B) worker.Store
-	}{
-		{"memory", func(*testing.B) worker.Store { return &worker.MemoryStore{} }},
-		{"disk", func(b *testing.B) worker.Store {
-			s, err := boltstore.OpenDir(b.TempDir(), boltstore.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { s.Close() })
-			return s
-		}},
-	}
-	for _, st := range stores {
+	for _, st := range benchStores {
 		for _, n := range []int{1000, 5000} {
 			if st.name == "disk" && n > 1000 {
 				continue // each submit is an fsync: 1,000 say as much as 5,000
