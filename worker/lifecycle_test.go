@@ -764,3 +764,41 @@ func TestParkedStopEndsTheHealthCheck(t *testing.T) {
 		t.Fatalf("while the stop is parked: got state %v, want Running", got.State)
 	}
 }
+
+// A stop parked while the runtime does not answer ends the health check; when the runtime
+// answers again and refuses the stop, the task goes on running, and its health check starts
+// again (as a stop refused at once leaves it running).
+func TestParkedThenRefusedStopResumesTheHealthCheck(t *testing.T) {
+	rt := workertest.New()
+	var checks atomic.Int64
+	rt.ExecHook = func(ctx context.Context, id string, cmd []string) (int, string, error) {
+		checks.Add(1)
+		return 0, "fine", nil
+	}
+	w := startWorker(t, rt, Config{PingInterval: 20 * time.Millisecond})
+	t.Cleanup(func() { rt.SetErrs(nil, nil) })
+	spec := newTask()
+	spec.Health = &task.HealthSpec{Type: task.HealthExec, Command: []string{"check"}, Interval: dur(10 * time.Millisecond),
+		Timeout: dur(time.Second)}
+	submit(t, w, eventFor(spec))
+	waitTask(t, w, spec, "healthy", func(t task.Task) bool { return t.HealthStatus == task.HealthHealthy })
+
+	rt.SetErrs(task.Errorf(task.EUNAVAILABLE, "the runtime does not answer"), nil)
+	if err := w.Stop(spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Parked: the stop waits, and has ended the check (parkStop cancels it before it parks).
+	waitFor(t, waitTimeout, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		r := w.runners[spec.ID]
+		return r != nil && r.parked
+	}, "the stop to park")
+	rt.SetErrs(task.Errorf(task.ECONFLICT, "removal of the container is already in progress"), nil)
+	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 0 }, "the stop, replayed, refused")
+	if got, _ := w.Get(spec.ID); got.State != task.Running {
+		t.Fatalf("after the refused stop: got state %v, want Running", got.State)
+	}
+	after := checks.Load()
+	waitFor(t, waitTimeout, func() bool { return checks.Load() >= after+3 }, "the health check to run again")
+}

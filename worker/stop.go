@@ -13,7 +13,7 @@ import (
 // before its start or waiting in back-off to restart, Running) ends Completed, with a Stopped
 // record saying so; a task that already ended keeps its state. Either way it never restarts. A
 // stop the runtime refuses leaves the task as it was: its health check and its pending restart
-// are cancelled only once its container is gone. The state changes only through the transition
+// are cancelled only once its container is gone (a check that a parked stop ended starts again). The state changes only through the transition
 // table.
 func (r *runner) stop(ctx context.Context, seq uint64) (err error) {
 	defer func() {
@@ -47,6 +47,7 @@ func (r *runner) stop(ctx context.Context, seq uint64) (err error) {
 			if unavailable(err) {
 				return r.parkStop(seq, err)
 			}
+			r.resumeProbe(ctx, t)
 			return err
 		}
 	}
@@ -89,6 +90,15 @@ func (r *runner) stop(ctx context.Context, seq uint64) (err error) {
 func (r *runner) parkStop(seq uint64, err error) error {
 	r.cancelProbe()
 	return &parkedError{op: op{kind: opStop, taskID: r.id, seq: seq}, err: err}
+}
+
+// resumeProbe starts the health check of t again after the runtime refused its stop, when a
+// park of the stop ended it (parkStop): the task goes on running, and is checked as before.
+func (r *runner) resumeProbe(ctx context.Context, t task.Task) {
+	if r.stopProbe != nil || t.State != task.Running || t.ContainerID == "" {
+		return // still checked, or nothing to check
+	}
+	r.watchHealth(ctx, t, task.Container{ID: t.ContainerID, IPAddress: r.ip, HostPorts: t.HostPorts})
 }
 
 // stoppedWhile says what a task that has not ended was doing when a stop ended it.
