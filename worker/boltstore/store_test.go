@@ -203,6 +203,21 @@ func TestSecondOpenFailsAtOnce(t *testing.T) {
 	wantNames(t, s, "a", "b")
 }
 
+// file200 writes a store of 200 tasks at path and returns the file's bytes.
+func file200(t *testing.T, path string) []byte {
+	t.Helper()
+	s := openPath(t, path, boltstore.Options{NoSync: true}) // 200 fsyncs are slow on a busy disk
+	for i := range 200 {
+		mustPut(t, s, fullTask(fmt.Sprint(i)))
+	}
+	s.Close()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 func TestOpenBadFile(t *testing.T) {
 	dir := t.TempDir()
 	garbage := bytes.Repeat([]byte("not a database "), 1000)
@@ -217,15 +232,7 @@ func TestOpenBadFile(t *testing.T) {
 		{"a directory", func(t *testing.T, path string) { os.Mkdir(path, 0o700) }, ""},
 		{"no parent directory", func(t *testing.T, path string) {}, "no such file"},
 		{"truncated", func(t *testing.T, path string) {
-			s := openPath(t, path, boltstore.Options{NoSync: true}) // 200 fsyncs are slow on a busy disk
-			for i := range 200 {
-				mustPut(t, s, fullTask(fmt.Sprint(i)))
-			}
-			s.Close()
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+			data := file200(t, path)
 			write(t, path, data[:len(data)/2])
 		}, ""},
 		// The freelist page lies past the end of the file but inside bbolt's memory map (which
@@ -233,15 +240,7 @@ func TestOpenBadFile(t *testing.T) {
 		// process until Open made faults panics. The case above cuts at half the file, which
 		// puts the freelist there now and then, as its place moves with the random task IDs.
 		{"truncated before its freelist page", func(t *testing.T, path string) {
-			s := openPath(t, path, boltstore.Options{NoSync: true}) // 200 fsyncs are slow on a busy disk
-			for i := range 200 {
-				mustPut(t, s, fullTask(fmt.Sprint(i)))
-			}
-			s.Close()
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
+			data := file200(t, path)
 			freelist := freelistPage(t, data)
 			if freelist*4096 >= uint64(len(data)) {
 				t.Fatalf("freelist page %d of %d: want one inside the file", freelist, len(data)/4096)
