@@ -539,17 +539,17 @@ type specCache struct {
 }
 
 type cachedSpec struct {
-	label string     // the label as it was decoded
-	spec  *task.Task // nil when it did not decode, or is another task's
-	gen   uint64     // the last List that saw the container
+	spec *task.Task // nil when it did not decode, or is another task's
+	gen  uint64     // the last List that saw the container
 }
 
-// get returns the decoded spec label of container id, decoding it when it is not cached.
-// Callers hold c.mu.
+// get returns the decoded spec label of container id, decoding it when it is not cached. The
+// label itself is not kept: the Engine never changes a container's labels, and a container ID
+// is never used again. Callers hold c.mu.
 func (c *specCache) get(id, label string, taskID uuid.UUID) *task.Task {
 	e, ok := c.byID[id]
-	if !ok || e.label != label {
-		e = cachedSpec{label: label, spec: decodeSpec(label, taskID)}
+	if !ok {
+		e = cachedSpec{spec: decodeSpec(label, taskID)}
 	}
 	e.gen = c.gen
 	if c.byID == nil {
