@@ -52,6 +52,12 @@ type Runtime interface {
 	Stats(ctx context.Context, containerID string) (task.ContainerStats, error)
 }
 
+// DefaultReconcileInterval is how often the worker compares the runtime's containers with its
+// tasks unless told otherwise: the safety net under the runtime's event stream, which brings
+// every exit at once (a broken stream is subscribed to again and reconciled at once), so it need
+// not run often; each compare lists every container.
+const DefaultReconcileInterval = 30 * time.Second
+
 // Config configures a Worker. Zero fields take the defaults noted.
 type Config struct {
 	Name              string           // the worker's name, for logs
@@ -59,7 +65,7 @@ type Config struct {
 	Store             Store            // default: a new MemoryStore
 	Logger            *slog.Logger     // default: slog.Default()
 	Now               func() time.Time // the clock; default time.Now
-	ReconcileInterval time.Duration    // how often to compare the runtime with the store; default 30s
+	ReconcileInterval time.Duration    // how often to compare the runtime with the store; default DefaultReconcileInterval
 	StartTimeout      time.Duration    // bound on one start, image pull included; default 10m
 	StopTimeout       time.Duration    // bound on one stop and remove; default 2m
 	Stats             nodestats.Reader // where node stats come from; default /proc and /
@@ -177,7 +183,7 @@ func (cfg Config) withDefaults() Config {
 		cfg.Now = time.Now
 	}
 	if cfg.ReconcileInterval <= 0 {
-		cfg.ReconcileInterval = 30 * time.Second
+		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 10 * time.Minute

@@ -13,6 +13,7 @@ import (
 	"github.com/cube-orchestrator/cube/internal/hostpath"
 	"github.com/cube-orchestrator/cube/internal/namelock"
 	"github.com/cube-orchestrator/cube/task"
+	"github.com/cube-orchestrator/cube/worker"
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 )
@@ -119,7 +120,7 @@ unless an --allow-* flag grants that kind.`,
 	f.IntVar(&cfg.maxTasks, "max-tasks", 10000, "tasks tracked at most")
 	f.MarkHidden("gc-interval")
 	f.MarkHidden("max-tasks")
-	f.DurationVar(&cfg.reconcileInterval, "reconcile-interval", 30*time.Second, "how often to compare Docker's containers with the tasks, the safety net under Docker's event stream")
+	f.DurationVar(&cfg.reconcileInterval, "reconcile-interval", worker.DefaultReconcileInterval, "how often to compare Docker's containers with the tasks, the safety net under Docker's event stream")
 	f.MarkHidden("read-header-timeout")
 	f.MarkHidden("request-timeout")
 	// The client flags are the root's, and so inherited, but the worker refuses them: its help

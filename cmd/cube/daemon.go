@@ -50,7 +50,7 @@ type workerConfig struct {
 	logMaxFiles              int           // --log-max-files
 	imageKeep                time.Duration // --image-keep
 	enableDebug              bool          // --enable-debug: serve /debug/pprof/
-	reconcileInterval        time.Duration // --reconcile-interval; positive (the flag's default is the worker's)
+	reconcileInterval        time.Duration // --reconcile-interval; positive
 
 	// Hidden flags, for tests. Zero takes the default.
 	readHeaderTimeout time.Duration // default defaultReadHeaderTimeout
