@@ -195,12 +195,6 @@ func (w *Worker) retireLocked(r *runner) {
 // its stored order kept, and carried out again when the runtime is back.
 func (r *runner) apply(ctx context.Context, o op) {
 	t, ok := r.w.store.Get(r.id)
-	if ok {
-		// What the runner knows of its task's end comes from its writes, and from here for an
-		// operation that writes nothing (a late event of a container no longer the task's, a
-		// stop of a task that has ended): a runner made for an ended task is dropped once idle.
-		r.sawEnd = t.State.Ended()
-	}
 	if !ok {
 		// A container event can follow the removal of its task; a removal replayed after a
 		// crash can find its task forgotten already (the order outlived the record). Nothing
@@ -220,6 +214,10 @@ func (r *runner) apply(ctx context.Context, o op) {
 		r.done(o)
 		return
 	}
+	// What the runner knows of its task's end comes from its writes, and from here for an
+	// operation that writes nothing (a late event of a container no longer the task's, a stop of
+	// a task that has ended): a runner made for an ended task is dropped once idle.
+	r.sawEnd = t.State.Ended()
 	var err error
 	switch o.kind {
 	case opStart:
