@@ -14,7 +14,7 @@ TEST_PARALLEL ?= 4
 # How long `make fuzz` runs each fuzzer.
 FUZZTIME ?= 30s
 # The fuzzers, as package:FuzzName.
-FUZZERS := ./api:FuzzDecodeEvent ./api:FuzzRouteTaskID ./task:FuzzBindPolicy ./task:FuzzPortsAndSignals
+FUZZERS := ./api:FuzzDecodeEvent ./api:FuzzRouteTaskID ./task:FuzzBindPolicy ./task:FuzzPortsAndSignals ./task:FuzzAppendJSON
 
 .PHONY: help build install run test test-deps fuzz bench check images image clean
 

@@ -1,7 +1,10 @@
 package task_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/google/uuid"
@@ -66,5 +69,98 @@ func BenchmarkClone(b *testing.B) {
 	for b.Loop() {
 		c := t.Clone()
 		benchSink += len(c.Cmd)
+	}
+}
+
+// benchListTasks returns n tasks as GET /tasks shows them in cube-bench's scale phase: echo
+// tasks Running, with their published ports and the records of their start, or tasks whose
+// pull was refused, Failed with the error and its records.
+func benchListTasks(n int, state task.State) []task.Task {
+	start := time.Date(2026, 12, 1, 15, 31, 7, 123456789, time.UTC)
+	list := make([]task.Task, n)
+	for i := range list {
+		at := start.Add(time.Duration(i) * 37 * time.Millisecond)
+		t := task.Task{
+			ID:           uuid.New(),
+			Name:         fmt.Sprintf("scale-%d", i),
+			State:        state,
+			Image:        "cube-echo:latest",
+			ExposedPorts: task.PortSet{"7777/tcp": {}},
+			Cmd:          []string{"--listen", ":7777"},
+			LastEvent:    uuid.NewString(),
+		}
+		t.AddRecord(at, task.RecordReceived, "")
+		if state == task.Running {
+			t.ContainerID = fmt.Sprintf("%064x", i*7919+1)
+			t.StartTime = at.Add(212 * time.Millisecond)
+			t.HostPorts = task.PortMap{"7777/tcp": {{HostIP: "0.0.0.0", HostPort: fmt.Sprint(32768 + i)}, {HostIP: "::", HostPort: fmt.Sprint(32768 + i)}}}
+			t.AddRecord(at.Add(150*time.Millisecond), task.RecordCreated, "container %.12s", t.ContainerID)
+			t.AddRecord(t.StartTime, task.RecordStarted, "")
+		} else {
+			t.Image = "127.0.0.1:1/refused:latest"
+			t.Error = `pull 127.0.0.1:1/refused:latest: Get "http://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused`
+			t.ExitCode = 125
+			t.FinishTime = at.Add(351 * time.Millisecond)
+			t.AddRecord(at.Add(2*time.Millisecond), task.RecordPulling, "127.0.0.1:1/refused:latest")
+			t.AddRecord(t.FinishTime, task.RecordFailed, "%s", t.Error)
+		}
+		list[i] = t
+	}
+	return list
+}
+
+// BenchmarkAppendJSON encodes 1,000 tasks, Running or Failed, one at a time as GET /tasks does:
+// with AppendJSON into a reused buffer, and with json.Marshal. The ratio sub-benchmark does both
+// in each iteration, taking turns, and reports AppendJSON's time over json.Marshal's.
+func BenchmarkAppendJSON(b *testing.B) {
+	appendAll := func(buf []byte, list []task.Task) []byte {
+		for i := range list {
+			var err error
+			if buf, err = task.AppendJSON(buf[:0], &list[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return buf
+	}
+	marshalAll := func(list []task.Task) (n int) {
+		for i := range list {
+			out, err := json.Marshal(&list[i])
+			if err != nil {
+				b.Fatal(err)
+			}
+			n += len(out)
+		}
+		return n
+	}
+	for _, state := range []task.State{task.Running, task.Failed} {
+		list := benchListTasks(1000, state)
+		size := marshalAll(list)
+		b.Run(fmt.Sprintf("tasks=1000/%s/AppendJSON", state), func(b *testing.B) {
+			buf := make([]byte, 0, 4096)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf = appendAll(buf, list)
+			}
+		})
+		b.Run(fmt.Sprintf("tasks=1000/%s/json.Marshal", state), func(b *testing.B) {
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				benchSink += marshalAll(list)
+			}
+		})
+		b.Run(fmt.Sprintf("tasks=1000/%s/ratio", state), func(b *testing.B) {
+			buf := make([]byte, 0, 4096)
+			var ours, theirs time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				buf = appendAll(buf, list)
+				t1 := time.Now()
+				benchSink += marshalAll(list)
+				ours, theirs = ours+t1.Sub(t0), theirs+time.Since(t1)
+			}
+			b.ReportMetric(float64(ours)/float64(theirs), "AppendJSON/Marshal")
+		})
 	}
 }
