@@ -2,9 +2,12 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -38,5 +41,55 @@ func TestEncodeListMatchesEncode(t *testing.T) {
 			t.Errorf("%s: encodeSeq wrote %d %q %q, want encode's %d %q %q", name, got.Code, got.Header().Get("Content-Type"), got.Body,
 				want.Code, want.Header().Get("Content-Type"), want.Body)
 		}
+	}
+}
+
+// GET /tasks/{id} and POST /tasks write their task with encodeTask: byte for byte what encode
+// writes, and for a task encoding/json cannot write (a year past 9999), the status alone, as
+// encode.
+func TestEncodeTaskMatchesEncode(t *testing.T) {
+	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	at := time.Date(2024, 5, 1, 12, 0, 0, 5, time.FixedZone("", 3600))
+	for name, tk := range map[string]task.Task{
+		"zero": {},
+		"full": {ID: uuid.New(), Name: "<web> & \u2028\xff", State: task.Running, Image: "cube-echo:latest", Cpu: 1e-7,
+			ExposedPorts: task.PortSet{"7777/tcp": {}, "80/tcp": {}}, Env: []string{}, StartTime: at,
+			HostPorts: task.PortMap{"7777/tcp": {{HostIP: "::", HostPort: "49153"}}}, Health: &task.HealthSpec{},
+			Events: []task.Record{{Time: at, Type: task.RecordReceived, Message: "\x00"}}},
+		"unencodable": {StartTime: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+	} {
+		want := httptest.NewRecorder()
+		s.encode(want, httptest.NewRequest("GET", "/tasks/x", nil), 201, tk)
+		got := httptest.NewRecorder()
+		s.encodeTask(got, httptest.NewRequest("GET", "/tasks/x", nil), 201, &tk)
+		if !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) || got.Code != want.Code ||
+			got.Header().Get("Content-Type") != want.Header().Get("Content-Type") {
+			t.Errorf("%s: encodeTask wrote %d %q %q, want encode's %d %q %q", name, got.Code, got.Header().Get("Content-Type"), got.Body,
+				want.Code, want.Header().Get("Content-Type"), want.Body)
+		}
+	}
+}
+
+// A task that cannot be encoded ends GET /tasks's answer where it is, as it did before
+// AppendJSON: nothing of it or after it is written.
+func TestEncodeListStopsAtUnencodable(t *testing.T) {
+	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	list := []task.Task{{Name: "ok"}, {Cpu: math.NaN()}, {Name: "never"}}
+	rec := httptest.NewRecorder()
+	s.encodeSeq(rec, httptest.NewRequest("GET", "/tasks", nil), 200, func(yield func(any) error) error {
+		for i := range list {
+			if err := yield(&list[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	first, err := json.Marshal(&list[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What had been flushed goes out, no more: here, less than the buffer's 32 KiB, nothing.
+	if want := "[" + string(first) + ","; !strings.HasPrefix(want, rec.Body.String()) {
+		t.Fatalf("encodeSeq: got %q, want a prefix of %q", rec.Body, want)
 	}
 }

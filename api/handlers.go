@@ -76,7 +76,8 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	s.encode(w, r, http.StatusCreated, t.Redacted())
+	red := t.Redacted()
+	s.encodeTask(w, r, http.StatusCreated, &red)
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +100,8 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 		s.error(w, r, err)
 		return
 	}
-	s.encode(w, r, http.StatusOK, t.Redacted())
+	red := t.Redacted()
+	s.encodeTask(w, r, http.StatusOK, &red)
 }
 
 func (s *Server) handleStop(w http.ResponseWriter, r *http.Request) {

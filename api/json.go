@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+
+	"github.com/cube-orchestrator/cube/task"
 )
 
 // decode reads one JSON value from the request body into v. The body is limited to
@@ -102,28 +104,55 @@ func (s *Server) encode(w http.ResponseWriter, r *http.Request, status int, v an
 	}
 }
 
+// encodeTask writes t as JSON with the given status, byte for byte as encode writes it, with
+// task.AppendJSON instead of encoding/json's reflection. On an error (a time that RFC 3339 cannot
+// write, say), as on encode's, the status goes out without a body; the error is logged.
+func (s *Server) encodeTask(w http.ResponseWriter, r *http.Request, status int, t *task.Task) {
+	b, err := task.AppendJSON(make([]byte, 0, 2048), t)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	if err == nil {
+		_, err = w.Write(append(b, '\n'))
+	}
+	if err != nil {
+		s.log.Debug("write response", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+}
+
+// listWriter is what encodeSeq reuses from one request to the next: the buffer the answer goes
+// out through, and the one each task is encoded into.
+type listWriter struct {
+	bw   *bufio.Writer
+	task []byte
+}
+
 // encodeSeq writes the values seq yields as a JSON array with the given status, byte for byte as
-// encode writes a slice of them, but one element at a time: the encoder's buffer holds one value,
-// not the whole list (a megabyte at 1,000 tasks, grown by doubling on every request), and no list
-// of values is made first. The elements go out through a pooled 32 KiB buffer, so that the
-// response writer (and the middleware wrapping it) sees a few large writes, not two per value.
-// An error of seq's own ends the answer where it is; it is logged.
+// encode writes a slice of them, but one element at a time: no list of values is made first, and
+// no buffer holds more than one of them (a megabyte at 1,000 tasks). A *task.Task is encoded
+// with task.AppendJSON, without reflection, into a reused buffer; any other value with a
+// json.Encoder. The elements go out through a pooled 32 KiB buffer, so that the response writer
+// (and the middleware wrapping it) sees a few large writes, not one or two per value. An error
+// of seq's own, or of an element's encoding, ends the answer where it is; it is logged.
 func (s *Server) encodeSeq(w http.ResponseWriter, r *http.Request, status int, seq func(yield func(v any) error) error) {
 	w.Header().Set("Content-Type", "application/json")
 	// The status goes out with the first bytes, so that a panic while the first 32 KiB are made
 	// (in the store, say) still gets the recoverer's 500.
 	hw := &headerWriter{w: w, status: status}
-	bw, _ := s.listWriters.Get().(*bufio.Writer)
-	if bw == nil {
-		bw = bufio.NewWriterSize(hw, 32<<10)
+	lw, _ := s.listWriters.Get().(*listWriter)
+	if lw == nil {
+		lw = &listWriter{bw: bufio.NewWriterSize(hw, 32<<10), task: make([]byte, 0, 4<<10)}
 	} else {
-		bw.Reset(hw)
+		lw.bw.Reset(hw)
 	}
 	defer func() {
-		bw.Reset(nil) // keep no connection alive in the pool
-		s.listWriters.Put(bw)
+		lw.bw.Reset(nil) // keep no connection alive in the pool
+		if cap(lw.task) > 64<<10 {
+			lw.task = make([]byte, 0, 4<<10) // nor the buffer of one huge task
+		}
+		s.listWriters.Put(lw)
 	}()
-	enc := json.NewEncoder(&elementWriter{w: bw})
+	bw := lw.bw
+	var enc *json.Encoder
 	err := bw.WriteByte('[')
 	first := true
 	if err == nil {
@@ -134,6 +163,18 @@ func (s *Server) encodeSeq(w http.ResponseWriter, r *http.Request, status int, s
 				}
 			}
 			first = false
+			if t, ok := v.(*task.Task); ok {
+				b, err := task.AppendJSON(lw.task[:0], t)
+				lw.task = b[:0] // its capacity, grown or not, serves the next task
+				if err != nil {
+					return err
+				}
+				_, err = bw.Write(b)
+				return err
+			}
+			if enc == nil {
+				enc = json.NewEncoder(&elementWriter{w: bw})
+			}
 			return enc.Encode(v)
 		})
 	}
