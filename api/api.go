@@ -89,7 +89,7 @@ type Version struct {
 // Server holds what the handlers need.
 type Server struct {
 	w              *worker.Worker
-	listWriters    sync.Pool // of *listWriter: GET /tasks writes its answer through one
+	listWriters    sync.Pool // of *listWriter: the buffers GET /tasks and one task's answers are written with
 	log            *slog.Logger
 	auth           authenticator
 	requestTimeout time.Duration

@@ -108,22 +108,46 @@ func (s *Server) encode(w http.ResponseWriter, r *http.Request, status int, v an
 // task.AppendJSON instead of encoding/json's reflection. On an error (a time that RFC 3339 cannot
 // write, say), as on encode's, the status goes out without a body; the error is logged.
 func (s *Server) encodeTask(w http.ResponseWriter, r *http.Request, status int, t *task.Task) {
-	b, err := task.AppendJSON(make([]byte, 0, 2048), t)
+	lw := s.getListWriter(nil)
+	defer s.putListWriter(lw)
+	b, err := task.AppendJSON(lw.task[:0], t)
+	if err == nil {
+		b = append(b, '\n')
+	}
+	lw.task = b[:0]
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	if err == nil {
-		_, err = w.Write(append(b, '\n'))
+		_, err = w.Write(b)
 	}
 	if err != nil {
 		s.log.Debug("write response", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
 }
 
-// listWriter is what encodeSeq reuses from one request to the next: the buffer the answer goes
-// out through, and the one each task is encoded into.
+// listWriter is what encodeSeq and encodeTask reuse from one request to the next: the buffer a
+// list goes out through, and the one each task is encoded into.
 type listWriter struct {
 	bw   *bufio.Writer
 	task []byte
+}
+
+// getListWriter returns a pooled listWriter whose buffer writes to w.
+func (s *Server) getListWriter(w io.Writer) *listWriter {
+	lw, _ := s.listWriters.Get().(*listWriter)
+	if lw == nil {
+		return &listWriter{bw: bufio.NewWriterSize(w, 32<<10), task: make([]byte, 0, 4<<10)}
+	}
+	lw.bw.Reset(w)
+	return lw
+}
+
+func (s *Server) putListWriter(lw *listWriter) {
+	lw.bw.Reset(nil) // keep no connection alive in the pool
+	if cap(lw.task) > 64<<10 {
+		lw.task = make([]byte, 0, 4<<10) // nor the buffer of one huge task
+	}
+	s.listWriters.Put(lw)
 }
 
 // encodeSeq writes the values seq yields as a JSON array with the given status, byte for byte as
@@ -138,19 +162,8 @@ func (s *Server) encodeSeq(w http.ResponseWriter, r *http.Request, status int, s
 	// The status goes out with the first bytes, so that a panic while the first 32 KiB are made
 	// (in the store, say) still gets the recoverer's 500.
 	hw := &headerWriter{w: w, status: status}
-	lw, _ := s.listWriters.Get().(*listWriter)
-	if lw == nil {
-		lw = &listWriter{bw: bufio.NewWriterSize(hw, 32<<10), task: make([]byte, 0, 4<<10)}
-	} else {
-		lw.bw.Reset(hw)
-	}
-	defer func() {
-		lw.bw.Reset(nil) // keep no connection alive in the pool
-		if cap(lw.task) > 64<<10 {
-			lw.task = make([]byte, 0, 4<<10) // nor the buffer of one huge task
-		}
-		s.listWriters.Put(lw)
-	}()
+	lw := s.getListWriter(hw)
+	defer s.putListWriter(lw)
 	bw := lw.bw
 	var enc *json.Encoder
 	err := bw.WriteByte('[')
