@@ -189,6 +189,40 @@ func bareHandler(list []task.Task) http.Handler {
 	return mux
 }
 
+// bareAppendHandler writes GET /tasks as bareHandler does, one buffer for the whole list
+// written at once, with task.AppendJSON instead of encoding/json: the same bytes.
+func bareAppendHandler(list []task.Task) http.Handler {
+	var bufs sync.Pool // of *[]byte, as encoding/json pools its buffers
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /tasks", func(w http.ResponseWriter, r *http.Request) {
+		p, _ := bufs.Get().(*[]byte)
+		if p == nil {
+			p = new([]byte)
+		}
+		defer bufs.Put(p)
+		b := append((*p)[:0], '[')
+		for i := range list {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = task.AppendJSON(b, &list[i]); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		b = append(b, "]\n"...)
+		if list == nil {
+			b = append(b[:0], "null\n"...)
+		}
+		*p = b
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(b)
+	})
+	return mux
+}
+
 // load sends requests from clients goroutines, each waiting for its answer before sending the
 // next, for d after a short warm-up, and returns the rate and the latencies.
 func load(ctx context.Context, clients int, d time.Duration, newReq func() (*http.Request, error), want int) (Load, error) {

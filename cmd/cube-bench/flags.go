@@ -41,7 +41,7 @@ type options struct {
 	scaleWave        int           // tasks posted per wave while the scale phase starts its tasks
 	scaleExits       int           // tasks that exit at once in the scale phase
 	scaleIdle        time.Duration // the scale phase's idle CPU window
-	scaleListSamples int           // GET /tasks samples, cube's and the bare handler's each
+	scaleListSamples int           // GET /tasks samples, cube's and each bare handler's
 	engineProbe      int           // raw create+starts per reading of the Engine's start rate
 	sweep            []int         // the --concurrency values of the sweep
 	sweepBurst       int           // tasks in one burst of the sweep
@@ -88,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.scaleWave, "scale-wave", 100, "scale: tasks posted per wave (all Running before the next)")
 	fs.IntVar(&o.scaleExits, "scale-exits", 20, "scale: Running tasks that exit at once")
 	fs.DurationVar(&o.scaleIdle, "scale-idle", 60*time.Second, "scale: the idle CPU window with every task Running")
-	fs.IntVar(&o.scaleListSamples, "scale-list-samples", 50, "scale: GET /tasks samples, of cube and of the bare handler each")
+	fs.IntVar(&o.scaleListSamples, "scale-list-samples", 50, "scale: GET /tasks samples, of cube and of each bare handler")
 	fs.IntVar(&o.engineProbe, "engine-probe", 10, "scale: raw create+starts per reading of the Engine's start rate")
 	sweep := fs.String("sweep", "1,2,4,8", "sweep: the worker --concurrency values, each with a worker of its own")
 	fs.IntVar(&o.sweepBurst, "sweep-burst", 100, "sweep: tasks in one burst")

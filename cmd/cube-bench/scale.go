@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,15 +67,21 @@ type EngineRate struct {
 	Start     Dist    `json:"start"`
 }
 
-// ListCompare is GET /tasks from the worker next to a bare net/http handler in cube-bench that
-// encodes the same list (decoded from the worker's answer), requests taking turns, one at a time.
+// ListCompare is GET /tasks from the worker next to two bare net/http handlers in cube-bench
+// that write the same list (decoded from the worker's answer), requests taking turns, one at a
+// time: Bare encodes it with encoding/json (the issue's baseline, which Ratio is to), BareAppend
+// writes the same bytes with task.AppendJSON, as the worker does (AppendRatio: what cube costs
+// beyond its encoder).
 type ListCompare struct {
-	Tasks       int     `json:"tasks"`
-	Bytes       int     `json:"bytes"`
-	Cube        Dist    `json:"cube"`
-	Bare        Dist    `json:"bare"`
-	Ratio       float64 `json:"ratio_p50"`
-	PairedRatio float64 `json:"paired_ratio_p50"`
+	Tasks             int     `json:"tasks"`
+	Bytes             int     `json:"bytes"`
+	Cube              Dist    `json:"cube"`
+	Bare              Dist    `json:"bare"`
+	Ratio             float64 `json:"ratio_p50"`
+	PairedRatio       float64 `json:"paired_ratio_p50"`
+	BareAppend        Dist    `json:"bare_appendjson"`
+	AppendRatio       float64 `json:"ratio_p50_appendjson"`
+	AppendPairedRatio float64 `json:"paired_ratio_p50_appendjson"`
 }
 
 // RestartResult is the worker killed with SIGKILL and started again on its data dir.
@@ -244,8 +251,8 @@ func (b *bench) engineRate(ctx context.Context, running int) error {
 	return b.docker.removeAll(ctx, ids)
 }
 
-// compareList times the worker's GET /tasks next to a bare handler encoding the same list,
-// taking turns, samples of each.
+// compareList times the worker's GET /tasks next to the two bare handlers writing the same
+// list, taking turns (the order rotating from round to round), samples of each.
 func (b *bench) compareList(ctx context.Context, samples int) (*ListCompare, error) {
 	var raw json.RawMessage
 	if err := b.worker.do(ctx, http.MethodGet, "/tasks", nil, http.StatusOK, &raw); err != nil {
@@ -255,14 +262,19 @@ func (b *bench) compareList(ctx context.Context, samples int) (*ListCompare, err
 	if err := json.Unmarshal(raw, &list); err != nil {
 		return nil, fmt.Errorf("decode GET /tasks: %w", err)
 	}
-	url, shutdown, err := serve(bareHandler(list))
+	bareURL, shutdown, err := serve(bareHandler(list))
 	if err != nil {
 		return nil, err
 	}
 	defer shutdown()
+	appendURL, shutdownAppend, err := serve(bareAppendHandler(list))
+	if err != nil {
+		return nil, err
+	}
+	defer shutdownAppend()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}, Timeout: requestTimeout}
 	defer hc.CloseIdleConnections()
-	get := func(u string) (time.Duration, error) {
+	get := func(u string, body *bytes.Buffer) (time.Duration, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/tasks", nil)
 		if err != nil {
 			return 0, err
@@ -272,39 +284,50 @@ func (b *bench) compareList(ctx context.Context, samples int) (*ListCompare, err
 		if err != nil {
 			return 0, err
 		}
-		_, err = io.Copy(io.Discard, resp.Body)
+		w := io.Discard
+		if body != nil {
+			w = body
+		}
+		_, err = io.Copy(w, resp.Body)
 		resp.Body.Close()
 		if err == nil && resp.StatusCode != http.StatusOK {
 			err = fmt.Errorf("GET %s/tasks: %s", u, resp.Status)
 		}
 		return time.Since(t), err
 	}
-	var cube, bare []time.Duration
+	// The two bare handlers must write the same bytes, or the second baseline measures something
+	// else.
+	var viaJSON, viaAppend bytes.Buffer
+	if _, err := get(bareURL, &viaJSON); err != nil {
+		return nil, err
+	}
+	if _, err := get(appendURL, &viaAppend); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(viaJSON.Bytes(), viaAppend.Bytes()) {
+		return nil, fmt.Errorf("GET /tasks: the bare task.AppendJSON handler wrote %d bytes that differ from encoding/json's %d", viaAppend.Len(), viaJSON.Len())
+	}
+	times := map[string][]time.Duration{}
 	for i := range samples + 2 { // the first of each warms the connection up
-		pair := []string{b.worker.url, url}
-		if i%2 == 1 {
-			slices.Reverse(pair)
-		}
-		for _, u := range pair {
-			d, err := get(u)
+		all := []string{b.worker.url, bareURL, appendURL}
+		turn := append(all[i%3:], all[:i%3]...)
+		for _, u := range turn {
+			d, err := get(u, nil)
 			if err != nil {
 				return nil, err
 			}
-			if i < 2 {
-				continue
-			}
-			if u == url {
-				bare = append(bare, d)
-			} else {
-				cube = append(cube, d)
+			if i >= 2 {
+				times[u] = append(times[u], d)
 			}
 		}
 		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
 			return nil, err
 		}
 	}
-	c := compare(cube, bare)
-	return &ListCompare{Tasks: len(list), Bytes: len(raw), Cube: c.Cube, Bare: c.Raw, Ratio: c.Ratio, PairedRatio: c.PairedRatio}, nil
+	c := compare(times[b.worker.url], times[bareURL])
+	a := compare(times[b.worker.url], times[appendURL])
+	return &ListCompare{Tasks: len(list), Bytes: len(raw), Cube: c.Cube, Bare: c.Raw, Ratio: c.Ratio, PairedRatio: c.PairedRatio,
+		BareAppend: a.Raw, AppendRatio: a.Ratio, AppendPairedRatio: a.PairedRatio}, nil
 }
 
 // idleCPU measures the worker's CPU time over d, in which cube-bench sends it nothing.
