@@ -15,6 +15,11 @@ import (
 // no request holds the profiler (or a connection) for longer.
 const maxSample = 10 * time.Minute
 
+// profileBuild is what a sampled profile may take, beyond its sampling and the request timeout,
+// to be made and written: a heap or allocs delta is built, symbolised and compressed only once
+// the sampling is over, which on a loaded machine takes a while of its own.
+const profileBuild = 10 * time.Second
+
 // profilingRoutes serves net/http/pprof's handlers under /debug/pprof/, as Nomad's enable_debug
 // and the kubelet's profiling handler do: the index, the named profiles (heap, goroutine, allocs,
 // block, mutex, threadcreate; each as a delta over ?seconds=N when asked), a CPU profile
@@ -51,7 +56,7 @@ func (s *Server) sampled(h http.HandlerFunc, def time.Duration, fractional bool)
 			return
 		}
 		if d > 0 {
-			if err := liftDeadlines(w, d+s.requestTimeout); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			if err := liftDeadlines(w, d+profileBuild+s.requestTimeout); err != nil && !errors.Is(err, http.ErrNotSupported) {
 				s.log.Debug("lift deadlines", "err", err)
 			}
 		}

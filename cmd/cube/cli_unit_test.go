@@ -39,6 +39,7 @@ type cliFake struct {
 	addr  string
 	mu    sync.Mutex
 	extra map[string]http.HandlerFunc // by path suffix, such as "/logs" or "/events"
+	seen  func(r *http.Request)       // told of every request before it is served, when set
 }
 
 func newCLIFake(t *testing.T) *cliFake {
@@ -56,7 +57,11 @@ func newCLIFake(t *testing.T) *cliFake {
 						extra = fn
 					}
 				}
+				seen := f.seen
 				f.mu.Unlock()
+				if seen != nil {
+					seen(r)
+				}
 				if extra != nil {
 					extra(w, r)
 					return
@@ -642,8 +647,18 @@ func TestCLIWaitInterrupted(t *testing.T) {
 		return nil
 	}
 	defer close(release)
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// The interrupt comes while cube waits: at its first look at the task, which it takes only
+	// once the POST was answered, however long that took on a loaded machine. The deadline only
+	// bounds a test that went wrong.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	f.mu.Lock()
+	f.seen = func(r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/tasks/") {
+			cancel()
+		}
+	}
+	f.mu.Unlock()
 	_, err := cliCube(t, ctx, map[string]string{"CUBE_WORKER": f.addr}, "run", "--name", "slow", "--wait", "cube-echo:latest")
 	if err == nil || !regexp.MustCompile(`^stopped waiting; task slow \([0-9a-f]{8}\) goes on \([0-9a-f-]{36}\)$`).MatchString(err.Error()) {
 		t.Errorf("cube run --wait, interrupted: got %v, want it to say the task goes on", err)
