@@ -259,16 +259,19 @@ func TestAllowanceRevokedAcrossRestart(t *testing.T) {
 			p := startProc(t, name, "", append([]string{"--data-dir", dir}, tt.flag...)...)
 			tk := echoTask("--sleep", "5m")
 			tk.RestartPolicy = task.RestartAlways
-			tk.Restart = &task.RestartSpec{Delay: task.Duration(10 * time.Millisecond), MaxDelay: task.Duration(time.Hour)}
+			// Where the start fails (privileged, on an Engine that cannot grant it), the task waits
+			// 5 s to restart: the worker is killed while it waits, with no create of its own in
+			// flight that could land after the new worker is up (one did, 600 ms late, on an
+			// Engine busy with a thousand containers, when the wait was 10 ms).
+			tk.Restart = &task.RestartSpec{Delay: task.Duration(5 * time.Second), MaxDelay: task.Duration(time.Hour)}
 			tt.ask(&tk)
 			p.submit(t, tk)
 			first := p.waitTask(t, tk.ID, 30*time.Second, "running, or waiting to restart after a failed start",
 				func(t task.Task) bool { return t.State == task.Running || len(records(t, task.RecordRestarting)) > 0 })
 			killed := time.Now()
 			p.kill(t)
-			// A create the killed worker had sent (restarting every 10 ms) may still land: wait
-			// until the Engine shows no new one for a while, so that what comes after is the
-			// new worker's.
+			// A create the killed worker had sent may still land: wait until the Engine shows
+			// no new one for a while, so that what comes after is the new worker's.
 			last := createEvents(t, name, killed)
 			for deadline, still := time.Now().Add(20*time.Second), 0; still < 3 && time.Now().Before(deadline); {
 				time.Sleep(200 * time.Millisecond)
