@@ -221,6 +221,7 @@ type taskSpec struct {
 	Image        string              `json:",omitempty"`
 	ExposedPorts map[string]struct{} `json:",omitempty"`
 	Cmd          []string            `json:",omitempty"`
+	PullPolicy   string              `json:",omitempty"`
 }
 
 // eventBody returns a POST /tasks body that starts a new task with the spec, its name (if any)
