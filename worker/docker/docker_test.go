@@ -288,6 +288,9 @@ func TestUnreachableEngineIsUnavailable(t *testing.T) {
 	if id, err := rt.EngineID(ctx(t)); task.ErrorCode(err) != task.EUNAVAILABLE {
 		t.Errorf("EngineID: got %q, %v (%s), want EUNAVAILABLE", id, err, task.ErrorCode(err))
 	}
+	if list, err := rt.List(ctx(t)); task.ErrorCode(err) != task.EUNAVAILABLE {
+		t.Errorf("List: got %v, %v (%s), want EUNAVAILABLE", list, err, task.ErrorCode(err))
+	}
 }
 
 // EngineID is the ID docker info reports, the same through any client of the Engine.
