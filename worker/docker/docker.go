@@ -312,7 +312,7 @@ func (r *Runtime) existing(ctx context.Context, t task.Task, name string, create
 // task, start event and restart.
 func (r *Runtime) isStartOf(c task.Container, t task.Task) error {
 	if c.TaskID == t.ID && c.EventID == t.LastEvent && c.Worker == r.opts.Worker &&
-		(c.Spec == nil || c.Spec.RestartCount == t.RestartCount) {
+		(!c.SpecRead || c.SpecRestartCount == t.RestartCount) {
 		return nil
 	}
 	return &task.Error{Code: task.ECONFLICT, Message: fmt.Sprintf(
@@ -667,6 +667,9 @@ func specLabel(t task.Task) string {
 func fromLabels(c *task.Container, labels map[string]string) {
 	idLabels(c, labels)
 	c.Spec = decodeSpec(labels[task.LabelSpec], c.TaskID)
+	if c.Spec != nil {
+		c.SpecRead, c.SpecRestartCount = true, c.Spec.RestartCount
+	}
 }
 
 // idLabels sets the task, event and worker of c from its labels.

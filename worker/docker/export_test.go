@@ -6,6 +6,13 @@ import (
 	"github.com/cube-orchestrator/cube/task"
 )
 
+// DecodedSpecs returns how many spec labels r's List has decoded.
+func (r *Runtime) DecodedSpecs() int {
+	r.specs.mu.Lock()
+	defer r.specs.mu.Unlock()
+	return r.specs.decoded
+}
+
 // CachedSpecs returns how many containers' decoded spec labels r keeps.
 func (r *Runtime) CachedSpecs() int {
 	r.specs.mu.Lock()

@@ -20,9 +20,10 @@ import (
 	"github.com/google/uuid"
 )
 
-// List returns every container labelled with task.LabelTaskID, running or not. Each container's
-// Spec is decoded when List first sees the container and shared by the Lists after (see
-// specCache): no caller may write through it.
+// List returns every container labelled with task.LabelTaskID, running or not, with SpecRead
+// and SpecRestartCount and without Spec (Inspect fills it). A container's spec label is decoded
+// when List first sees the container, and what it says is kept for the Lists after (see
+// specCache).
 //
 // It reads the Engine's answer one container at a time and keeps only what a task.Container
 // holds: the SDK's ContainerList decodes the whole answer at once into a Summary per container
@@ -55,7 +56,8 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 			Paused: e.State == container.StatePaused, Created: time.Unix(e.Created, 0), EventID: e.Labels.EventID,
 			Worker: e.Labels.Worker}
 		c.TaskID, _ = uuid.Parse(e.Labels.TaskID)
-		c.ID, c.Spec = e.ID, r.specs.get(e.ID, e.Labels.Spec, c.TaskID)
+		c.ID = e.ID
+		c.SpecRead, c.SpecRestartCount = r.specs.get(e.ID, e.Labels.Spec, c.TaskID)
 		out = append(out, c)
 	}
 	if err := expectDelim(dec, ']'); err != nil {
@@ -204,39 +206,49 @@ func engineError(resp *http.Response) error {
 	return &task.Error{Code: code, Message: fmt.Sprintf("%s (%s)", msg.Message, resp.Status)}
 }
 
-// specCache keeps the spec label of each container List saw, decoded, so that a reconcile every
-// few seconds does not decode every container's spec again: a container's labels never change.
-// The cached tasks are shared by every List that returns them, and must not be written.
+// specCache keeps what the spec label of each container List saw says of the start that made
+// it (whether it is readable and the task's, and its RestartCount), so that a reconcile does not
+// decode every container's spec again: a container's labels never change. It keeps neither the
+// label nor the decoded task (~1.5 KB and ~1 KB a container): no caller of List reads more of
+// either, and recovery's rebuild of an unknown task, which needs the whole spec, inspects the
+// container anyway.
 type specCache struct {
-	mu   sync.Mutex
-	gen  uint64                // bumped by every List
-	byID map[string]cachedSpec // by container ID
+	mu      sync.Mutex
+	gen     uint64                // bumped by every List
+	decoded int                   // spec labels decoded so far
+	byID    map[string]cachedSpec // by container ID
 }
 
 type cachedSpec struct {
-	spec *task.Task // nil when it did not decode, or is another task's
-	gen  uint64     // the last List that saw the container
+	read     bool   // the label decoded, and is the task's
+	restarts int    // the spec's RestartCount, when read
+	gen      uint64 // the last List that saw the container
 }
 
-// get returns the decoded spec label of container id,
-// decoding label (a JSON string as it stands in the Engine's answer) when it is not cached. The
-// label itself is not kept: the Engine never changes a container's labels, and a container ID is
+// get returns whether the spec label of container id is readable and its task's, and the spec's
+// RestartCount, decoding label (a JSON string as it stands in the Engine's answer) when the
+// container is not cached: the Engine never changes a container's labels, and a container ID is
 // never used again. Callers hold c.mu.
-func (c *specCache) get(id string, label rawString, taskID uuid.UUID) *task.Task {
+func (c *specCache) get(id string, label rawString, taskID uuid.UUID) (read bool, restarts int) {
 	if c.byID == nil {
 		c.byID = make(map[string]cachedSpec)
 	}
 	if e, ok := c.byID[id]; ok {
 		e.gen = c.gen
 		c.byID[id] = e
-		return e.spec
+		return e.read, e.restarts
 	}
 	var s string
 	if len(label) > 0 && json.Unmarshal(label, &s) != nil {
 		s = ""
 	}
-	c.byID[id] = cachedSpec{spec: decodeSpec(s, taskID), gen: c.gen}
-	return c.byID[id].spec
+	c.decoded++
+	e := cachedSpec{gen: c.gen}
+	if spec := decodeSpec(s, taskID); spec != nil {
+		e.read, e.restarts = true, spec.RestartCount
+	}
+	c.byID[id] = e
+	return e.read, e.restarts
 }
 
 // prune forgets the containers the last List did not see: they are gone. Callers hold c.mu.
