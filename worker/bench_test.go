@@ -477,14 +477,20 @@ func BenchmarkTracked(b *testing.B) {
 	}
 }
 
+// refusedPulls is a fake runtime whose every start fails as a refused pull does. Its Start keeps
+// nothing (the fake's own Start keeps a copy of every task it was given, for tests to read).
+type refusedPulls struct{ *workertest.Runtime }
+
+func (refusedPulls) Start(context.Context, task.Task, func(task.StartStep)) (task.Container, error) {
+	return task.Container{}, &task.Error{Code: task.ENOTFOUND,
+		Message: `image pull failed: 127.0.0.1:1/cube-echo:latest: Get "https://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused`}
+}
+
 // trackFailed submits n starts that fail at once to a new worker on a bbolt store, waits until
 // every one has Failed, and returns the live heap they added.
 func trackFailed(b *testing.B, n int) float64 {
 	b.Helper()
-	rt := workertest.New()
-	rt.StartHook = func(context.Context, task.Task) error {
-		return &task.Error{Code: task.ENOTFOUND, Message: `image pull failed: 127.0.0.1:1/cube-echo:latest: Get "https://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused`}
-	}
+	rt := refusedPulls{workertest.New()}
 	s, err := boltstore.OpenDir(b.TempDir(), boltstore.Options{NoSync: true})
 	if err != nil {
 		b.Fatal(err)
