@@ -28,7 +28,14 @@ type Container struct {
 	Created    time.Time
 	EventID    string // the event whose start made the container (label LabelEventID)
 	Worker     string // the worker that made it (the Docker adapter's label cube.worker), if known
-	Spec       *Task  // the task as the container was made for it (label LabelSpec), if readable; read only: a runtime may share it
+	Spec       *Task  // the task as the container was made for it (label LabelSpec), if readable; Inspect fills it, List does not
+	// SpecRead says that the container's spec label is readable and is its task's (Spec is
+	// that label decoded, where it is filled), and SpecRestartCount is that spec's
+	// RestartCount: which restart of the start EventID made the container. Inspect and List
+	// fill both; List leaves Spec nil, since a reconcile lists every container and all it asks
+	// of a spec is these two (a decoded spec is ~1 KB a container).
+	SpecRead         bool
+	SpecRestartCount int
 }
 
 // More container labels. LabelEventID ties a container to the start that made it, so that a

@@ -459,3 +459,72 @@ func queueStarts(b *testing.B, store worker.Store, n int) queued {
 		goroutines: float64(g1 - g0),
 	}
 }
+
+// BenchmarkTracked is what a tracked task that has ended costs the worker while it keeps it: n
+// tasks whose start fails at once (as a refused pull does, no container), on a fake runtime, with
+// the state in a bbolt store (no fsync: the bytes, not the time, are measured). It reports the
+// live heap (after a GC) that the n Failed tasks add, per task: the stored task and its records,
+// the index's entries for it (order, event IDs), and its share of the change stream's backlog.
+func BenchmarkTracked(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("tracked=%d", n), func(b *testing.B) {
+			var heap float64
+			for b.Loop() {
+				heap = trackFailed(b, n)
+			}
+			b.ReportMetric(heap/float64(n), "heap-B/tracked-task")
+		})
+	}
+}
+
+// refusedPulls is a fake runtime whose every start fails as a refused pull does. Its Start keeps
+// nothing (the fake's own Start keeps a copy of every task it was given, for tests to read).
+type refusedPulls struct{ *workertest.Runtime }
+
+func (refusedPulls) Start(context.Context, task.Task, func(task.StartStep)) (task.Container, error) {
+	return task.Container{}, &task.Error{Code: task.ENOTFOUND,
+		Message: `image pull failed: 127.0.0.1:1/cube-echo:latest: Get "https://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused`}
+}
+
+// trackFailed submits n starts that fail at once to a new worker on a bbolt store, waits until
+// every one has Failed, and returns the live heap they added.
+func trackFailed(b *testing.B, n int) float64 {
+	b.Helper()
+	rt := refusedPulls{workertest.New()}
+	s, err := boltstore.OpenDir(b.TempDir(), boltstore.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	w := worker.New(rt, worker.Config{Name: "bench", Logger: slog.New(slog.DiscardHandler), Store: s,
+		Concurrency: 4, MaxQueue: n + 1, MaxTasks: n + 1, Retention: worker.Retention{KeepEnded: n + 1}})
+	stop := workertest.Run(b, w)
+	defer stop()
+	heap := func() float64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return float64(ms.HeapAlloc)
+	}
+	h0 := heap()
+	t := benchTask()
+	t.State = task.Scheduled
+	t.Image = "127.0.0.1:1/cube-echo:latest"
+	t.ContainerID, t.HostPorts, t.StartTime = "", nil, time.Time{}
+	for i := range n {
+		t.ID = uuid.New()
+		t.Name = "web-" + strconv.Itoa(i)
+		if _, err := w.Submit(task.Event{ID: uuid.New(), State: task.Scheduled, Task: t}); err != nil {
+			b.Fatalf("Submit #%d: got %v, want nil", i, err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for s.Count(task.Failed) != n {
+		if time.Now().After(deadline) {
+			b.Fatalf("Failed %d, want %d", s.Count(task.Failed), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return heap() - h0
+}

@@ -24,9 +24,14 @@ const subscriberBuffer = 512
 // a subscriber that resumes after a change that is no longer kept gets a Reset instead.
 type hub struct {
 	mu   sync.Mutex
-	seq  uint64        // the newest change's Seq, or the run's base before the first
-	base uint64        // the run's base: its first change is base+1
-	ring []task.Change // the latest changes, oldest first: at least the last changeBacklog
+	seq  uint64 // the newest change's Seq, or the run's base before the first
+	base uint64 // the run's base: its first change is base+1
+	// ring holds the latest changes, at most changeBacklog: oldest first until it is full,
+	// then a circle whose oldest is at head, each change written over the oldest. It never
+	// holds more than it keeps: a slice trimmed in batches held up to twice the backlog (1 MB
+	// of changes at 1,000 Running tasks) and copied half of it at every trim.
+	ring []task.Change
+	head int
 	subs map[chan task.Change]struct{}
 }
 
@@ -44,10 +49,16 @@ func (h *hub) publish(changes []task.Change) {
 	for _, c := range changes {
 		h.seq++
 		c.Seq = h.seq
-		h.ring = append(h.ring, c)
-		if len(h.ring) >= 2*changeBacklog {
-			// Trimmed in batches: one copy per changeBacklog changes, not one per change.
-			h.ring = append(h.ring[:0:0], h.ring[len(h.ring)-changeBacklog:]...)
+		if len(h.ring) < changeBacklog {
+			if len(h.ring) == cap(h.ring) { // grown as append would, but never past the backlog
+				grown := make([]task.Change, len(h.ring), min(max(2*cap(h.ring), 64), changeBacklog))
+				copy(grown, h.ring)
+				h.ring = grown
+			}
+			h.ring = append(h.ring, c)
+		} else {
+			h.ring[h.head] = c
+			h.head = (h.head + 1) % len(h.ring)
 		}
 		for ch := range h.subs {
 			select {
@@ -74,19 +85,18 @@ func (w *Worker) Changes(after uint64) ([]task.Change, <-chan task.Change, func(
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var backlog []task.Change
-	kept := h.ring
-	if len(kept) > changeBacklog {
-		kept = kept[len(kept)-changeBacklog:]
-	}
-	oldest := h.seq + 1 // the Seq of the oldest change kept
-	if len(kept) > 0 {
-		oldest = kept[0].Seq
+	older, newer := h.ring[h.head:], h.ring[:h.head] // the kept changes, oldest first
+	oldest := h.seq + 1                              // the Seq of the oldest change kept
+	if len(h.ring) > 0 {
+		oldest = older[0].Seq
 	}
 	switch {
 	case after == 0 || (after+1 >= oldest && after <= h.seq):
-		for _, c := range kept {
-			if c.Seq > after {
-				backlog = append(backlog, c)
+		for _, kept := range [][]task.Change{older, newer} {
+			for _, c := range kept {
+				if c.Seq > after {
+					backlog = append(backlog, c)
+				}
 			}
 		}
 	default:

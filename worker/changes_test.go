@@ -136,3 +136,35 @@ func TestSlowSubscriberIsCutOff(t *testing.T) {
 		t.Errorf("hub: seq %d ring %d, want both 2", hh.seq, len(hh.ring))
 	}
 }
+
+// The backlog is the last changeBacklog changes in order wherever the circle's oldest stands, and
+// the worker never holds more changes than it keeps.
+func TestChangesBacklogWrapsInOrder(t *testing.T) {
+	w := &Worker{cfg: Config{Now: time.Now}}
+	w.changes.base, w.changes.seq = 1000, 1000
+	for _, n := range []int{changeBacklog - 3, 40, 1, changeBacklog + 5, 17} {
+		w.changes.publish(make([]task.Change, n))
+		if c := cap(w.changes.ring); c > changeBacklog {
+			t.Fatalf("after %d more changes: the ring holds room for %d, want at most %d", n, c, changeBacklog)
+		}
+		newest := w.changes.seq
+		backlog, _, cancel := w.Changes(0)
+		cancel()
+		want := min(int(newest-1000), changeBacklog)
+		if len(backlog) != want {
+			t.Fatalf("after %d more changes: got %d kept, want %d", n, len(backlog), want)
+		}
+		for i, c := range backlog {
+			if c.Seq != newest-uint64(want-1-i) {
+				t.Fatalf("after %d more changes: backlog[%d].Seq = %d, want %d", n, i, c.Seq, newest-uint64(want-1-i))
+			}
+		}
+		mid := newest - 10
+		if after, _, cancel := w.Changes(mid); len(after) != 10 || after[0].Seq != mid+1 {
+			t.Errorf("after %d more changes, resuming after %d: got %d changes, want 10 from %d", n, mid, len(after), mid+1)
+			cancel()
+		} else {
+			cancel()
+		}
+	}
+}

@@ -33,9 +33,9 @@ func whose(c task.Container, t *task.Task, known bool) (reason string, owned boo
 		return fmt.Sprintf("its task has ended (%v)", t.State), true
 	case c.EventID != t.LastEvent:
 		return "superseded by a later start of its task", true
-	case c.Spec == nil:
+	case !c.SpecRead:
 		return "", false // which restart of the start made it is unknown
-	case c.Spec.RestartCount < t.RestartCount:
+	case c.SpecRestartCount < t.RestartCount:
 		return "superseded by a later restart of its task", true
 	}
 	return "", true // the container of the start under way

@@ -91,7 +91,7 @@ func (w *Worker) recoverState(ctx context.Context) {
 func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) int {
 	latest := make(map[uuid.UUID]task.Container)
 	for _, c := range list {
-		if c.Spec == nil {
+		if !c.SpecRead {
 			continue
 		}
 		if cur, ok := latest[c.TaskID]; !ok || laterStart(c, cur) {
@@ -110,7 +110,11 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) i
 			w.log.Warn("cannot rebuild task from its container", "task", id, "container", task.ShortID(c.ID), "err", err)
 			continue
 		}
-		t := c.Spec.Clone()
+		if info.Spec == nil { // List read the label; Inspect, which decodes it whole, did not
+			w.log.Warn("cannot rebuild task from its container: its spec label does not read", "task", id, "container", task.ShortID(c.ID))
+			continue
+		}
+		t := info.Spec.Clone()
 		t.ID = id
 		t.LastEvent = c.EventID
 		if !info.Running && info.StartedAt.IsZero() {
@@ -157,8 +161,8 @@ func laterStart(a, b task.Container) bool {
 	if !a.Created.Equal(b.Created) {
 		return a.Created.After(b.Created)
 	}
-	if a.Spec != nil && b.Spec != nil && a.Spec.RestartCount != b.Spec.RestartCount {
-		return a.Spec.RestartCount > b.Spec.RestartCount
+	if a.SpecRead && b.SpecRead && a.SpecRestartCount != b.SpecRestartCount {
+		return a.SpecRestartCount > b.SpecRestartCount
 	}
 	return a.Running && !b.Running
 }

@@ -209,7 +209,7 @@ func (r *runner) startedBefore(ctx context.Context, t task.Task) (task.Container
 		return task.Container{}, false, err
 	}
 	for _, c := range list {
-		if c.TaskID != t.ID || c.EventID != t.LastEvent || (c.Spec != nil && c.Spec.RestartCount != t.RestartCount) {
+		if c.TaskID != t.ID || c.EventID != t.LastEvent || (c.SpecRead && c.SpecRestartCount != t.RestartCount) {
 			continue
 		}
 		ictx, cancel := bounded(ctx, 30*time.Second)

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -87,7 +88,9 @@ type Runtime struct {
 	imgMu   sync.Mutex
 	images  images // the images this runtime pulled
 
-	specs specCache // the decoded spec labels of the containers List saw
+	specs specCache    // the decoded spec labels of the containers List saw
+	api   apiState     // what List's own request to the Engine needs
+	http  *http.Client // the SDK client's own, for List
 }
 
 // New connects to the Docker Engine named by the environment (DOCKER_HOST and friends, or the
@@ -126,7 +129,7 @@ func NewWithClient(cli *client.Client, opts Options) *Runtime {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull), images: loadImages(opts.ImageState)}
+	return &Runtime{cli: cli, opts: opts, pulls: make(map[string]*pull), images: loadImages(opts.ImageState), http: cli.HTTPClient()}
 }
 
 // Close releases the client's connections.
@@ -309,7 +312,7 @@ func (r *Runtime) existing(ctx context.Context, t task.Task, name string, create
 // task, start event and restart.
 func (r *Runtime) isStartOf(c task.Container, t task.Task) error {
 	if c.TaskID == t.ID && c.EventID == t.LastEvent && c.Worker == r.opts.Worker &&
-		(c.Spec == nil || c.Spec.RestartCount == t.RestartCount) {
+		(!c.SpecRead || c.SpecRestartCount == t.RestartCount) {
 		return nil
 	}
 	return &task.Error{Code: task.ECONFLICT, Message: fmt.Sprintf(
@@ -501,73 +504,6 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Contain
 	return c, nil
 }
 
-// List returns every container labelled with task.LabelTaskID, running or not. Each container's
-// Spec is decoded when List first sees the container and shared by the Lists after (see
-// specCache): no caller may write through it.
-func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
-	ctx, cancel := r.call(ctx)
-	defer cancel()
-	list, err := r.cli.ContainerList(ctx, container.ListOptions{
-		All:     true,
-		Filters: r.labelFilters(),
-	})
-	if err != nil {
-		return nil, convert(err, "list containers")
-	}
-	out := make([]task.Container, 0, len(list))
-	r.specs.mu.Lock()
-	defer r.specs.mu.Unlock()
-	r.specs.gen++
-	for _, s := range list {
-		c := task.Container{ID: s.ID, Running: s.State == container.StateRunning || s.State == container.StatePaused,
-			Paused: s.State == container.StatePaused, Created: time.Unix(s.Created, 0)}
-		idLabels(&c, s.Labels)
-		c.Spec = r.specs.get(s.ID, s.Labels[task.LabelSpec], c.TaskID)
-		out = append(out, c)
-	}
-	r.specs.prune()
-	return out, nil
-}
-
-// specCache keeps the spec label of each container List saw, decoded, so that a reconcile every
-// few seconds does not decode every container's spec again: a container's labels never change.
-// The cached tasks are shared by every List that returns them, and must not be written.
-type specCache struct {
-	mu   sync.Mutex
-	gen  uint64                // bumped by every List
-	byID map[string]cachedSpec // by container ID
-}
-
-type cachedSpec struct {
-	spec *task.Task // nil when it did not decode, or is another task's
-	gen  uint64     // the last List that saw the container
-}
-
-// get returns the decoded spec label of container id, decoding it when it is not cached. The
-// label itself is not kept: the Engine never changes a container's labels, and a container ID
-// is never used again. Callers hold c.mu.
-func (c *specCache) get(id, label string, taskID uuid.UUID) *task.Task {
-	e, ok := c.byID[id]
-	if !ok {
-		e = cachedSpec{spec: decodeSpec(label, taskID)}
-	}
-	e.gen = c.gen
-	if c.byID == nil {
-		c.byID = make(map[string]cachedSpec)
-	}
-	c.byID[id] = e
-	return e.spec
-}
-
-// prune forgets the containers the last List did not see: they are gone. Callers hold c.mu.
-func (c *specCache) prune() {
-	for id, e := range c.byID {
-		if e.gen != c.gen {
-			delete(c.byID, id)
-		}
-	}
-}
-
 // Watch streams the Engine's start, die, oom and destroy events of labelled containers to fn,
 // beginning at since, until ctx is done or the stream breaks.
 func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.ContainerEvent)) error {
@@ -731,6 +667,9 @@ func specLabel(t task.Task) string {
 func fromLabels(c *task.Container, labels map[string]string) {
 	idLabels(c, labels)
 	c.Spec = decodeSpec(labels[task.LabelSpec], c.TaskID)
+	if c.Spec != nil {
+		c.SpecRead, c.SpecRestartCount = true, c.Spec.RestartCount
+	}
 }
 
 // idLabels sets the task, event and worker of c from its labels.

@@ -288,6 +288,9 @@ func TestUnreachableEngineIsUnavailable(t *testing.T) {
 	if id, err := rt.EngineID(ctx(t)); task.ErrorCode(err) != task.EUNAVAILABLE {
 		t.Errorf("EngineID: got %q, %v (%s), want EUNAVAILABLE", id, err, task.ErrorCode(err))
 	}
+	if list, err := rt.List(ctx(t)); task.ErrorCode(err) != task.EUNAVAILABLE {
+		t.Errorf("List: got %v, %v (%s), want EUNAVAILABLE", list, err, task.ErrorCode(err))
+	}
 }
 
 // EngineID is the ID docker info reports, the same through any client of the Engine.
@@ -340,11 +343,13 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// List decodes a container's spec label once, when it first sees the container, and forgets it
-// once the container is gone: a reconcile lists every container every few seconds.
+// List decodes a container's spec label once, when it first sees the container, keeps only what
+// it says of the start (readable, RestartCount) and forgets it once the container is gone: a
+// reconcile lists every container every few seconds. Inspect decodes the whole spec.
 func TestListDecodesEachSpecOnce(t *testing.T) {
 	rt, _ := newRuntime(t)
 	a, b := echoTask(), echoTask()
+	b.RestartCount = 2
 	ca, err := rt.Start(ctx(t), a, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -353,31 +358,36 @@ func TestListDecodesEachSpecOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	specs := func() map[string]*task.Task {
+	list := func() map[string]task.Container {
 		t.Helper()
 		list, err := rt.List(ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := map[string]*task.Task{}
+		out := map[string]task.Container{}
 		for _, c := range list {
-			out[c.ID] = c.Spec
+			out[c.ID] = c
 		}
 		return out
 	}
-	first := specs()
+	first := list()
 	for _, c := range []struct {
 		id string
 		tk task.Task
 	}{{ca.ID, a}, {cb.ID, b}} {
-		s := first[c.id]
-		if s == nil || s.ID != c.tk.ID || s.Name != c.tk.Name || s.Image != c.tk.Image {
-			t.Errorf("List: container %s has spec %+v, want task %s (%s)", task.ShortID(c.id), s, c.tk.ID, c.tk.Name)
+		if l := first[c.id]; !l.SpecRead || l.SpecRestartCount != c.tk.RestartCount || l.Spec != nil {
+			t.Errorf("List: container %s: got SpecRead %v, SpecRestartCount %d, Spec %p; want true, %d, nil",
+				task.ShortID(c.id), l.SpecRead, l.SpecRestartCount, l.Spec, c.tk.RestartCount)
+		}
+		info, err := rt.Inspect(ctx(t), c.id)
+		if s := info.Spec; err != nil || s == nil || s.ID != c.tk.ID || s.Name != c.tk.Name || s.Image != c.tk.Image ||
+			!info.SpecRead || info.SpecRestartCount != c.tk.RestartCount {
+			t.Errorf("Inspect: container %s: got spec %+v (%v, %d), %v; want task %s (%s)", task.ShortID(c.id), s,
+				info.SpecRead, info.SpecRestartCount, err, c.tk.ID, c.tk.Name)
 		}
 	}
-	second := specs()
-	if second[ca.ID] != first[ca.ID] || second[cb.ID] != first[cb.ID] {
-		t.Errorf("second List decoded the specs again: got %p %p, want %p %p", second[ca.ID], second[cb.ID], first[ca.ID], first[cb.ID])
+	if second := list(); len(second) != 2 || rt.DecodedSpecs() != 2 {
+		t.Errorf("second List: got %d containers and %d spec labels decoded in all, want 2 and 2", len(second), rt.DecodedSpecs())
 	}
 	if got := rt.CachedSpecs(); got != 2 {
 		t.Errorf("cached specs: got %d, want 2", got)
@@ -385,8 +395,8 @@ func TestListDecodesEachSpecOnce(t *testing.T) {
 	if err := rt.Remove(ctx(t), ca.ID); err != nil {
 		t.Fatal(err)
 	}
-	if third := specs(); len(third) != 1 || third[cb.ID] != first[cb.ID] {
-		t.Errorf("List after a removal: got %v, want just %s with its cached spec", third, task.ShortID(cb.ID))
+	if third := list(); len(third) != 1 || !third[cb.ID].SpecRead || third[cb.ID].SpecRestartCount != 2 || rt.DecodedSpecs() != 2 {
+		t.Errorf("List after a removal: got %+v (%d decoded in all), want just %s, not decoded again", third, rt.DecodedSpecs(), task.ShortID(cb.ID))
 	}
 	if got := rt.CachedSpecs(); got != 1 {
 		t.Errorf("cached specs after a removal: got %d, want 1", got)

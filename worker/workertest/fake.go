@@ -98,7 +98,7 @@ func (r *Runtime) Start(ctx context.Context, t task.Task, progress func(task.Sta
 	defer r.mu.Unlock()
 	if t.LastEvent != "" {
 		for _, c := range r.containers {
-			if c.TaskID == t.ID && c.EventID == t.LastEvent && c.Spec != nil && c.Spec.RestartCount == t.RestartCount {
+			if c.TaskID == t.ID && c.EventID == t.LastEvent && c.SpecRead && c.SpecRestartCount == t.RestartCount {
 				if !c.Running && c.StartedAt.IsZero() {
 					c.Running, c.StartedAt = true, time.Now()
 				}
@@ -134,6 +134,9 @@ func (r *Runtime) Add(c task.Container) task.Container {
 	if c.Created.IsZero() {
 		c.Created = time.Now()
 	}
+	if c.Spec != nil {
+		c.SpecRead, c.SpecRestartCount = true, c.Spec.RestartCount
+	}
 	r.containers[c.ID] = &c
 	return c
 }
@@ -141,7 +144,8 @@ func (r *Runtime) Add(c task.Container) task.Container {
 // newContainer makes a container for t, not started. The caller holds r.mu.
 func (r *Runtime) newContainer(t task.Task) *task.Container {
 	spec := t.Redacted()
-	c := &task.Container{ID: uuid.NewString(), TaskID: t.ID, Created: time.Now(), EventID: t.LastEvent, Spec: &spec}
+	c := &task.Container{ID: uuid.NewString(), TaskID: t.ID, Created: time.Now(), EventID: t.LastEvent, Spec: &spec,
+		SpecRead: true, SpecRestartCount: spec.RestartCount}
 	for _, p := range t.Ports() {
 		host := t.PortBindings[p]
 		if host == "" {
@@ -236,13 +240,15 @@ func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Contain
 	return *c, nil
 }
 
-// List returns every container.
+// List returns every container, without its Spec, as the Docker adapter's List does (Inspect
+// has it).
 func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]task.Container, 0, len(r.containers))
 	for _, c := range r.containers {
 		out = append(out, *c)
+		out[len(out)-1].Spec = nil
 	}
 	return out, nil
 }
