@@ -18,6 +18,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -50,6 +51,11 @@ type Options struct {
 	// label cube.worker, and List and Watch see only that worker's containers, so that several
 	// workers can share one Engine.
 	Worker string
+	// EngineTLS says that the client talks TLS to a tcp:// Engine host: List, which makes its
+	// own request through the client's transport, then addresses it by https. New sets it as
+	// the SDK's client.FromEnv decides (DOCKER_CERT_PATH set); NewWithClient's caller, who
+	// made the client, says so itself.
+	EngineTLS bool
 	// Policy is the host access the worker grants. Start checks each bind source against its
 	// AllowBindMounts once more, on the source it has pinned; the zero Policy refuses every
 	// bind.
@@ -100,6 +106,7 @@ func New(opts Options) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
+	opts.EngineTLS = os.Getenv(client.EnvOverrideCertPath) != "" // FromEnv's rule for TLS
 	return NewWithClient(cli, opts), nil
 }
 

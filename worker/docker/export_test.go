@@ -33,3 +33,12 @@ func (r *Runtime) Create(ctx context.Context, t task.Task) (string, error) {
 	resp, err := r.create(ctx, cfg, hostCfg, ContainerName(t))
 	return resp.ID, err
 }
+
+// Endpoint is the URL List asks the Engine at for path.
+func (r *Runtime) Endpoint(path string) string {
+	req, err := r.request(context.Background(), path, nil)
+	if err != nil {
+		return err.Error()
+	}
+	return req.URL.String()
+}

@@ -1,18 +1,19 @@
 package docker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containerd/errdefs/pkg/errhttp"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -42,10 +43,11 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	if err := expectDelim(dec, '['); err != nil {
 		return nil, convert(err, "list containers")
 	}
+	// The cache's lock is taken per container, not across the answer: Lists run side by side
+	// (the reconcile's, a start's look for an earlier attempt's container), each as fast as
+	// the Engine answers it.
+	gen := r.specs.begin()
 	var out []task.Container
-	r.specs.mu.Lock()
-	defer r.specs.mu.Unlock()
-	r.specs.gen++
 	var e listed
 	for dec.More() {
 		e = listed{Labels: listedLabels{Spec: e.Labels.Spec[:0]}} // the spec's buffer is reused
@@ -57,14 +59,17 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 			Worker: e.Labels.Worker}
 		c.TaskID, _ = uuid.Parse(e.Labels.TaskID)
 		c.ID = e.ID
-		c.SpecRead, c.SpecRestartCount = r.specs.get(e.ID, e.Labels.Spec, c.TaskID)
+		c.SpecRead, c.SpecRestartCount = r.specs.get(gen, e.ID, e.Labels.Spec, c.TaskID)
 		out = append(out, c)
 	}
 	if err := expectDelim(dec, ']'); err != nil {
 		return nil, convert(err, "list containers")
 	}
+	// What is left of the body (a newline) is read, so that the connection goes back to the
+	// client's pool, as the SDK's own calls leave it.
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, 512))
 	// Only a whole answer says which containers are gone.
-	r.specs.prune()
+	r.specs.prune(gen)
 	return out, nil
 }
 
@@ -76,15 +81,54 @@ type listed struct {
 	Labels  listedLabels
 }
 
-// listedLabels are the labels List reads. The decoder takes a key that matches a field's name
-// exactly over one that differs only in case, and the Engine writes a container's labels sorted
-// by key, so a label spelled with other capitals never hides cube's own (those sort before it).
+// listedLabels are the labels List reads, by their exact keys: encoding/json would match a
+// struct field's key ignoring case (and folding such letters as U+212A, the Kelvin sign, into
+// k), and so take an image's label "cube.tas\u212a.id" for cube's own.
 type listedLabels struct {
-	TaskID  string    `json:"cube.task.id"`
-	EventID string    `json:"cube.event.id"`
-	Worker  string    `json:"cube.worker"`
-	Spec    rawString `json:"cube.task.spec"` // the spec label as it stands in the answer, still quoted
+	TaskID  string    // task.LabelTaskID
+	EventID string    // task.LabelEventID
+	Worker  string    // LabelWorker
+	Spec    rawString // task.LabelSpec, as it stands in the answer, still quoted
 }
+
+func (l *listedLabels) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := expectDelim(dec, '{'); err != nil {
+		return err
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		var into any
+		switch key {
+		case task.LabelTaskID:
+			into = &l.TaskID
+		case task.LabelEventID:
+			into = &l.EventID
+		case LabelWorker:
+			into = &l.Worker
+		case task.LabelSpec:
+			into = &l.Spec
+		default:
+			into = &skipped{}
+		}
+		if err := dec.Decode(into); err != nil {
+			return err
+		}
+	}
+	return expectDelim(dec, '}')
+}
+
+// skipped is a JSON value read and not kept.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
 
 // rawString keeps a JSON value as it stands, into its own buffer, which a decode into the same
 // value reuses.
@@ -120,8 +164,7 @@ func (r *Runtime) getList(ctx context.Context) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := r.endpoint("/v"+version+"/containers/json", url.Values{"all": {"1"}, "filters": {f}})
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := r.request(ctx, "/v"+version+"/containers/json", url.Values{"all": {"1"}, "filters": {f}})
 	if err != nil {
 		return nil, err
 	}
@@ -161,50 +204,55 @@ type apiState struct {
 	version string // negotiated; "" until the first List
 }
 
-// endpoint returns the URL of path on the Engine, as the SDK addresses it: a local socket by a
-// dummy host name (its dialer ignores the address), TCP by https when the client was given TLS
-// settings from the environment (as client.FromEnv reads them) or the host says https.
-func (r *Runtime) endpoint(p string, query url.Values) string {
-	u := url.URL{Scheme: "http", Host: client.DummyHost, Path: p, RawQuery: query.Encode()}
+// request makes a GET of path on the Engine, addressed as the SDK's own requests are (its
+// buildRequest), so that it shares their connections: the URL's host is the Engine's address
+// (a socket's path, which the client's dialer uses) and, for a socket, the Host header a dummy
+// name; the scheme is https when the client talks TLS to a tcp:// host (Options.EngineTLS) or
+// the host says https, http otherwise.
+func (r *Runtime) request(ctx context.Context, p string, query url.Values) (*http.Request, error) {
 	host, err := client.ParseHostURL(r.cli.DaemonHost())
 	if err != nil {
-		return u.String()
+		return nil, err
 	}
-	u.Path = path.Join(host.Path, p)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+client.DummyHost, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.URL = &url.URL{Scheme: "http", Host: host.Host, Path: path.Join(host.Path, p), RawQuery: query.Encode()}
+	req.Host = "" // the URL's
 	switch host.Scheme {
 	case "unix", "npipe":
+		req.Host = client.DummyHost
 	case "https":
-		u.Scheme, u.Host = "https", host.Host
+		req.URL.Scheme = "https"
 	default:
-		u.Host = host.Host
-		if os.Getenv("DOCKER_CERT_PATH") != "" || os.Getenv("DOCKER_TLS_VERIFY") != "" {
-			u.Scheme = "https"
+		if r.opts.EngineTLS {
+			req.URL.Scheme = "https"
 		}
 	}
-	return u.String()
+	return req, nil
 }
 
 // engineError is the error of an answer that is not a success: the Engine's own message, of the
-// kind its status says.
+// kind its status says as the SDK's calls sort it (errhttp.ToNative), so that convert makes of it
+// what it makes of theirs (a 503 is EUNAVAILABLE, and a start waits for the Engine).
 func engineError(resp *http.Response) error {
 	var msg struct{ Message string }
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if json.Unmarshal(b, &msg) != nil || msg.Message == "" {
 		msg.Message = strings.TrimSpace(string(b))
 	}
-	code := task.EINTERNAL
-	switch resp.StatusCode {
-	case http.StatusBadRequest:
-		code = task.EINVALID
-	case http.StatusNotFound:
-		code = task.ENOTFOUND
-	case http.StatusConflict:
-		code = task.ECONFLICT
-	case http.StatusServiceUnavailable:
-		code = task.EUNAVAILABLE
-	}
-	return &task.Error{Code: code, Message: fmt.Sprintf("%s (%s)", msg.Message, resp.Status)}
+	return &statusError{msg: fmt.Sprintf("%s (%s)", msg.Message, resp.Status), kind: errhttp.ToNative(resp.StatusCode)}
 }
+
+// statusError is an Engine's answer of an error status.
+type statusError struct {
+	msg  string
+	kind error // an errdefs error
+}
+
+func (e *statusError) Error() string { return e.msg }
+func (e *statusError) Unwrap() error { return e.kind }
 
 // specCache keeps what the spec label of each container List saw says of the start that made
 // it (whether it is readable and the task's, and its RestartCount), so that a reconcile does not
@@ -222,19 +270,30 @@ type specCache struct {
 type cachedSpec struct {
 	read     bool   // the label decoded, and is the task's
 	restarts int    // the spec's RestartCount, when read
-	gen      uint64 // the last List that saw the container
+	gen      uint64 // the latest List that saw the container
+}
+
+// begin starts a List: it returns the List's generation, which its gets and its prune are
+// given.
+func (c *specCache) begin() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	return c.gen
 }
 
 // get returns whether the spec label of container id is readable and its task's, and the spec's
 // RestartCount, decoding label (a JSON string as it stands in the Engine's answer) when the
 // container is not cached: the Engine never changes a container's labels, and a container ID is
-// never used again. Callers hold c.mu.
-func (c *specCache) get(id string, label rawString, taskID uuid.UUID) (read bool, restarts int) {
+// never used again. gen is the List's that saw it.
+func (c *specCache) get(gen uint64, id string, label rawString, taskID uuid.UUID) (read bool, restarts int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.byID == nil {
 		c.byID = make(map[string]cachedSpec)
 	}
 	if e, ok := c.byID[id]; ok {
-		e.gen = c.gen
+		e.gen = max(e.gen, gen)
 		c.byID[id] = e
 		return e.read, e.restarts
 	}
@@ -243,7 +302,7 @@ func (c *specCache) get(id string, label rawString, taskID uuid.UUID) (read bool
 		s = ""
 	}
 	c.decoded++
-	e := cachedSpec{gen: c.gen}
+	e := cachedSpec{gen: gen}
 	if spec := decodeSpec(s, taskID); spec != nil {
 		e.read, e.restarts = true, spec.RestartCount
 	}
@@ -251,10 +310,14 @@ func (c *specCache) get(id string, label rawString, taskID uuid.UUID) (read bool
 	return e.read, e.restarts
 }
 
-// prune forgets the containers the last List did not see: they are gone. Callers hold c.mu.
-func (c *specCache) prune() {
+// prune forgets the containers that neither the List of generation gen, whose whole answer was
+// read, nor a later one saw: they are gone. (Of Lists that overlap, the Engine may have answered
+// a later one first; a container it made in between is then forgotten and decoded again.)
+func (c *specCache) prune(gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	for id, e := range c.byID {
-		if e.gen != c.gen {
+		if e.gen < gen {
 			delete(c.byID, id)
 		}
 	}

@@ -1,6 +1,13 @@
 package docker_test
 
 import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -150,5 +157,109 @@ func TestListOfAHungEngineIsUnavailable(t *testing.T) {
 	proxy.Set(faultproxy.Down)
 	if _, err := rt.List(ctx(t)); task.ErrorCode(err) != task.EUNAVAILABLE {
 		t.Errorf("List of a down Engine: got %v (%s), want EUNAVAILABLE", err, task.ErrorCode(err))
+	}
+}
+
+// engineStub serves the Engine's ping and, for GET /containers/json, list; it counts the
+// connections it accepted. It stands in for an Engine that answers what a real one will not be
+// made to: an error status, a label spelled to pass for cube's own.
+func engineStub(t *testing.T, list http.HandlerFunc) (*docker.Runtime, *atomic.Int64) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "engine.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch {
+			case r.URL.Path == "/_ping":
+				w.Header().Set("API-Version", "1.41")
+				_, _ = io.WriteString(w, "OK")
+			case strings.HasSuffix(r.URL.Path, "/containers/json"):
+				list(w, r)
+			default:
+				http.NotFound(w, r)
+			}
+		}),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		},
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	cli, err := client.NewClientWithOpts(client.WithHost("unix://"+sock), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := docker.NewWithClient(cli, docker.Options{Worker: "stub", CallTimeout: 5 * time.Second})
+	t.Cleanup(func() { rt.Close() })
+	return rt, &conns
+}
+
+// An Engine's error status is of the kind the SDK's own calls make of it: a 503 is the Engine
+// unavailable (a start then waits for it), a 404 not found, and so on.
+func TestListErrorStatusesAreTheirKinds(t *testing.T) {
+	for status, want := range map[int]task.Code{
+		http.StatusServiceUnavailable:  task.EUNAVAILABLE,
+		http.StatusNotFound:            task.ENOTFOUND,
+		http.StatusBadRequest:          task.EINVALID,
+		http.StatusConflict:            task.ECONFLICT,
+		http.StatusInternalServerError: task.EINTERNAL,
+	} {
+		rt, _ := engineStub(t, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = io.WriteString(w, `{"message":"the daemon says no"}`)
+		})
+		_, err := rt.List(ctx(t))
+		if task.ErrorCode(err) != want || !strings.Contains(err.Error(), "the daemon says no") {
+			t.Errorf("List answered %d: got %v (%s), want %s with the Engine's message", status, err, task.ErrorCode(err), want)
+		}
+	}
+}
+
+// List reads cube's labels by their exact keys: an image's label whose key differs only in case,
+// or by a letter that folds into an ASCII one (the Kelvin sign into k), is not taken for cube's
+// own, wherever it sorts. And the answer is read to its end, so the connection is used again.
+func TestListReadsLabelsByTheirExactKeys(t *testing.T) {
+	taskID, other := uuid.New(), uuid.New()
+	rt, conns := engineStub(t, func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Query().Get("filters"), "cube.worker=stub") {
+			t.Errorf("List's filters: got %q, want this worker's label", r.URL.Query().Get("filters"))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprintf(w, `[{"Id":"c1","Created":1700000000,"State":"running","Labels":{`+
+			`"CUBE.TASK.ID":%[2]q,"CUBE.WORKER":"x","cube.event.id":"e1","cube.task.id":%[1]q,`+
+			`"cube.tas\u212a.id":%[2]q,"cube.worker":"stub","ſtub":"ignored"}}]`+"\n", taskID, other)
+	})
+	for range 2 {
+		list, err := rt.List(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 1 || list[0].TaskID != taskID || list[0].EventID != "e1" || list[0].Worker != "stub" || !list[0].Running {
+			t.Fatalf("List: got %+v, want container c1 of task %s, event e1, worker stub, running", list, taskID)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("connections for a ping and two Lists: got %d, want 1", n)
+	}
+}
+
+// A tcp:// Engine is addressed by https when the client talks TLS to it, by http when not.
+func TestListAddressesATCPEngineByItsScheme(t *testing.T) {
+	cli, err := client.NewClientWithOpts(client.WithHost("tcp://127.0.0.1:2376"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tls, want := range map[bool]string{false: "http://127.0.0.1:2376/v1.41/containers/json", true: "https://127.0.0.1:2376/v1.41/containers/json"} {
+		rt := docker.NewWithClient(cli, docker.Options{EngineTLS: tls})
+		if got := rt.Endpoint("/v1.41/containers/json"); got != want {
+			t.Errorf("EngineTLS %v: got %s, want %s", tls, got, want)
+		}
 	}
 }
