@@ -203,7 +203,7 @@ func (r *runner) startedBefore(ctx context.Context, t task.Task) (task.Container
 		return task.Container{}, false, nil
 	}
 	lctx, cancel := bounded(ctx, 30*time.Second)
-	list, err := r.w.rt.List(lctx)
+	list, err := r.w.rt.ListTask(lctx, t.ID)
 	cancel()
 	if err != nil {
 		return task.Container{}, false, err

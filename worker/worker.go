@@ -38,6 +38,10 @@ type Runtime interface {
 	Exec(ctx context.Context, containerID string, cmd []string) (int, string, error)
 	// List returns every container labelled with task.LabelTaskID, running or not.
 	List(ctx context.Context) ([]task.Container, error)
+	// ListTask returns those of List's containers that are task id's: what a start that failed
+	// looks through for a container an earlier attempt made, at the cost of a few containers,
+	// not of every one on the node.
+	ListTask(ctx context.Context, id uuid.UUID) ([]task.Container, error)
 	// Watch calls fn for each event about a labelled container, from since onwards, until ctx is
 	// done (it then returns ctx.Err()) or the stream breaks (it returns why).
 	Watch(ctx context.Context, since time.Time, fn func(task.ContainerEvent)) error

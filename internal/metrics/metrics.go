@@ -30,7 +30,8 @@
 //
 // Restarts the restart policy makes have no submit and are not observed. The runtime latency
 // covers every call of worker.Runtime but Watch (a long-lived stream): start (image pull
-// included), stop, remove, inspect, exec, list, ping, logs (until the output starts) and stats.
+// included), stop, remove, inspect, exec, list, list_task (a failed start's look for a container
+// an earlier attempt made), ping, logs (until the output starts) and stats.
 package metrics
 
 import (
@@ -88,7 +89,7 @@ const (
 )
 
 // ops are the runtime operations timed, the values of the label op.
-var ops = []string{"start", "stop", "remove", "inspect", "exec", "list", "ping", "logs", "stats"}
+var ops = []string{"start", "stop", "remove", "inspect", "exec", "list", "list_task", "ping", "logs", "stats"}
 
 // New returns Metrics with a registry of their own.
 func New(opts Options) *Metrics {

@@ -186,6 +186,7 @@ func TestRuntimeCallsAreTimed(t *testing.T) {
 	}
 	rt.Exec(ctx, c.ID, []string{"true"}) // the fake has no exec: an internal error
 	rt.List(ctx)
+	rt.ListTask(ctx, c.TaskID)
 	rt.Ping(ctx)
 	rt.Stop(ctx, c.ID, 0)
 	rt.Remove(ctx, c.ID)

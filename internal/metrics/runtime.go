@@ -7,6 +7,7 @@ import (
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
+	"github.com/google/uuid"
 )
 
 // Runtime returns rt with every call timed into cube_docker_call_duration_seconds, and every
@@ -52,6 +53,11 @@ func (r *timedRuntime) Exec(ctx context.Context, containerID string, cmd []strin
 func (r *timedRuntime) List(ctx context.Context) (list []task.Container, err error) {
 	defer func(start time.Time) { r.m.observeCall("list", start, err) }(time.Now())
 	return r.rt.List(ctx)
+}
+
+func (r *timedRuntime) ListTask(ctx context.Context, id uuid.UUID) (list []task.Container, err error) {
+	defer func(start time.Time) { r.m.observeCall("list_task", start, err) }(time.Now())
+	return r.rt.ListTask(ctx, id)
 }
 
 func (r *timedRuntime) Watch(ctx context.Context, since time.Time, fn func(task.ContainerEvent)) error {

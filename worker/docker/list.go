@@ -32,9 +32,24 @@ import (
 // as live whenever a reconcile's list was under way at a collection, and so doubled into its
 // goal. A spec label is copied out of the answer only for a container not yet in the cache.
 func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
+	return r.list(ctx, r.labelFilters(), true)
+}
+
+// ListTask returns List's containers of task id: the Engine picks them out by their label, so a
+// start that failed, looking for what an earlier attempt made, costs the Engine and the worker a
+// few containers, not the node's thousand.
+func (r *Runtime) ListTask(ctx context.Context, id uuid.UUID) ([]task.Container, error) {
+	f := r.labelFilters()
+	f.Add("label", task.LabelTaskID+"="+id.String())
+	return r.list(ctx, f, false)
+}
+
+// list is List of the containers filters f selects; whole says that f selects every one the
+// Runtime owns, so that the spec cache may forget those not in the answer.
+func (r *Runtime) list(ctx context.Context, f filters.Args, whole bool) ([]task.Container, error) {
 	ctx, cancel := r.call(ctx)
 	defer cancel()
-	body, err := r.getList(ctx)
+	body, err := r.getList(ctx, f)
 	if err != nil {
 		return nil, convert(err, "list containers")
 	}
@@ -68,8 +83,10 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	// What is left of the body (a newline) is read, so that the connection goes back to the
 	// client's pool, as the SDK's own calls leave it.
 	_, _ = io.Copy(io.Discard, io.LimitReader(body, 512))
-	// Only a whole answer says which containers are gone.
-	r.specs.prune(gen)
+	// Only a whole answer of every container says which are gone.
+	if whole {
+		r.specs.prune(gen)
+	}
 	return out, nil
 }
 
@@ -151,20 +168,20 @@ func expectDelim(dec *json.Decoder, delim json.Delim) error {
 	return nil
 }
 
-// getList asks the Engine for the labelled containers and returns the answer's body, which the
+// getList asks the Engine for the containers f selects and returns the answer's body, which the
 // caller reads and closes. It goes through the SDK client's own HTTP client (its transport,
 // dialer and TLS settings) at the API version the client negotiated, since the SDK has no call
 // that hands back the body unread.
-func (r *Runtime) getList(ctx context.Context) (io.ReadCloser, error) {
+func (r *Runtime) getList(ctx context.Context, f filters.Args) (io.ReadCloser, error) {
 	version, err := r.negotiate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	f, err := filters.ToJSON(r.labelFilters())
+	fs, err := filters.ToJSON(f)
 	if err != nil {
 		return nil, err
 	}
-	req, err := r.request(ctx, "/v"+version+"/containers/json", url.Values{"all": {"1"}, "filters": {f}})
+	req, err := r.request(ctx, "/v"+version+"/containers/json", url.Values{"all": {"1"}, "filters": {fs}})
 	if err != nil {
 		return nil, err
 	}

@@ -263,3 +263,39 @@ func TestListAddressesATCPEngineByItsScheme(t *testing.T) {
 		}
 	}
 }
+
+// ListTask returns one task's containers only, of this worker's, each as List has it; and, not
+// being a list of every container, it makes the spec cache forget none of the others.
+func TestListTaskReturnsOneTasksContainers(t *testing.T) {
+	rt, _ := newRuntime(t)
+	other, _ := newRuntime(t)
+	mine, theirs := benchTask(), benchTask()
+	id, err := rt.Create(ctx(t), mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Create(ctx(t), theirs); err != nil {
+		t.Fatal(err)
+	}
+	sameTask := mine // the same task ID on another worker of the Engine: not this one's
+	sameTask.LastEvent = uuid.NewString()
+	if _, err := other.Create(ctx(t), sameTask); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := rt.List(ctx(t)); err != nil || len(list) != 2 || rt.CachedSpecs() != 2 {
+		t.Fatalf("List: got %d containers, %d cached, %v; want 2 and 2", len(list), rt.CachedSpecs(), err)
+	}
+	list, err := rt.ListTask(ctx(t), mine.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].ID != id || list[0].TaskID != mine.ID || list[0].EventID != mine.LastEvent || !list[0].SpecRead {
+		t.Fatalf("ListTask: got %+v, want container %s of task %s, its spec read", list, id, mine.ID)
+	}
+	if got := rt.CachedSpecs(); got != 2 {
+		t.Errorf("cached specs after a ListTask: got %d, want 2", got)
+	}
+	if list, err := rt.ListTask(ctx(t), uuid.New()); err != nil || len(list) != 0 {
+		t.Errorf("ListTask of a task without containers: got %+v, %v; want none", list, err)
+	}
+}

@@ -253,6 +253,15 @@ func (r *Runtime) List(ctx context.Context) ([]task.Container, error) {
 	return out, nil
 }
 
+// ListTask returns List's containers of task id.
+func (r *Runtime) ListTask(ctx context.Context, id uuid.UUID) ([]task.Container, error) {
+	all, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(c task.Container) bool { return c.TaskID != id }), nil
+}
+
 // Watch delivers the events the test causes until ctx is done: first those after since (when
 // it is not zero) that it still keeps, as the Engine's event stream does, then the new ones.
 func (r *Runtime) Watch(ctx context.Context, since time.Time, fn func(task.ContainerEvent)) error {
