@@ -6,6 +6,12 @@
 // Every call to the Engine gets a deadline, even when the caller's context has none, and every
 // response body and stream is closed, so a hung Engine makes a task's state unknown but never
 // hangs the worker.
+//
+// One call is not the SDK's: List (and ListTask, one task's containers) makes its own GET of
+// /containers/json through the SDK client's transport at its negotiated version, and reads the
+// answer one container at a time, keeping the few fields and labels it needs (list.go): the
+// SDK's ContainerList holds every container's whole summary at once, which at a thousand
+// containers doubled the heap the collector aims for every reconcile.
 package docker
 
 import (
