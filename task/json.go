@@ -332,61 +332,29 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func appendPortSet(b []byte, m PortSet) []byte {
-	if m == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '{')
-	if len(m) == 1 {
-		for k := range m { // the usual case: no slice of keys to sort
-			b = appendString(b, k)
-			b = append(b, ":{}"...)
-		}
-		return append(b, '}')
-	}
-	for i, k := range sortedKeys(m) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, k)
-		b = append(b, ":{}"...)
-	}
-	return append(b, '}')
+	return appendMap(b, m, func(b []byte, _ struct{}) []byte { return append(b, "{}"...) })
 }
 
 func appendStringMap(b []byte, m map[string]string) []byte {
-	if m == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '{')
-	if len(m) == 1 {
-		for k, v := range m {
-			b = appendString(b, k)
-			b = append(b, ':')
-			b = appendString(b, v)
-		}
-		return append(b, '}')
-	}
-	for i, k := range sortedKeys(m) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendString(b, k)
-		b = append(b, ':')
-		b = appendString(b, m[k])
-	}
-	return append(b, '}')
+	return appendMap(b, m, appendString)
 }
 
 func appendPortMap(b []byte, m PortMap) []byte {
+	return appendMap(b, m, appendBindings)
+}
+
+// appendMap appends m as encoding/json writes a map with string keys: null when nil, else its
+// keys sorted, each value by value.
+func appendMap[V any](b []byte, m map[string]V, value func([]byte, V) []byte) []byte {
 	if m == nil {
 		return append(b, "null"...)
 	}
 	b = append(b, '{')
 	if len(m) == 1 {
-		for k, v := range m {
+		for k, v := range m { // the usual case: no slice of keys to sort
 			b = appendString(b, k)
 			b = append(b, ':')
-			b = appendBindings(b, v)
+			b = value(b, v)
 		}
 		return append(b, '}')
 	}
@@ -396,7 +364,7 @@ func appendPortMap(b []byte, m PortMap) []byte {
 		}
 		b = appendString(b, k)
 		b = append(b, ':')
-		b = appendBindings(b, m[k])
+		b = value(b, m[k])
 	}
 	return append(b, '}')
 }
