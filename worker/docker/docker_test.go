@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/internal/testenv"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker"
@@ -25,6 +26,24 @@ var _ worker.Runtime = (*docker.Runtime)(nil)
 func newRuntime(t *testing.T) (*docker.Runtime, string) {
 	t.Helper()
 	return newRuntimeWith(t, docker.Options{})
+}
+
+// proxiedRuntime returns a Runtime of worker name whose calls go through a new fault proxy in
+// front of the Engine, each with callTimeout, and the proxy; the proxy passes calls again, and
+// the runtime is closed, when the test ends.
+func proxiedRuntime(t *testing.T, name string, callTimeout time.Duration) (*docker.Runtime, *faultproxy.Proxy) {
+	t.Helper()
+	proxy := faultproxy.Start(t, faultproxy.Options{})
+	cli, err := client.NewClientWithOpts(client.WithHost(proxy.DockerHost()), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := docker.NewWithClient(cli, docker.Options{Worker: name, CallTimeout: callTimeout})
+	t.Cleanup(func() {
+		proxy.Set(faultproxy.Pass)
+		rt.Close()
+	})
+	return rt, proxy
 }
 
 // newRuntimeWith is newRuntime with opts; a Worker name in opts is kept (a second runtime of one

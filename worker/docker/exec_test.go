@@ -9,7 +9,6 @@ import (
 	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
-	"github.com/docker/docker/client"
 )
 
 // Exec tells a check that ran and failed (a command too slow, a non-zero exit) from one the
@@ -39,16 +38,7 @@ func TestExecTimeoutIsTheCommandsOrTheEngines(t *testing.T) {
 	}
 
 	// An Engine that hangs: the check could not be carried out.
-	proxy := faultproxy.Start(t, faultproxy.Options{})
-	cli, err := client.NewClientWithOpts(client.WithHost(proxy.DockerHost()), client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	hung := docker.NewWithClient(cli, docker.Options{Worker: name, CallTimeout: 2 * time.Second})
-	t.Cleanup(func() {
-		proxy.Set(faultproxy.Pass)
-		hung.Close()
-	})
+	hung, proxy := proxiedRuntime(t, name, 2*time.Second)
 	if code, _, err := check(hung, 30*time.Second, "/echo", "--check", "http://127.0.0.1:7777/health"); err != nil || code != 0 {
 		t.Fatalf("a passing check through the proxy: got %d, %v", code, err)
 	}

@@ -126,16 +126,7 @@ func TestListSeesAContainerMadeBetweenLists(t *testing.T) {
 // the cached specs: an answer that never came does not say the containers are gone.
 func TestListOfAHungEngineIsUnavailable(t *testing.T) {
 	_, name := newRuntime(t)
-	proxy := faultproxy.Start(t, faultproxy.Options{})
-	cli, err := client.NewClientWithOpts(client.WithHost(proxy.DockerHost()), client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := docker.NewWithClient(cli, docker.Options{Worker: name, CallTimeout: time.Second})
-	t.Cleanup(func() {
-		proxy.Set(faultproxy.Pass)
-		rt.Close()
-	})
+	rt, proxy := proxiedRuntime(t, name, time.Second)
 	if _, err := rt.Create(ctx(t), benchTask()); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +135,7 @@ func TestListOfAHungEngineIsUnavailable(t *testing.T) {
 	}
 	proxy.Set(faultproxy.Hang)
 	start := time.Now()
-	_, err = rt.List(ctx(t))
+	_, err := rt.List(ctx(t))
 	if task.ErrorCode(err) != task.EUNAVAILABLE {
 		t.Errorf("List of a hung Engine: got %v (%s), want EUNAVAILABLE", err, task.ErrorCode(err))
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/cube-orchestrator/cube/internal/faultproxy"
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/docker"
-	"github.com/docker/docker/client"
 )
 
 // readLogs reads the whole output Logs returns.
@@ -204,16 +203,7 @@ func TestLogsSlowReaderIsNotEngineSilence(t *testing.T) {
 // never a clean end.
 func TestLogsEngineSilenceIsAnError(t *testing.T) {
 	id, size, name := bigOutput(t, 50000)
-	proxy := faultproxy.Start(t, faultproxy.Options{})
-	cli, err := client.NewClientWithOpts(client.WithHost(proxy.DockerHost()), client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := docker.NewWithClient(cli, docker.Options{Worker: name, CallTimeout: time.Second})
-	t.Cleanup(func() {
-		proxy.Set(faultproxy.Pass)
-		rt.Close()
-	})
+	rt, proxy := proxiedRuntime(t, name, time.Second)
 	rc, err := rt.Logs(ctx(t), id, task.LogOptions{})
 	if err != nil {
 		t.Fatal(err)
