@@ -308,6 +308,12 @@ func appendUUID(b []byte, id uuid.UUID) []byte {
 
 // appendStrings writes a []string: null when nil, [] when empty.
 func appendStrings(b []byte, s []string) []byte {
+	return appendSlice(b, s, appendString)
+}
+
+// appendSlice appends s as encoding/json writes a slice: null when nil, [] when empty, else
+// each element by value.
+func appendSlice[V any](b []byte, s []V, value func([]byte, V) []byte) []byte {
 	if s == nil {
 		return append(b, "null"...)
 	}
@@ -316,7 +322,7 @@ func appendStrings(b []byte, s []string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, v)
+		b = value(b, v)
 	}
 	return append(b, ']')
 }
@@ -370,21 +376,13 @@ func appendMap[V any](b []byte, m map[string]V, value func([]byte, V) []byte) []
 }
 
 func appendBindings(b []byte, s []PortBinding) []byte {
-	if s == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '[')
-	for i, p := range s {
-		if i > 0 {
-			b = append(b, ',')
-		}
+	return appendSlice(b, s, func(b []byte, p PortBinding) []byte {
 		b = append(b, `{"HostIp":`...)
 		b = appendString(b, p.HostIP)
 		b = append(b, `,"HostPort":`...)
 		b = appendString(b, p.HostPort)
-		b = append(b, '}')
-	}
-	return append(b, ']')
+		return append(b, '}')
+	})
 }
 
 // appendString writes s as a JSON string as encoding/json does with HTML escaping on (its
