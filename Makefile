@@ -17,7 +17,7 @@ TEST_PARALLEL ?= 4
 # in Go 1.27); a count takes the deadline out. FUZZTIME=2000000x (or a duration) runs every fuzzer
 # for that instead.
 FUZZERS := ./api:FuzzDecodeEvent:80000 ./api:FuzzRouteTaskID:30000 ./task:FuzzBindPolicy:15000 \
-	./task:FuzzPortsAndSignals:80000 ./task:FuzzAppendJSON:250000
+	./task:FuzzPortsAndSignals:80000 ./task:FuzzAppendJSON:50000
 FUZZTIME ?=
 
 .PHONY: help build install run test test-deps fuzz bench check images image clean

@@ -41,6 +41,55 @@ func checkAppendJSON(tb testing.TB, tk *task.Task) []byte {
 	return got
 }
 
+// checkCompactJSON checks AppendCompactJSON of tk against full, what AppendJSON wrote of it (nil
+// when AppendJSON failed): it fails where AppendJSON fails, leaving the buffer as it was; each key
+// it writes is one of full's with the same value; each key of full it leaves out has a zero value;
+// and the compact JSON decodes back to the task full decodes to (the two re-encoded are equal).
+func checkCompactJSON(tb testing.TB, tk *task.Task, full []byte) {
+	tb.Helper()
+	got, err := task.AppendCompactJSON([]byte("[{},"), tk)
+	if (err != nil) != (full == nil) {
+		tb.Fatalf("AppendCompactJSON: got error %v, want one exactly when AppendJSON fails (it wrote %q)", err, full)
+	}
+	if err != nil {
+		if string(got) != "[{}," {
+			tb.Fatalf("AppendCompactJSON failed (%v) and returned %q, want the buffer as it was", err, got)
+		}
+		return
+	}
+	got = bytes.TrimPrefix(got, []byte("[{},"))
+	var fullKeys, gotKeys map[string]json.RawMessage
+	if err := json.Unmarshal(full, &fullKeys); err != nil {
+		tb.Fatalf("AppendJSON wrote invalid JSON: %v", err)
+	}
+	if err := json.Unmarshal(got, &gotKeys); err != nil {
+		tb.Fatalf("AppendCompactJSON wrote invalid JSON %s: %v", got, err)
+	}
+	for k, v := range gotKeys {
+		if fv, ok := fullKeys[k]; !ok || !bytes.Equal(fv, v) {
+			tb.Fatalf("AppendCompactJSON wrote %s: %s, AppendJSON %s", k, v, fv)
+		}
+	}
+	zero := map[string]bool{`""`: true, `0`: true, `null`: true, `false`: true, `"0001-01-01T00:00:00Z"`: true}
+	for k, v := range fullKeys {
+		if _, ok := gotKeys[k]; !ok && !zero[string(v)] {
+			tb.Fatalf("AppendCompactJSON left out %s, which is %s, not zero", k, v)
+		}
+	}
+	var fromFull, fromCompact task.Task
+	if err := json.Unmarshal(full, &fromFull); err != nil {
+		tb.Fatalf("decode AppendJSON's: %v", err)
+	}
+	if err := json.Unmarshal(got, &fromCompact); err != nil {
+		tb.Fatalf("decode AppendCompactJSON's: %v", err)
+	}
+	a, errA := task.AppendJSON(nil, &fromFull)
+	b, errB := task.AppendJSON(nil, &fromCompact)
+	if errA != nil || errB != nil || !bytes.Equal(a, b) {
+		tb.Fatalf("decoded, the compact JSON is another task:\n got %s (%v)\nwant %s (%v)", b, errB, a, errA)
+	}
+}
+
 func firstDiff(a, b []byte) int {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
@@ -291,7 +340,7 @@ func fuzzTask(tb testing.TB, data []byte, full bool) task.Task {
 // FuzzAppendJSON builds a task from the input, every field filled by reflection with hostile
 // strings, extreme numbers, odd times and zones, nil, empty and full maps and slices, nil and
 // set pointers, and checks that AppendJSON writes what encoding/json writes, or fails where it
-// fails; the same for the task redacted. The seed corpus is the inputs below and
+// fails, and that AppendCompactJSON reads back as the same task; the same for the task redacted. The seed corpus is the inputs below and
 // testdata/fuzz/FuzzAppendJSON/.
 func FuzzAppendJSON(f *testing.F) {
 	f.Add([]byte{})
@@ -313,9 +362,9 @@ func FuzzAppendJSON(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tk := fuzzTask(t, data, false)
-		checkAppendJSON(t, &tk)
+		checkCompactJSON(t, &tk, checkAppendJSON(t, &tk))
 		red := tk.Redacted()
-		checkAppendJSON(t, &red)
+		checkCompactJSON(t, &red, checkAppendJSON(t, &red))
 	})
 }
 
@@ -337,6 +386,7 @@ func TestAppendJSONEveryField(t *testing.T) {
 			}
 		}
 		got := checkAppendJSON(t, &tk)
+		checkCompactJSON(t, &tk, got)
 		var keys map[string]json.RawMessage
 		if err := json.Unmarshal(got, &keys); err != nil {
 			t.Fatalf("input %d: AppendJSON wrote invalid JSON: %v", i, err)
@@ -408,6 +458,7 @@ func TestAppendJSONEdgeCases(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := checkAppendJSON(t, &c.task)
+			checkCompactJSON(t, &c.task, got)
 			if c.wantErr {
 				if got != nil {
 					t.Fatalf("AppendJSON: got %s, want an error", got)

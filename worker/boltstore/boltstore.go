@@ -19,7 +19,8 @@
 // The layout, schema version 1, with every value JSON unless said otherwise:
 //
 //	meta    "version" → "1" (text)
-//	tasks   task ID (16 bytes) → {"Seq": insertion sequence, "Task": task.Task}
+//	tasks   task ID (16 bytes) → {"Seq": insertion sequence, "Task": task.Task}, the task
+//	        without its zero fields (task.AppendCompactJSON; records written whole read the same)
 //	orders  Seq (8 bytes, big-endian) → task.Order
 //	seen    event ID (16 bytes) → task ID (16 bytes, raw)
 //

@@ -1,6 +1,8 @@
 package boltstore
 
 import (
+	"bytes"
+	"encoding/json"
 	"path/filepath"
 	"reflect"
 	"sync"
@@ -149,5 +151,67 @@ func TestConcurrentWritesShareTransactions(t *testing.T) {
 	}
 	if got := s.Len(); got != n {
 		t.Errorf("Len after reopen: %d, want %d", got, n)
+	}
+}
+
+// A task is kept in AppendCompactJSON's form, and reads back, after a reopen, as the task Put;
+// a record written whole, as json.Marshal writes it (as the store wrote them before), reads too.
+func TestRecordsCompactAndWhole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 1, 20, 0, 0, 123, time.UTC)
+	compact := task.Task{ID: uuid.New(), Name: "compact", State: task.Failed, Image: "img:1",
+		ExposedPorts: task.PortSet{}, Cmd: []string{}, FinishTime: now, Error: "no such image",
+		PullPolicy: "never", Events: []task.Record{{Time: now, Type: "Failed", Message: "no such image"}}}
+	whole := task.Task{ID: uuid.New(), Name: "whole", State: task.Running, Image: "img:2", Cpu: 0.5,
+		ExposedPorts: task.PortSet{"80/tcp": {}}, StartTime: now, ContainerID: "abc", Env: []string{"A=1"}}
+	if err := s.Put(compact); err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(taskRecord{Seq: 1000, Task: whole})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketTasks).Put(whole.ID[:], data) }); err != nil {
+		t.Fatal(err)
+	}
+	var stored []byte
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		stored = append(stored, tx.Bucket(bucketTasks).Get(compact.ID[:])...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	full, _ := json.Marshal(taskRecord{Seq: 1, Task: compact})
+	for _, zero := range []string{`"Cpu":0`, `"ContainerID":""`, `"StartTime":"0001-01-01T00:00:00Z"`, `"HostPorts":null`} {
+		if bytes.Contains(stored, []byte(zero)) {
+			t.Errorf("stored record %s holds %s, a zero field", stored, zero)
+		}
+	}
+	if len(stored) >= len(full) {
+		t.Errorf("stored record is %d bytes, json.Marshal's %d: want it smaller", len(stored), len(full))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, want := range []task.Task{compact, whole} {
+		got, ok := s.Get(want.ID)
+		if !ok {
+			t.Fatalf("task %s not found after reopen", want.Name)
+		}
+		g, _ := task.AppendJSON(nil, &got)
+		w, _ := task.AppendJSON(nil, &want)
+		if !bytes.Equal(g, w) {
+			t.Errorf("task %s after reopen:\n got %s\nwant %s", want.Name, g, w)
+		}
 	}
 }

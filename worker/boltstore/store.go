@@ -3,6 +3,7 @@ package boltstore
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"unique"
 
 	"github.com/cube-orchestrator/cube/task"
@@ -342,7 +343,7 @@ func (s *Store) putTask(tx *bolt.Tx, t task.Task) (taskindex.Entry, error) {
 			s.batchSeq[t.ID] = seq
 		}
 	}
-	data, err := json.Marshal(taskRecord{Seq: st.Seq, Task: t})
+	data, err := encodeRecord(st.Seq, &t)
 	if err != nil {
 		return taskindex.Entry{}, fmt.Errorf("encode task: %w", err)
 	}
@@ -355,6 +356,22 @@ func (s *Store) putTask(tx *bolt.Tx, t task.Task) (taskindex.Entry, error) {
 		return taskindex.Entry{}, err
 	}
 	return taskindex.Entry{Seq: st.Seq, Task: r.Task}, nil
+}
+
+// encodeRecord writes a task and its insertion sequence as the tasks bucket keeps them: a
+// taskRecord, the task in task.AppendCompactJSON's form (no field at its zero value, which
+// decoding leaves zero anyway). Records written whole, as json.Marshal writes a taskRecord, read
+// the same.
+func encodeRecord(seq uint64, t *task.Task) ([]byte, error) {
+	b := make([]byte, 0, 640)
+	b = append(b, `{"Seq":`...)
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, `,"Task":`...)
+	b, err := task.AppendCompactJSON(b, t)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '}'), nil
 }
 
 // intern makes the strings of a freshly decoded task that many tasks, or its own fields, tend to
