@@ -54,7 +54,7 @@ func (w *Worker) recoverState(ctx context.Context) {
 			ordered[o.TaskID] = true
 		}
 	}
-	for _, t := range w.store.List() {
+	for _, t := range w.store.Refs(nil) {
 		c, exists := byID[t.ContainerID]
 		switch {
 		case t.State == task.Running && exists && c.Running:
@@ -99,9 +99,10 @@ func (w *Worker) rebuildFromLabels(ctx context.Context, list []task.Container) i
 		}
 	}
 	n := 0
+	stored := tasksByID(w.store.Refs(nil)) // not Get, which copies each task
 	for id, c := range latest {
-		if _, known := w.store.Get(id); known {
-			continue // known, or submitted again while the worker recovered: the record wins
+		if stored[id] != nil {
+			continue // known: the record wins (one submitted meanwhile is found below)
 		}
 		ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		info, err := w.rt.Inspect(ictx, c.ID)

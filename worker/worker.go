@@ -145,8 +145,8 @@ func New(rt Runtime, cfg Config) *Worker {
 	}
 	w.slots.free = cfg.Concurrency
 	if w.store.Len() > 0 { // a durable store's tasks hold their names
-		for _, t := range w.store.List() {
-			w.names.update(task.Task{}, t)
+		for _, t := range w.store.Refs(nil) {
+			w.names.update(task.Task{}, *t)
 		}
 	}
 	// Orders accepted before a restart and not yet applied come first.

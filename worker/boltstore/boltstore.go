@@ -106,11 +106,9 @@ type Store struct {
 	orders []task.Order
 }
 
-// taskRecord is a task as kept in the tasks bucket.
-type taskRecord struct {
-	Seq  uint64
-	Task task.Task
-}
+// taskRecord is a task as kept in the tasks bucket: a taskindex.Entry, into which a record
+// decodes in place. Its JSON is {"Seq":…,"Task":{…}}.
+type taskRecord taskindex.Entry
 
 // lockedError says which database another worker holds. It matches ErrLocked and bbolt's
 // ErrTimeout.
@@ -243,32 +241,35 @@ func (s *Store) load() (err error) {
 	}
 
 	return s.db.View(func(tx *bolt.Tx) error {
-		var entries []taskindex.Entry
+		// Each task is decoded into an entry of its own, which the index then keeps: one copy
+		// of each task, not one in a growing slice and another in the index.
+		var entries []*taskindex.Entry
 		err := tx.Bucket(bucketTasks).ForEach(func(k, v []byte) error {
 			id, err := uuid.FromBytes(k)
 			if err != nil {
 				return fmt.Errorf("task key %x: %w", k, err)
 			}
-			var r taskRecord
-			if err := json.Unmarshal(v, &r); err != nil {
+			e := new(taskindex.Entry)
+			if err := json.Unmarshal(v, (*taskRecord)(e)); err != nil {
 				return fmt.Errorf("task %s: %w", id, err)
 			}
-			r.Task.ID = id
-			intern(&r.Task)
-			entries = append(entries, taskindex.Entry{Seq: r.Seq, Task: r.Task})
+			e.Task.ID = id
+			intern(&e.Task)
+			entries = append(entries, e)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		slices.SortFunc(entries, func(a, b taskindex.Entry) int {
+		slices.SortFunc(entries, func(a, b *taskindex.Entry) int {
 			if c := cmp.Compare(a.Seq, b.Seq); c != 0 {
 				return c
 			}
 			return bytes.Compare(a.Task.ID[:], b.Task.ID[:])
 		})
+		s.index.Grow(len(entries), tx.Bucket(bucketSeen).Stats().KeyN)
 		for _, e := range entries {
-			s.index.Put(e.Task, e.Seq)
+			s.index.PutEntry(e)
 		}
 
 		err = tx.Bucket(bucketOrders).ForEach(func(k, v []byte) error {

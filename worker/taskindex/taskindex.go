@@ -53,16 +53,37 @@ func (x *Index) Get(id uuid.UUID) (Entry, bool) {
 // Put stores t with seq, replacing any task with its ID; a replaced task keeps its place in the
 // order. t becomes the index's: the caller must neither keep nor change its maps and slices.
 func (x *Index) Put(t task.Task, seq uint64) {
+	x.PutEntry(&Entry{Seq: seq, Task: t})
+}
+
+// PutEntry is Put of e.Task with e.Seq that stores e itself, not a copy: e becomes the index's,
+// and neither it nor its task's maps and slices may be changed or kept by the caller. A store
+// loading thousands of tasks decodes each into an Entry of its own and hands it over.
+func (x *Index) PutEntry(e *Entry) {
 	if x.tasks == nil {
 		x.tasks = make(map[uuid.UUID]*Entry)
 	}
-	if old, ok := x.tasks[t.ID]; ok {
+	id := e.Task.ID
+	if old, ok := x.tasks[id]; ok {
 		x.count(old.Task, -1)
 	} else {
-		x.order = append(x.order, t.ID)
+		x.order = append(x.order, id)
 	}
-	x.tasks[t.ID] = &Entry{Seq: seq, Task: t}
-	x.count(t, +1)
+	x.tasks[id] = e
+	x.count(e.Task, +1)
+}
+
+// Grow makes room for tasks more tasks and events more event IDs, so that a store loading them
+// does not grow the maps and the order step by step (each step's old table is garbage).
+func (x *Index) Grow(tasks, events int) {
+	if x.tasks == nil {
+		x.tasks = make(map[uuid.UUID]*Entry, tasks)
+	}
+	if x.seen == nil {
+		x.seen = make(map[uuid.UUID]uuid.UUID, events)
+		x.events = make(map[uuid.UUID][]uuid.UUID, events)
+	}
+	x.order = slices.Grow(x.order, tasks)
 }
 
 // count adds (n = 1) or takes away (n = -1) t from the sums.

@@ -197,3 +197,33 @@ func names(ts []task.Task) []string {
 	}
 	return out
 }
+
+// PutEntry keeps the entry it is given, itself, in order and counted, after a Grow as without;
+// one for a stored ID replaces it in its place.
+func TestPutEntryKeepsTheEntry(t *testing.T) {
+	var x taskindex.Index
+	x.Grow(3, 3)
+	a := &taskindex.Entry{Seq: 1, Task: task.Task{ID: uuid.New(), State: task.Running, Cpu: 1}}
+	b := &taskindex.Entry{Seq: 2, Task: task.Task{ID: uuid.New(), State: task.Failed, Cpu: 2}}
+	x.PutEntry(a)
+	x.PutEntry(b)
+	refs := x.Refs(nil)
+	if len(refs) != 2 || refs[0] != &a.Task || refs[1] != &b.Task {
+		t.Fatalf("Refs after PutEntry: got %v, want the entries' own tasks, a then b", refs)
+	}
+	a2 := &taskindex.Entry{Seq: 1, Task: task.Task{ID: a.Task.ID, State: task.Completed, Cpu: 1}}
+	x.PutEntry(a2)
+	if refs := x.Refs(nil); len(refs) != 2 || refs[0] != &a2.Task {
+		t.Fatalf("Refs after replacing a: got %v, want a's new entry first", refs)
+	}
+	if got := x.Count(task.Running); got != 0 {
+		t.Errorf("Count(Running) = %d, want 0 after the replacement", got)
+	}
+	if got := x.Claimed(uuid.Nil); got.CPU != 0 {
+		t.Errorf("Claimed = %+v, want nothing: both tasks have ended", got)
+	}
+	x.See(uuid.New(), b.Task.ID)
+	if got := x.EventsOf(b.Task.ID); len(got) != 1 {
+		t.Errorf("EventsOf(b) after a Grow and a See: %v, want one", got)
+	}
+}
