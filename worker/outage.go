@@ -82,6 +82,14 @@ func (w *Worker) markUp(ctx context.Context) {
 	w.reconcile(ctx)
 }
 
+// down returns why the runtime is thought not to answer, the outage's own error (an operation
+// parked with it notes the same outage, not a new one wrapping it); nil while it answers.
+func (w *Worker) down() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.outage.err
+}
+
 // unconfirmed returns the note that Get and List put on tasks while the runtime does not answer.
 func (w *Worker) unconfirmed() string {
 	w.mu.Lock()

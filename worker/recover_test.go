@@ -1,12 +1,14 @@
 package worker
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/cube-orchestrator/cube/task"
 	"github.com/cube-orchestrator/cube/worker/workertest"
+	"github.com/google/uuid"
 )
 
 var errDown = task.Errorf(task.EUNAVAILABLE, "Cannot connect to the Docker daemon")
@@ -103,5 +105,47 @@ func TestStopBeatsPendingRestart(t *testing.T) {
 	}
 	if got.State != task.Completed || countRecords(got, task.RecordStopped) != 1 {
 		t.Errorf("got state %v records %v, want Completed with one Stopped record", got.State, recordTypes(got))
+	}
+}
+
+// A worker restarting onto many running containers while the runtime does not answer their
+// inspections parks every adoption, noting one outage (its cause is not wrapped again by each
+// adoption that parks on it), and takes every container up, none restarted, once it answers.
+func TestAdoptionsParkOnOneOutage(t *testing.T) {
+	const n = 3 * adoptInspections
+	rt := workertest.New()
+	store := &MemoryStore{}
+	var ids []uuid.UUID
+	for range n {
+		spec := newTask()
+		c, err := rt.Start(context.Background(), spec, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.State, spec.ContainerID, spec.StartTime = task.Running, c.ID, time.Now()
+		if err := store.Put(spec); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, spec.ID)
+	}
+	started := len(rt.Starts())
+	rt.SetInspectErr(errDown)
+	rt.SetPingErr(errDown)
+	w := New(rt, Config{Store: store, PingInterval: 10 * time.Millisecond, Logger: testLogger(t)})
+	workertest.Run(t, w) // not Start: the worker is not ready while the runtime is down
+	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == n }, "every adoption parked")
+	if note := w.unconfirmed(); note == "" || len(note) > 512 {
+		t.Errorf("the outage note with %d adoptions parked: %d bytes, want one outage's (%.300q)", n, len(note), note)
+	}
+	rt.SetInspectErr(nil)
+	rt.SetPingErr(nil)
+	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 0 && w.unconfirmed() == "" }, "every adoption done")
+	for _, id := range ids {
+		if got, _ := w.Get(id); got.State != task.Running {
+			t.Errorf("task %s after the outage: %s, want Running", id, got.State)
+		}
+	}
+	if got := len(rt.Starts()); got != started {
+		t.Errorf("starts after the restart: %d, want none (%d before)", got-started, started)
 	}
 }

@@ -246,7 +246,7 @@ func (r *runner) apply(ctx context.Context, o op) {
 	case isWaitingForSlot(err):
 		return // back in the backlog, its order kept, until a slot is handed to it
 	case errors.As(err, &parked):
-		r.park(ctx, parked.op, err)
+		r.park(ctx, parked.op, parked.err) // the outage is noted with the runtime's own error
 		return
 	case err != nil:
 		r.log.Error("task operation failed", "err", err)

@@ -309,6 +309,10 @@ func (r *runner) markRunning(ctx context.Context, c task.Container) error {
 	return nil
 }
 
+// adoptInspections bounds the inspections of containers being taken up at start-up under way
+// at once.
+const adoptInspections = 8
+
 // adopt takes up a task's container found at start-up, without restarting it: a running
 // container keeps running and gets its health check back; one that ended meanwhile is checked
 // like any exit.
@@ -317,9 +321,25 @@ func (r *runner) adopt(ctx context.Context, containerID string) error {
 	if t.ContainerID != containerID || t.State != task.Running {
 		return nil
 	}
+	// A worker restarting onto a thousand containers takes them all up at once, each in its
+	// runner: adoptInspections at a time ask the Engine, not one connection and one decoded
+	// answer per container at the same moment (~16 MB at 1,000, and as many requests to the
+	// Engine).
+	// While the Engine is thought down, the adoption waits for it at once, parked like any
+	// operation, rather than behind the inspections that found it down (30 s each when it hangs).
+	select {
+	case r.w.adopting <- struct{}{}:
+	case <-ctx.Done():
+		return nil // shutting down: the next start takes the container up
+	}
+	if err := r.w.down(); err != nil {
+		<-r.w.adopting
+		return &parkedError{op: op{kind: opAdopt, taskID: r.id, containerID: containerID}, err: err}
+	}
 	ictx, cancel := bounded(ctx, 30*time.Second)
 	c, err := r.w.rt.Inspect(ictx, containerID)
 	cancel()
+	<-r.w.adopting
 	if unavailable(err) {
 		return &parkedError{op: op{kind: opAdopt, taskID: r.id, containerID: containerID}, err: err}
 	}

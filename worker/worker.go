@@ -124,9 +124,10 @@ type Worker struct {
 	owned    ownership             // containers the worker may remove, and those reported
 	slots    startSlots            // the starts under way at once, and those waiting for a slot
 
-	recovered atomic.Bool // recoverState has finished
-	changes   hub         // the task changes subscribers follow
-	names     names       // which task holds each name among those that have not ended
+	recovered atomic.Bool   // recoverState has finished
+	adopting  chan struct{} // a token per container inspection under way to take one up at start-up
+	changes   hub           // the task changes subscribers follow
+	names     names         // which task holds each name among those that have not ended
 }
 
 // New returns a Worker that runs tasks through rt.
@@ -141,6 +142,7 @@ func New(rt Runtime, cfg Config) *Worker {
 		intake:   newOpQueue(),
 		notify:   make(chan struct{}, 1),
 		runners:  make(map[uuid.UUID]*runner),
+		adopting: make(chan struct{}, adoptInspections),
 		owned:    ownership{orphans: make(map[string]orphan), reported: make(map[string]bool)},
 	}
 	w.slots.free = cfg.Concurrency

@@ -39,7 +39,7 @@ type Runtime struct {
 	StartHook func(ctx context.Context, t task.Task) error
 	// PingErr, when set, is what Ping returns. Set it with SetPingErr once a worker runs.
 	PingErr error
-	// InspectErr, when set, is what Inspect returns.
+	// InspectErr, when set, is what Inspect returns. Set it with SetInspectErr once a worker runs.
 	InspectErr error
 	// StopErr and RemoveErr, when set, are what Stop and Remove return (doing nothing).
 	StopErr, RemoveErr error
@@ -305,6 +305,13 @@ func (r *Runtime) SetPingErr(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.PingErr = err
+}
+
+// SetInspectErr sets InspectErr, safely while a worker inspects.
+func (r *Runtime) SetInspectErr(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.InspectErr = err
 }
 
 // Ping returns PingErr.
