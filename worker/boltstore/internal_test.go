@@ -215,3 +215,58 @@ func TestRecordsCompactAndWhole(t *testing.T) {
 		}
 	}
 }
+
+// Stored tasks with the same exposed ports share one map, as written and as read back; tasks
+// with other ports, or none, do not; Get still hands out a map of the caller's own.
+func TestExposedPortsShared(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(ports ...string) task.Task {
+		tk := task.Task{ID: uuid.New(), Name: "t", Image: "img"}
+		if ports != nil {
+			tk.ExposedPorts = task.PortSet{}
+			for _, p := range ports {
+				tk.ExposedPorts[p] = struct{}{}
+			}
+		}
+		return tk
+	}
+	tasks := []task.Task{mk("7777/tcp", "53/udp"), mk("53/udp", "7777/tcp"), mk("7777/tcp"), mk()}
+	for _, tk := range tasks {
+		if err := s.Put(tk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	same := func(a, b task.PortSet) bool {
+		return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+	}
+	check := func(when string) {
+		t.Helper()
+		refs := s.Refs(nil)
+		if !same(refs[0].ExposedPorts, refs[1].ExposedPorts) {
+			t.Errorf("%s: two tasks exposing 7777/tcp and 53/udp hold two maps, want one", when)
+		}
+		if same(refs[0].ExposedPorts, refs[2].ExposedPorts) || len(refs[2].ExposedPorts) != 1 {
+			t.Errorf("%s: the task exposing 7777/tcp alone got %v, shared with the others: %v", when, refs[2].ExposedPorts, same(refs[0].ExposedPorts, refs[2].ExposedPorts))
+		}
+		if refs[3].ExposedPorts != nil {
+			t.Errorf("%s: a task exposing no ports got %v, want nil", when, refs[3].ExposedPorts)
+		}
+		got, _ := s.Get(tasks[0].ID)
+		if same(got.ExposedPorts, refs[0].ExposedPorts) {
+			t.Errorf("%s: Get handed out the shared map", when)
+		}
+	}
+	check("after Put")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check("after reopen")
+}
