@@ -5,8 +5,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cube-orchestrator/cube/api"
@@ -36,6 +39,27 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 	return root
 }
 
+// workerGCPercent is the worker's GOGC when its environment sets none.
+const workerGCPercent = 50
+
+var tuned sync.Once
+
+// tuneRuntime sets the Go runtime up for a worker, once per process (the first worker a process
+// runs decides; a real one runs one): the collector at workerGCPercent unless GOGC is set, so
+// that the heap grows half, not all, of what is live before a collection (the node's memory is
+// for its tasks; see "Configuration" in the README); and, without --enable-debug, no sampling of
+// allocations for a heap profile no one can read (its table of call stacks alone is ~1.5 MB).
+func tuneRuntime(enableDebug bool) {
+	tuned.Do(func() {
+		if _, set := os.LookupEnv("GOGC"); !set {
+			debug.SetGCPercent(workerGCPercent)
+		}
+		if !enableDebug {
+			runtime.MemProfileRate = 0
+		}
+	})
+}
+
 func newWorkerCmd(getenv func(string) string, stderr io.Writer) *cobra.Command {
 	var cfg workerConfig
 	hostname, _ := os.Hostname()
@@ -53,6 +77,7 @@ root and in $XDG_STATE_HOME/cube/NAME or ~/.local/state/cube/NAME otherwise; --i
 none, and a crash then loses accepted work that has no container yet.
 The Docker Engine is found as the docker CLI finds it (DOCKER_HOST, or the default socket).
 On SIGINT or SIGTERM the daemon stops serving and exits; containers keep running.
+Go's garbage collector runs at GOGC=50 (less memory, a little more CPU) unless GOGC is set.
 
 Security: the worker drives Docker, which is root on this machine. It refuses to listen on an
 address other than loopback unless clients must authenticate (a token, or client certificates
@@ -70,6 +95,7 @@ unless an --allow-* flag grants that kind.`,
 			if err != nil {
 				return err
 			}
+			tuneRuntime(cfg.enableDebug)
 			return runWorker(cmd.Context(), cfg, log)
 		},
 	}
