@@ -23,23 +23,19 @@ import (
 // Every field of Task is written, RegistryAuth too when it is set: redacting is the caller's
 // ([Task.Redacted]). FuzzAppendJSON fills every field of Task by reflection and compares with
 // encoding/json, so a field added to Task and not written here fails it.
-func AppendJSON(b []byte, t *Task) ([]byte, error) {
-	n0 := len(b)
-	b, err := appendTask(b, t, false)
-	if err != nil {
-		return b[:n0], err
-	}
-	return b, nil
-}
+func AppendJSON(b []byte, t *Task) ([]byte, error) { return appendOrKeep(b, t, false) }
 
 // AppendCompactJSON is AppendJSON less the fields AppendJSON writes at their zero value (an
 // empty string, 0, false, a nil map or slice, the zero time): what json.Unmarshal reads back,
 // into a zero Task, as the same task. A non-nil empty map or slice is written, so it reads back
 // non-nil. The worker's durable store keeps tasks so: a task that has failed to start is about
 // a quarter smaller than AppendJSON writes it.
-func AppendCompactJSON(b []byte, t *Task) ([]byte, error) {
+func AppendCompactJSON(b []byte, t *Task) ([]byte, error) { return appendOrKeep(b, t, true) }
+
+// appendOrKeep appends t to b, or, when it cannot be written, returns b as it was and the error.
+func appendOrKeep(b []byte, t *Task, compact bool) ([]byte, error) {
 	n0 := len(b)
-	b, err := appendTask(b, t, true)
+	b, err := appendTask(b, t, compact)
 	if err != nil {
 		return b[:n0], err
 	}

@@ -136,14 +136,7 @@ func TestConcurrentWritesShareTransactions(t *testing.T) {
 		t.Errorf("%d concurrent writes took %d transactions, want 2: the one under way, then the %d that queued, together", n, txs, n-1)
 	}
 	t.Logf("%d concurrent writes, %d transactions", n, txs)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopen(t, s, path)
 	for _, id := range ids {
 		if _, ok := s.Get(id); !ok {
 			t.Errorf("task %s is not on disk", id)
@@ -194,15 +187,7 @@ func TestRecordsCompactAndWhole(t *testing.T) {
 	if len(stored) >= len(full) {
 		t.Errorf("stored record is %d bytes, json.Marshal's %d: want it smaller", len(stored), len(full))
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err = Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = reopen(t, s, path)
 	for _, want := range []task.Task{compact, whole} {
 		got, ok := s.Get(want.ID)
 		if !ok {
@@ -261,12 +246,20 @@ func TestExposedPortsShared(t *testing.T) {
 		}
 	}
 	check("after Put")
+	s = reopen(t, s, path)
+	check("after reopen")
+}
+
+// reopen closes s and opens the store at path again, closed when the test ends.
+func reopen(t *testing.T, s *Store, path string) *Store {
+	t.Helper()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = Open(path, Options{}); err != nil {
+	s, err := Open(path, Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	check("after reopen")
+	t.Cleanup(func() { s.Close() })
+	return s
 }
