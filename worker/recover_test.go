@@ -133,7 +133,11 @@ func TestAdoptionsParkOnOneOutage(t *testing.T) {
 	rt.SetPingErr(errDown)
 	w := New(rt, Config{Store: store, PingInterval: 10 * time.Millisecond, Logger: testLogger(t)})
 	workertest.Run(t, w) // not Start: the worker is not ready while the runtime is down
-	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == n }, "every adoption parked")
+	waitFor(t, waitTimeout, func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.outage.waiting) == n
+	}, "every adoption parked")
 	if note := w.unconfirmed(); note == "" || len(note) > 512 {
 		t.Errorf("the outage note with %d adoptions parked: %d bytes, want one outage's (%.300q)", n, len(note), note)
 	}
