@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,5 +152,70 @@ func TestAdoptionsParkOnOneOutage(t *testing.T) {
 	}
 	if got := len(rt.Starts()); got != started {
 		t.Errorf("starts after the restart: %d, want none (%d before)", got-started, started)
+	}
+}
+
+// A worker restarting onto many running containers inspects at most adoptInspections of them at
+// once to take them up, and takes every one up.
+func TestAdoptionsInspectAFewAtOnce(t *testing.T) {
+	const n = 4 * adoptInspections
+	rt := workertest.New()
+	store := &MemoryStore{}
+	var ids []uuid.UUID
+	for range n {
+		spec := newTask()
+		c, err := rt.Start(context.Background(), spec, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.State, spec.ContainerID, spec.StartTime = task.Running, c.ID, time.Now()
+		if err := store.Put(spec); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, spec.ID)
+	}
+	var mu sync.Mutex
+	cur, most, seen := 0, 0, 0
+	release := make(chan struct{})
+	rt.InspectHook = func(ctx context.Context, id string) error {
+		mu.Lock()
+		cur++
+		seen++
+		most = max(most, cur)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			cur--
+			mu.Unlock()
+		}()
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	w := New(rt, Config{Store: store, Logger: testLogger(t)})
+	workertest.Run(t, w)
+	// The inspections are held: as many as may run at once get under way, and no more.
+	waitFor(t, waitTimeout, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return cur == adoptInspections
+	}, "exactly adoptInspections inspections under way (more at once: the bound does not hold)")
+	close(release)
+	waitFor(t, waitTimeout, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen >= n && cur == 0
+	}, "every container inspected")
+	mu.Lock()
+	defer mu.Unlock()
+	if most != adoptInspections || seen < n {
+		t.Errorf("inspections: %d at most at once, %d in all; want %d at once, %d or more in all", most, seen, adoptInspections, n)
+	}
+	for _, id := range ids {
+		if got, _ := w.Get(id); got.State != task.Running {
+			t.Errorf("task %s after the restart: %s, want Running", id, got.State)
+		}
 	}
 }

@@ -41,6 +41,9 @@ type Runtime struct {
 	PingErr error
 	// InspectErr, when set, is what Inspect returns. Set it with SetInspectErr once a worker runs.
 	InspectErr error
+	// InspectHook, when set, runs at the start of every Inspect, outside the fake's lock; an
+	// error it returns is Inspect's. It may block, to hold an inspection under way.
+	InspectHook func(ctx context.Context, containerID string) error
 	// StopErr and RemoveErr, when set, are what Stop and Remove return (doing nothing).
 	StopErr, RemoveErr error
 	// ExecHook, when set, answers Exec; without it Exec fails.
@@ -228,6 +231,11 @@ func (r *Runtime) Containers() []task.Container {
 
 // Inspect returns the container, or ENOTFOUND.
 func (r *Runtime) Inspect(ctx context.Context, containerID string) (task.Container, error) {
+	if r.InspectHook != nil {
+		if err := r.InspectHook(ctx, containerID); err != nil {
+			return task.Container{}, err
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.InspectErr != nil {
