@@ -26,12 +26,13 @@ import (
 )
 
 // cubeBinary builds bin/cube once per test process, for tests that kill the worker with
-// SIGKILL and start it again.
+// SIGKILL and start it again, in cubeBinDir, which TestMain removes.
 var cubeBinary = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "cube-bin-")
 	if err != nil {
 		return "", err
 	}
+	cubeBinDir = dir
 	bin := filepath.Join(dir, "cube")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -39,6 +40,9 @@ var cubeBinary = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
+
+// cubeBinDir is the directory cubeBinary built the binary in; "" until it has.
+var cubeBinDir string
 
 // proc is a `cube worker` running as a process of its own.
 type proc struct {

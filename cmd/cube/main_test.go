@@ -17,6 +17,12 @@ import (
 // must stop completely, and every worker, stream and health check with it.
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if cubeBinDir != "" { // 22 MB a run, left in the temporary directory otherwise
+		if err := os.RemoveAll(cubeBinDir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
 	if err := testenv.RemoveImages(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		code = 1
