@@ -115,20 +115,7 @@ func TestStopBeatsPendingRestart(t *testing.T) {
 func TestAdoptionsParkOnOneOutage(t *testing.T) {
 	const n = 3 * adoptInspections
 	rt := workertest.New()
-	store := &MemoryStore{}
-	var ids []uuid.UUID
-	for range n {
-		spec := newTask()
-		c, err := rt.Start(context.Background(), spec, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec.State, spec.ContainerID, spec.StartTime = task.Running, c.ID, time.Now()
-		if err := store.Put(spec); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, spec.ID)
-	}
+	store, ids := runningInStore(t, rt, n)
 	started := len(rt.Starts())
 	rt.SetInspectErr(errDown)
 	rt.SetPingErr(errDown)
@@ -144,12 +131,7 @@ func TestAdoptionsParkOnOneOutage(t *testing.T) {
 	}
 	rt.SetInspectErr(nil)
 	rt.SetPingErr(nil)
-	waitFor(t, waitTimeout, func() bool { return w.QueueLen() == 0 && w.unconfirmed() == "" }, "every adoption done")
-	for _, id := range ids {
-		if got, _ := w.Get(id); got.State != task.Running {
-			t.Errorf("task %s after the outage: %s, want Running", id, got.State)
-		}
-	}
+	waitFor(t, waitTimeout, func() bool { return takenUp(w, ids) && w.unconfirmed() == "" }, "every container taken up")
 	if got := len(rt.Starts()); got != started {
 		t.Errorf("starts after the restart: %d, want none (%d before)", got-started, started)
 	}
@@ -160,20 +142,7 @@ func TestAdoptionsParkOnOneOutage(t *testing.T) {
 func TestAdoptionsInspectAFewAtOnce(t *testing.T) {
 	const n = 4 * adoptInspections
 	rt := workertest.New()
-	store := &MemoryStore{}
-	var ids []uuid.UUID
-	for range n {
-		spec := newTask()
-		c, err := rt.Start(context.Background(), spec, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec.State, spec.ContainerID, spec.StartTime = task.Running, c.ID, time.Now()
-		if err := store.Put(spec); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, spec.ID)
-	}
+	store, ids := runningInStore(t, rt, n)
 	var mu sync.Mutex
 	cur, most, seen := 0, 0, 0
 	release := make(chan struct{})
@@ -203,19 +172,41 @@ func TestAdoptionsInspectAFewAtOnce(t *testing.T) {
 		return cur == adoptInspections
 	}, "exactly adoptInspections inspections under way (more at once: the bound does not hold)")
 	close(release)
-	waitFor(t, waitTimeout, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return seen >= n && cur == 0
-	}, "every container inspected")
+	waitFor(t, waitTimeout, func() bool { return takenUp(w, ids) }, "every container taken up")
 	mu.Lock()
 	defer mu.Unlock()
 	if most != adoptInspections || seen < n {
 		t.Errorf("inspections: %d at most at once, %d in all; want %d at once, %d or more in all", most, seen, adoptInspections, n)
 	}
+}
+
+// runningInStore starts n containers on rt and stores their tasks as Running, as a worker that
+// was killed left them, but without the host ports that taking them up reads from the runtime.
+func runningInStore(t *testing.T, rt *workertest.Runtime, n int) (*MemoryStore, []uuid.UUID) {
+	t.Helper()
+	store := &MemoryStore{}
+	var ids []uuid.UUID
+	for range n {
+		spec := newTask()
+		c, err := rt.Start(context.Background(), spec, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.State, spec.ContainerID, spec.StartTime = task.Running, c.ID, time.Now()
+		if err := store.Put(spec); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, spec.ID)
+	}
+	return store, ids
+}
+
+// takenUp reports whether every task is Running with the host ports its adoption read.
+func takenUp(w *Worker, ids []uuid.UUID) bool {
 	for _, id := range ids {
-		if got, _ := w.Get(id); got.State != task.Running {
-			t.Errorf("task %s after the restart: %s, want Running", id, got.State)
+		if got, _ := w.Get(id); got.State != task.Running || len(got.HostPorts) == 0 {
+			return false
 		}
 	}
+	return true
 }
